@@ -1,0 +1,21 @@
+"""mars_lib: margin-aware augmentation of reward-model training data (MARS), and its baselines.
+
+Modules (each small, named for what it holds):
+  config      profiles (smoke / cpu / paper) as one validated dataclass per run
+  assets      offline models and data inside installed packages; checksums; GGUF -> safetensors
+  data        the preference-pair schema, loaders (HH-RLHF, JSONL/CSV/Parquet), validation
+  generation  batched, cached text generation with the offline generator
+  tasks       the offline gold-judge task: real prompts, sampled responses, gold judge, noisy labels
+  features    frozen-encoder features of (prompt, response), cached by content
+  reward_model  Bradley-Terry loss, linear/MLP head reward model, scoring
+  selection   reward gaps, MARS allocation, integer budgets, strategies' selection rules
+  augment     synthetic-pair operators (WordNet paraphrase, ...)
+  training    the rounds loop: no-aug / uniform / West-of-N / MARS v1 / MARS v2
+  curvature   Hessian / Fisher information of the BT loss for the linear head
+  downstream  Best-of-N with each reward model, unbiased best-of-n estimator
+  metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals
+  results     atomic tidy-table writing with config, seed and versions beside it
+  plotting    one style, one colour per method; figures drawn from saved tables
+"""
+
+__version__ = "0.1.0"

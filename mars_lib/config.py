@@ -1,0 +1,148 @@
+"""One configuration object per run: profiles (smoke / cpu / paper) as named sets of defaults.
+
+A notebook's `parameters` cell holds `profile` plus one line per field, `None` meaning "take the
+profile's value"; `RunConfig.resolve(profile, **params)` merges them, validates every field, and
+the resolved config is saved beside every result table. The code never branches on the profile
+name: it reads the fields (architecture.md §3).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+STRATEGIES = ("none", "uniform", "won", "mars_v1", "mars_v2")
+POOL_MODES = ("pool", "on_demand")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- run ------------------------------------------------------------------------------
+    profile: str = "cpu"
+    results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
+    device: str = "cpu"                         # explicit; no hidden accelerator or bf16
+    threads: int = 2                            # torch threads (2-core laptop)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)    # RM training seeds (also label draws of synthetic sampling)
+    # --- task (mars_lib.tasks) -------------------------------------------------------------
+    task_dir: str = "data/gold_task_v1"         # committed offline task (prompts, responses, gold scores)
+    beta: float = 1.0                           # label-noise temperature of the BT annotator (gold units)
+    n_prompts: int | None = None                # keep a deterministic subset of prompts (None = all)
+    max_pairs_per_prompt: int | None = None     # None = every pair of distinct responses
+    label_seed: int = 0                         # seed of the noisy label draw
+    # --- reward model (mars_lib.reward_model) ----------------------------------------------
+    encoder: str = "minilm"                     # frozen encoder of the head RM (offline asset)
+    max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
+    head_hidden: int = 0                        # 0 = linear head (the theory's model)
+    lr: float = 1e-2                            # AdamW on the head (features are L2-normalised)
+    weight_decay: float = 1e-4
+    batch_size: int = 64                        # pairs per step (authors' effective batch: 64)
+    # --- MARS and baselines (mars_lib.selection, mars_lib.training) -------------------------
+    strategies: tuple[str, ...] = STRATEGIES
+    rounds: int = 5                             # T: allocate -> augment -> train rounds (v1 code: 5)
+    epochs_per_round: int = 1                   # v1 code: 1 epoch per round
+    budget_ratio: float = 2.0                   # B / N_base synthetic pairs per round (v1: 2000 / 1000)
+    tau_v1: float = 0.1                         # v1: q ∝ exp(-τ|Δ|) [C1]
+    tau_v2: float = 0.5                         # v2: q ∝ exp(-τΔ), signed [C2]
+    warm_start: bool = False                    # train on the base set before the first allocation?
+    cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
+    reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
+    pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
+    n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
+    # --- evaluation / theory / downstream ------------------------------------------------
+    n_boot: int = 1000                          # bootstrap resamples for CIs
+    curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
+    bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
+    # --- paper profile identifiers (used where the fields above name hub models) -----------
+    paper_rm_model: str = "microsoft/deberta-v3-base"
+    paper_paraphraser: str = "humarin/chatgpt_paraphraser_on_T5_base"
+    paper_policy: str = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    paper_dataset: str = "Anthropic/hh-rlhf"
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
+        if self.profile not in PROFILES:
+            bad("profile", f"unknown profile; choose one of {sorted(PROFILES)}")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            bad("strategies", f"unknown strategy {unknown}; choose from {STRATEGIES}")
+        if self.pool_mode not in POOL_MODES:
+            bad("pool_mode", f"choose one of {POOL_MODES}")
+        for name in ("tau_v1", "tau_v2", "beta", "lr"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        if self.budget_ratio < 0:
+            bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
+        for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be a positive integer")
+        if not self.seeds:
+            bad("seeds", "need at least one seed")
+        if self.n_prompts is not None and self.n_prompts < 2:
+            bad("n_prompts", "need at least 2 prompts (or None for all)")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            bad("device", "use 'cpu' or 'cuda[:N]'")
+
+    @classmethod
+    def resolve(cls, profile: str = "cpu", **params) -> "RunConfig":
+        """Profile defaults, then every parameter that is not None. Unknown names are an error."""
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(names)}")
+        values = {**PROFILES[profile], "profile": profile}
+        for k, v in params.items():
+            if v is not None:
+                values[k] = tuple(v) if isinstance(v, list) else v
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise ConfigError(str(e)) from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> Path:
+        from .io import atomic_write_json
+        return atomic_write_json(path, self.to_dict())
+
+    def path(self, *parts) -> Path:
+        """A path under results_dir (relative paths are taken from the repository root)."""
+        base = Path(self.results_dir)
+        base = base if base.is_absolute() else REPO_ROOT / base
+        p = base.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def task_path(self) -> Path:
+        p = Path(self.task_dir)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def apply_runtime(self) -> None:
+        """Threads and offline mode for this process (offline unless the profile is online)."""
+        import torch
+        torch.set_num_threads(self.threads)
+        if self.profile != "paper":
+            from .assets import set_offline
+            set_offline()
+
+
+PROFILES: dict[str, dict] = {
+    # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
+    "smoke": {"seeds": (0, 1), "n_prompts": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
+              "curvature_taus": (0.0, 0.5, 2.0)},
+    # the reference run: the whole offline task
+    "cpu": {},
+    # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
+    "paper": {"device": "cuda", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
+              "epochs_per_round": 1, "budget_ratio": 2.0},
+}

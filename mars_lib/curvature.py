@@ -1,0 +1,109 @@
+"""Curvature and Fisher information of the Bradley-Terry loss for the linear head r = θᵀφ.
+
+Theory (mars-method.md §3, [S-zh1]): with Δφ = φ(x, y+) − φ(x, y−) and Δ = θᵀΔφ,
+    H(θ) = E_w[ σ′(Δ) Δφ Δφᵀ ],   σ′(t) = σ(t)(1 − σ(t)),
+which for the logistic BT model equals the expected Fisher information. The empirical Fisher on
+labelled pairs is E_w[ (1 − σ(Δ))² Δφ Δφᵀ ]. Weights w are any distribution over pairs (uniform,
+a MARS allocation q, the realised budgets b_i of an augmented set).
+
+All functions work in float64 numpy; shapes are in the docstrings.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(t):
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(t, dtype=np.float64)))
+
+
+def sigma_prime(t) -> np.ndarray:
+    """σ′(t) = σ(t)(1 − σ(t)); 1/4 at t = 0."""
+    s = sigmoid(t)
+    return s * (1.0 - s)
+
+
+def _weights(w, n: int) -> np.ndarray:
+    w = np.full(n, 1.0 / n) if w is None else np.asarray(w, dtype=np.float64)
+    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with shape ({n},) and a positive sum")
+    return w / w.sum()
+
+
+def hessian(dphi, theta, w=None) -> np.ndarray:
+    """Closed-form BT-loss Hessian Σ_i w_i σ′(Δ_i) Δφ_i Δφ_iᵀ. dphi [N, D], theta [D] -> [D, D]."""
+    dphi = np.asarray(dphi, dtype=np.float64)
+    w = _weights(w, len(dphi)) * sigma_prime(dphi @ np.asarray(theta, np.float64))
+    return (dphi * w[:, None]).T @ dphi
+
+
+def empirical_fisher(dphi, theta, w=None) -> np.ndarray:
+    """Σ_i w_i (1 − σ(Δ_i))² Δφ_i Δφ_iᵀ: the outer product of per-pair gradients of −log σ(Δ_i)."""
+    dphi = np.asarray(dphi, dtype=np.float64)
+    g = 1.0 - sigmoid(dphi @ np.asarray(theta, np.float64))
+    w = _weights(w, len(dphi)) * g * g
+    return (dphi * w[:, None]).T @ dphi
+
+
+def mean_sigma_prime(reward_gap, w=None) -> float:
+    """E_w[σ′(Δ)]: the scalar curvature factor MARS raises."""
+    d = np.asarray(reward_gap, dtype=np.float64)
+    return float(_weights(w, d.size) @ sigma_prime(d))
+
+
+def spectrum(H, rel_tol: float = 1e-10) -> dict:
+    """Trace, λ_max, λ_min on the data span (eigenvalues > rel_tol·λ_max), condition number there,
+    and the rank used. H [D, D] symmetric PSD."""
+    ev = np.linalg.eigvalsh((H + H.T) / 2)
+    lmax = float(ev[-1])
+    span = ev[ev > rel_tol * max(lmax, 1e-300)]
+    lmin = float(span[0]) if span.size else 0.0
+    return {"trace": float(ev.sum()), "lambda_max": lmax, "lambda_min_span": lmin,
+            "condition_span": lmax / lmin if lmin > 0 else float("inf"), "rank": int(span.size)}
+
+
+def coverage_factor(H_w, H_ref, rel_tol: float = 1e-10) -> float:
+    """Largest c with H_w ⪰ c · H_ref on the span of H_ref (the feature-coverage condition of the
+    PSD lower bound; c ≥ 1 means the weighted curvature dominates in every direction).
+
+    Computed as the smallest generalised eigenvalue of (H_w, H_ref) restricted to range(H_ref).
+    """
+    ev, U = np.linalg.eigh((H_ref + H_ref.T) / 2)
+    keep = ev > rel_tol * ev[-1]
+    P = U[:, keep] / np.sqrt(ev[keep])           # whitening of H_ref on its range
+    M = P.T @ ((H_w + H_w.T) / 2) @ P
+    return float(np.linalg.eigvalsh(M)[0])
+
+
+def curvature_summary(dphi, theta, w=None) -> dict:
+    """One row of the curvature table for a weighting w of the pairs."""
+    d = np.asarray(dphi, np.float64) @ np.asarray(theta, np.float64)
+    H = hessian(dphi, theta, w)
+    F = empirical_fisher(dphi, theta, w)
+    s = spectrum(H)
+    return {"mean_sigma_prime": mean_sigma_prime(d, w), **s,
+            "fisher_trace": float(np.trace(F)), "fisher_lambda_max": float(np.linalg.eigvalsh(F)[-1])}
+
+
+def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) -> np.ndarray:
+    """Top-k eigenvalues of a symmetric operator given only v -> A v (Lanczos with full
+    re-orthogonalisation). For Hessian-vector products of fine-tuned models."""
+    rng = np.random.default_rng(seed)
+    iters = min(iters, dim)
+    Q = np.zeros((dim, iters + 1))
+    alpha, beta = np.zeros(iters), np.zeros(iters)
+    q = rng.standard_normal(dim)
+    Q[:, 0] = q / np.linalg.norm(q)
+    m = iters
+    for j in range(iters):
+        v = matvec(Q[:, j])
+        alpha[j] = Q[:, j] @ v
+        v -= Q[:, :j + 1] @ (Q[:, :j + 1].T @ v)
+        v -= Q[:, :j + 1] @ (Q[:, :j + 1].T @ v)
+        beta[j] = np.linalg.norm(v)
+        if beta[j] < 1e-12:
+            m = j + 1
+            break
+        Q[:, j + 1] = v / beta[j]
+    T = np.diag(alpha[:m]) + np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
+    return np.sort(np.linalg.eigvalsh(T))[::-1][:k]

@@ -1,0 +1,212 @@
+"""The preference-pair schema, loaders and validation (architecture.md §5).
+
+Schema of one pair (a row of a `datasets.Dataset` or a pandas DataFrame):
+  prompt, chosen, rejected : str   the conversation prefix and the two responses
+  pair_id                  : str   unique id of the pair
+  source_id                : str   the original pair a synthetic one came from (== pair_id for originals)
+  origin                   : str   "original" or the synthetic operator's name
+  gold_chosen, gold_rejected : float, optional   gold-judge scores where a gold judge exists
+
+Bad input gets a `DataError` naming the file, the row and the problem, never a traceback from
+deep inside a library. Rows with a problem can instead be skipped (on_error="skip"), and the skip
+counts are reported — never a silent drop.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED = ("prompt", "chosen", "rejected")
+SCHEMA = REQUIRED + ("pair_id", "source_id", "origin")
+HH_SPLIT = "\n\nAssistant:"
+
+
+class DataError(ValueError):
+    """Malformed preference data; the message names the file, the row and the problem."""
+
+
+def _where(path, row) -> str:
+    return f"{path or '<data>'}, row {row}"
+
+
+def check_pair(rec: dict, path=None, row=None) -> None:
+    """Raise DataError for a malformed pair. Rows are numbered from 1 as a text editor shows them."""
+    for col in REQUIRED:
+        if col not in rec:
+            raise DataError(f"{_where(path, row)}: missing column '{col}' (need {', '.join(REQUIRED)}; "
+                            f"got {', '.join(map(str, rec))})")
+        val = rec[col]
+        if not isinstance(val, str):
+            if val is None or (isinstance(val, float) and math.isnan(val)):
+                raise DataError(f"{_where(path, row)}: column '{col}' is empty (null)")
+            raise DataError(f"{_where(path, row)}: column '{col}' must be text, got {type(val).__name__}")
+        if col != "prompt" and not val.strip():
+            raise DataError(f"{_where(path, row)}: column '{col}' is empty or whitespace")
+    if rec["chosen"].strip() == rec["rejected"].strip():
+        raise DataError(f"{_where(path, row)}: chosen == rejected (a pair needs two different responses)")
+    for col in ("gold_chosen", "gold_rejected"):
+        v = rec.get(col)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise DataError(f"{_where(path, row)}: '{col}' must be a finite number, got {v!r}")
+
+
+def split_hh(dialogue_chosen: str, dialogue_rejected: str) -> tuple[str, str, str]:
+    """HH-RLHF: the two dialogues share a prefix up to the last '\\n\\nAssistant:'.
+
+    Returns (prompt, chosen_response, rejected_response); the prompt keeps its trailing
+    '\\n\\nAssistant:' so that prompt + response is the original dialogue.
+    """
+    i = dialogue_chosen.rfind(HH_SPLIT)
+    if i < 0:
+        raise DataError("no '\\n\\nAssistant:' turn in the chosen dialogue")
+    cut = i + len(HH_SPLIT)
+    prompt = dialogue_chosen[:cut]
+    if not dialogue_rejected.startswith(prompt):
+        # the dialogues diverge earlier; fall back to the rejected dialogue's own last turn
+        j = dialogue_rejected.rfind(HH_SPLIT)
+        if j < 0:
+            raise DataError("no '\\n\\nAssistant:' turn in the rejected dialogue")
+        if dialogue_rejected[:j] != dialogue_chosen[:i]:
+            raise DataError("chosen and rejected dialogues do not share a prompt")
+    return prompt, dialogue_chosen[cut:].strip(), dialogue_rejected[len(prompt):].strip()
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a valid gzip file ({e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, row {line}: not UTF-8 (byte {raw[e.start]:#x} at offset {e.start}); "
+                        "re-encode the file as UTF-8") from None
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}, row {n}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}, row {n}: expected a JSON object, got {type(rec).__name__}")
+        rows.append((n, rec))
+    return rows
+
+
+def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = "original") -> pd.DataFrame:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    keep, skipped = [], Counter()
+    seen = set()
+    for n, rec in records:
+        try:
+            check_pair(rec, path, n)
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            skipped[str(e).split(": ", 1)[1].split(" (")[0]] += 1
+            continue
+        trip = (rec["prompt"], rec["chosen"], rec["rejected"])
+        if trip in seen:
+            if on_error == "raise":
+                raise DataError(f"{_where(path, n)}: duplicate of an earlier pair "
+                                "(use on_error='skip' to drop duplicates with a count)")
+            skipped["duplicate pair"] += 1
+            continue
+        seen.add(trip)
+        keep.append(rec)
+    if not keep:
+        raise DataError(f"{path or '<data>'}: no valid pairs left ({dict(skipped) or 'the input is empty'})")
+    df = pd.DataFrame(keep)
+    if "pair_id" not in df:
+        stem = Path(path).name.split(".")[0] if path else "pair"
+        df["pair_id"] = [f"{stem}-{i}" for i in range(len(df))]
+    df["pair_id"] = df["pair_id"].astype(str)
+    if "source_id" not in df:
+        df["source_id"] = df["pair_id"]
+    if "origin" not in df:
+        df["origin"] = origin
+    df.attrs["skipped"] = dict(skipped)
+    df.attrs["path"] = str(path) if path else None
+    if skipped:
+        print(f"[data] {path}: kept {len(df)} pairs, skipped {sum(skipped.values())}: {dict(skipped)}")
+    return df
+
+
+def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None) -> pd.DataFrame:
+    """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz]."""
+    path = Path(path)
+    recs = []
+    for n, rec in _read_jsonl(path):
+        if limit is not None and len(recs) >= limit:
+            break
+        for col in ("chosen", "rejected"):
+            if not isinstance(rec.get(col), str):
+                err = DataError(f"{path}, row {n}: missing or non-text column '{col}' (HH format needs "
+                                "'chosen' and 'rejected' dialogues)")
+                if on_error == "raise":
+                    raise err
+        try:
+            p, c, r = split_hh(rec["chosen"], rec["rejected"])
+        except (DataError, KeyError, AttributeError, TypeError) as e:
+            if on_error == "raise":
+                raise DataError(f"{path}, row {n}: {e}") from None
+            continue
+        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{n}"}))
+    return _finish(recs, path, on_error)
+
+
+def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
+    """Any local JSONL / CSV / Parquet file with prompt/chosen/rejected columns (extra columns kept)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    kind = suffixes[-1] if suffixes else ""
+    if kind in (".jsonl", ".json"):
+        recs = _read_jsonl(path)
+    elif kind in (".csv", ".tsv"):
+        text = _read_text(path)
+        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if kind == ".tsv" else ",")
+        recs = [(n, dict(r)) for n, r in enumerate(reader, start=2)]   # row 1 is the header
+    elif kind == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # pyarrow's errors are opaque; say what file failed
+            raise DataError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e})") from None
+        recs = [(n, r) for n, r in enumerate(frame.to_dict("records"), start=1)]
+    else:
+        raise DataError(f"{path}: unknown file type '{kind}' (use .jsonl, .csv, .tsv or .parquet, optionally .gz)")
+    return _finish(recs, path, on_error)
+
+
+def validate_frame(df: pd.DataFrame, name: str = "<pairs>") -> pd.DataFrame:
+    """Validate an in-memory frame of pairs (same rules as the loaders)."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {missing}")
+    for n, rec in enumerate(df.to_dict("records"), start=1):
+        check_pair(rec, name, n)
+    return df
+
+
+def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
+    """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write)."""
+    from .io import atomic_write_text
+    lines = [json.dumps({k: r[k] for k in REQUIRED}, ensure_ascii=False) for r in df.to_dict("records")]
+    return atomic_write_text(path, "\n".join(lines) + "\n")

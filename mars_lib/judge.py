@@ -1,0 +1,131 @@
+"""The gold judge g(x, y) of the offline task: fixed, documented, deterministic.
+
+It rewards what a person would, from shipped components, and is *not* the reward model's own
+feature map (the RM sees one MiniLM embedding of the whole "Human: x / Assistant: y" text; the
+judge combines six separately computed facets):
+
+| facet          | definition (each mapped to [0, 1] by fixed constants)                       | weight |
+|----------------|------------------------------------------------------------------------------|--------|
+| relevance      | MiniLM cosine(prompt, response), (cos - 0.05) / 0.55 clipped                  | 3.0    |
+| fluency        | mean token log-prob of the response under SmolLM2 given the chat prompt,     | 2.0    |
+|                | (logp + 4) / 3 clipped (logp >= -1 earns no more: loops are not fluency)     |        |
+| non_repetition | distinct word-3-gram ratio (1 = no repeated 3-gram)                          | 2.0    |
+| length         | exp(-((ln words - ln 50) / 0.8)^2 / 2): a bump around 50 words              | 1.0    |
+| complete       | 1 if the response ends a sentence (EOS seen or final . ! ? ) " '), else 0    | 1.0    |
+| tone           | (VADER compound + 1) / 2: friendly, polite wording                           | 0.5    |
+
+gold = Σ weight · facet, in [0, 9.5]. An empty response scores 0 on every facet.
+The constants were set once by looking at the facet ranges on SmolLM2 responses, then frozen.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+WEIGHTS = {"relevance": 3.0, "fluency": 2.0, "non_repetition": 2.0, "length": 1.0, "complete": 1.0, "tone": 0.5}
+FACETS = tuple(WEIGHTS)
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def non_repetition(text: str, n: int = 3) -> float:
+    w = words(text)
+    if len(w) < n:
+        return 1.0 if w else 0.0
+    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams)
+
+
+def length_score(text: str, peak_words: float = 50.0, width: float = 0.8) -> float:
+    n = len(words(text))
+    if n == 0:
+        return 0.0
+    return math.exp(-0.5 * ((math.log(n) - math.log(peak_words)) / width) ** 2)
+
+
+def complete_score(text: str, finished: bool) -> float:
+    t = text.rstrip()
+    if not t:
+        return 0.0
+    return 1.0 if finished or t[-1] in ".!?)\"'" else 0.0
+
+
+class GoldJudge:
+    """g(x, y) for batches. Needs the MiniLM encoder, the SmolLM2 LM (for fluency), and VADER."""
+
+    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 16):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        from .assets import asset_path
+        asset_path("vader")                       # checksum-verified before use
+        self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
+        self.vader = SentimentIntensityAnalyzer()
+
+    @classmethod
+    def offline(cls, encoder=None, generator=None):
+        from .features import Encoder
+        from .generation import Generator
+        encoder = encoder or Encoder.minilm()
+        generator = generator or Generator.smollm2(None)
+        return cls(encoder, generator.model, generator.tok)
+
+    def mean_logprob(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """Mean log p(response token | chat prompt, previous tokens) under the LM; [N]. Empty -> -inf."""
+        import torch
+        out = np.full(len(prompts), -np.inf)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+        for s in range(0, len(order), self.batch_size):
+            idx = [i for i in order[s:s + self.batch_size] if responses[i].strip()]
+            if not idx:
+                continue
+            ctx = [self.tok.apply_chat_template([{"role": "user", "content": prompts[i]}], tokenize=False,
+                                                add_generation_prompt=True) for i in idx]
+            c_ids = [self.tok(c, add_special_tokens=False).input_ids for c in ctx]
+            r_ids = [self.tok(responses[i], add_special_tokens=False).input_ids for i in idx]
+            seqs = [c + r for c, r in zip(c_ids, r_ids)]
+            L = max(map(len, seqs))
+            pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+            ids = torch.full((len(seqs), L), pad)
+            att = torch.zeros((len(seqs), L), dtype=torch.long)
+            for j, q in enumerate(seqs):               # right padding: positions stay 0..len-1
+                ids[j, :len(q)] = torch.tensor(q)
+                att[j, :len(q)] = 1
+            with torch.inference_mode():
+                logits = self.lm(input_ids=ids, attention_mask=att).logits.float()   # [b, L, V]
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # [b, L-1]
+            for j, (c, r) in enumerate(zip(c_ids, r_ids)):
+                out[idx[j]] = logp[j, len(c) - 1:len(c) - 1 + len(r)].mean().item()
+        return out
+
+    def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
+        """All six facets in [0, 1], one row per (prompt, response)."""
+        e_p = self.encoder.embed(list(prompts), desc="judge: prompts", progress=False)
+        e_r = self.encoder.embed([r if r.strip() else " " for r in responses], desc="judge: responses", progress=False)
+        cos = (e_p * e_r).sum(1)
+        lp = self.mean_logprob(list(prompts), list(responses))
+        empty = np.array([not r.strip() for r in responses])
+        df = pd.DataFrame({
+            "relevance": np.clip((cos - 0.05) / 0.55, 0, 1),
+            "fluency": np.clip((np.nan_to_num(lp, neginf=-99) + 4.0) / 3.0, 0, 1),
+            "non_repetition": [non_repetition(r) for r in responses],
+            "length": [length_score(r) for r in responses],
+            "complete": [complete_score(r, f) for r, f in zip(responses, finished)],
+            "tone": [(self.vader.polarity_scores(r)["compound"] + 1) / 2 for r in responses],
+        })
+        df.loc[empty, list(FACETS)] = 0.0
+        return df
+
+    @staticmethod
+    def combine(facets: pd.DataFrame) -> np.ndarray:
+        """gold = Σ_k w_k · facet_k, [N]."""
+        return sum(WEIGHTS[k] * facets[k].to_numpy(dtype=float) for k in FACETS)
+
+    def score(self, prompts, responses, finished=None) -> np.ndarray:
+        finished = finished if finished is not None else [True] * len(responses)
+        return self.combine(self.facets(prompts, responses, finished))

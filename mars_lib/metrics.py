@@ -1,0 +1,99 @@
+"""Reward-model metrics as the authors define them, plus confidence intervals.
+
+- pairwise accuracy is STRICT: a pair counts as correct only if r(chosen) > r(rejected);
+  ties count as wrong (as in RewardBench and the authors' `Evaluating_RMs.ipynb` [C1]).
+- ROC-AUC pools chosen scores (label 1) and rejected scores (label 0) [C1]; computed here by the
+  Mann-Whitney rank statistic (ties get half credit), no scikit-learn needed.
+- SNR = mean(Δ) / std(Δ) of the reward gap [C1][S-zh1].
+- gold accuracy: agreement of the RM's order with the gold judge's order (offline task).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _arr(x) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"expected a 1-D array, got shape {a.shape}")
+    return a
+
+
+def pairwise_accuracy(r_chosen, r_rejected) -> float:
+    """Strict: mean 1[r_c > r_r]; ties count as wrong. [N], [N] -> float."""
+    c, r = _arr(r_chosen), _arr(r_rejected)
+    return float(np.mean(c > r))
+
+
+def roc_auc(r_chosen, r_rejected) -> float:
+    """AUC of chosen (positive) vs rejected (negative) scores pooled over pairs [C1]."""
+    c, r = _arr(r_chosen), _arr(r_rejected)
+    scores = np.concatenate([c, r])
+    ranks = _rankdata(scores)
+    n1, n0 = c.size, r.size
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _rankdata(a: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties share their mean rank."""
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(a.size, dtype=np.float64)
+    sa = a[order]
+    i = 0
+    while i < a.size:
+        j = i
+        while j + 1 < a.size and sa[j + 1] == sa[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def gap_stats(r_chosen, r_rejected) -> dict:
+    d = _arr(r_chosen) - _arr(r_rejected)
+    sd = float(d.std(ddof=0))
+    return {"mean_gap": float(d.mean()), "std_gap": sd, "snr": float(d.mean() / sd) if sd > 0 else float("nan")}
+
+
+def gold_accuracy(r_chosen, r_rejected, gold_chosen, gold_rejected) -> float:
+    """Share of pairs with a strict gold order where the RM orders them as the gold judge does."""
+    d = _arr(r_chosen) - _arr(r_rejected)
+    g = _arr(gold_chosen) - _arr(gold_rejected)
+    m = g != 0
+    return float(np.mean(np.sign(d[m]) == np.sign(g[m])))
+
+
+def bootstrap_ci(values_fn, n: int, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI over items: `values_fn(idx)` computes the statistic on a resample."""
+    rng = np.random.default_rng(seed)
+    stats = np.array([values_fn(rng.integers(0, n, n)) for _ in range(n_boot)])
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def mean_ci(x, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean and percentile-bootstrap CI of per-seed values (say how many seeds: `n`)."""
+    x = _arr(x)
+    if x.size == 1:
+        return {"mean": float(x[0]), "lo": float("nan"), "hi": float("nan"), "n": 1}
+    lo, hi = bootstrap_ci(lambda i: x[i].mean(), x.size, n_boot, alpha, seed)
+    return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(x.size)}
+
+
+def paired_comparison(a, b, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
+    """a vs b measured on the same seeds: mean difference, bootstrap CI, P(a > b) over seeds."""
+    a, b = _arr(a), _arr(b)
+    if a.shape != b.shape:
+        raise ValueError("paired comparison needs one value per seed on both sides")
+    d = a - b
+    ci = mean_ci(d, alpha, n_boot, seed)
+    return {"diff": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
+            "p_improve": float(np.mean(d > 0)) + 0.5 * float(np.mean(d == 0))}
+
+
+def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> dict:
+    """All scalar metrics of one RM on one evaluation set."""
+    out = {"accuracy": pairwise_accuracy(r_chosen, r_rejected), "roc_auc": roc_auc(r_chosen, r_rejected),
+           **gap_stats(r_chosen, r_rejected)}
+    if gold_chosen is not None:
+        out["gold_accuracy"] = gold_accuracy(r_chosen, r_rejected, gold_chosen, gold_rejected)
+    return out

@@ -1,0 +1,94 @@
+"""One style and one colour per method for the whole project; figures drawn from saved tables.
+
+Colours of the authors' plots [C1]: No-aug #59A14F, Uniform #76B7B2, MARS #2F4B7C, WoN #E15759;
+MARS v2 (signed) gets #F28E2B.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B"}
+LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N", "mars_v1": "MARS v1 (|Δ|)",
+          "mars_v2": "MARS v2 (signed Δ)"}
+ORDER = ["none", "uniform", "won", "mars_v1", "mars_v2"]
+
+
+def style() -> None:
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+                         "font.size": 10, "figure.figsize": (6.4, 4.0)})
+
+
+def save(fig, cfg, name: str) -> Path:
+    """Save to results/figures/<name>.png (atomic) and return the path."""
+    from .io import atomic_write_bytes
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return atomic_write_bytes(cfg.path("figures", f"{name}.png"), buf.getvalue())
+
+
+def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None = None, ref: float | None = None,
+                 ref_label: str = ""):
+    """summary: rows strategy, metric, mean, lo, hi, n. One bar per strategy with its CI."""
+    style()
+    ax = ax or plt.subplots()[1]
+    s = summary[summary.metric == metric].set_index("strategy")
+    names = [k for k in ORDER if k in s.index]
+    m = s.loc[names, "mean"].to_numpy()
+    err = np.vstack([m - s.loc[names, "lo"].to_numpy(), s.loc[names, "hi"].to_numpy() - m])
+    ax.bar([LABELS[k] for k in names], m, yerr=np.nan_to_num(err), capsize=4, color=[COLORS[k] for k in names])
+    lo = np.nanmin(s.loc[names, "lo"].to_numpy()) if np.isfinite(s.loc[names, "lo"]).any() else m.min()
+    hi = np.nanmax(s.loc[names, "hi"].to_numpy()) if np.isfinite(s.loc[names, "hi"]).any() else m.max()
+    if ref is not None:
+        ax.axhline(ref, ls="--", color="grey", lw=1, label=ref_label)
+        hi = max(hi, ref)
+        ax.legend(loc="lower right")
+    pad = 0.15 * (hi - lo + 1e-3)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylabel(ylabel or metric)
+    n = int(s["n"].max())
+    ax.set_title(f"{ylabel or metric} (mean, 95% bootstrap CI over {n} seeds)")
+    ax.tick_params(axis="x", rotation=15)
+    return ax
+
+
+def lines_by_round(history: pd.DataFrame, metric: str, split: str = "test", ax=None, ylabel: str | None = None):
+    """Mean over seeds per round, shaded ± 1 s.d."""
+    style()
+    ax = ax or plt.subplots()[1]
+    h = history[(history.metric == metric) & (history.split == split)]
+    for k in ORDER:
+        g = h[h.strategy == k].groupby("round")["value"]
+        if not len(g):
+            continue
+        m, sd = g.mean(), g.std().fillna(0)
+        ax.plot(m.index, m.values, marker="o", color=COLORS[k], label=LABELS[k])
+        ax.fill_between(m.index, m - sd, m + sd, color=COLORS[k], alpha=0.15)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel or metric)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def densities(values: pd.DataFrame, col: str, by: str = "strategy", ax=None, bins: int = 60, xlabel: str | None = None):
+    """Per-group histogram densities over the 1st-99th percentile range (as the authors plot)."""
+    style()
+    ax = ax or plt.subplots()[1]
+    lo, hi = np.percentile(values[col], [1, 99])
+    for k in ORDER:
+        v = values.loc[values[by] == k, col]
+        if len(v):
+            ax.hist(v.clip(lo, hi), bins=bins, range=(lo, hi), density=True, histtype="step", lw=1.6,
+                    color=COLORS[k], label=LABELS[k])
+    ax.set_xlabel(xlabel or col)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return ax

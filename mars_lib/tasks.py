@@ -1,0 +1,235 @@
+"""The offline gold-judge task (architecture.md §5): real prompts, sampled responses, a fixed
+gold judge, and preference labels drawn from Bradley-Terry on the gold scores with noise.
+
+This is the simulated-annotator set-up of Gao et al. 2022 and of the DPO paper's controlled
+sentiment task: because the gold score of every response is known, every later stage (reward
+model accuracy, synthetic-label fidelity, Best-of-N) can be measured against the truth.
+
+Build once (regenerates from the generation cache, else generates; ~1 response/s on 2 cores):
+    python -m mars_lib.tasks build --out data/gold_task_v1
+The committed copy `data/gold_task_v1/` is what `load_task()` reads (seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .generation import Decoding, GenerationCache, Generator, Request
+from .io import atomic_write_bytes, atomic_write_json
+from .prompts import collect_prompts, split_prompts
+
+# Decoding "arms": the same policy at several temperatures and repetition penalties, so response
+# quality really varies (careful / default / wild / greedy-may-loop).
+ARMS: dict[str, Decoding] = {
+    "careful": Decoding(temperature=0.7, top_p=0.9, repetition_penalty=1.2, max_new_tokens=80),
+    "default": Decoding(temperature=1.0, top_p=0.95, repetition_penalty=1.1, max_new_tokens=80),
+    "wild": Decoding(temperature=1.3, top_p=1.0, repetition_penalty=1.0, max_new_tokens=80),
+    "greedy": Decoding(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=80),
+}
+
+DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "gold_task_v1"
+
+
+@dataclass
+class TaskSpec:
+    n_prompts: int = 400
+    arms: tuple[str, ...] = ("careful", "default", "wild", "greedy")
+    samples_per_arm: int = 1
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+
+
+def response_requests(prompts: pd.DataFrame, spec: TaskSpec) -> list[tuple[str, str, Request]]:
+    """(prompt_id, arm, request) for every response of the task."""
+    out = []
+    for pid, text in zip(prompts.prompt_id, prompts.prompt):
+        for arm in spec.arms:
+            for s in range(spec.samples_per_arm):
+                out.append((pid, arm, Request(text, ARMS[arm], sample=s, seed=spec.seed)))
+    return out
+
+
+def generate_responses(spec: TaskSpec, gen: Generator) -> pd.DataFrame:
+    """One row per response: prompt_id, prompt, source, category, split, arm, sample, response, finished, n_tokens."""
+    prompts = split_prompts(collect_prompts(spec.n_prompts, spec.seed), spec.split_fractions, spec.seed)
+    reqs = response_requests(prompts, spec)
+    outs = gen.generate_with_info([r for _, _, r in reqs], desc="task responses")
+    meta = prompts.set_index("prompt_id")
+    rows = []
+    for (pid, arm, req), (text, finished) in zip(reqs, outs):
+        m = meta.loc[pid]
+        rows.append({"prompt_id": pid, "prompt": m.prompt, "source": m.source, "category": m.category,
+                     "split": m.split, "arm": arm, "sample": req.sample, "response": text,
+                     "finished": finished})
+    df = pd.DataFrame(rows)
+    df.insert(0, "response_id", [f"{p}-{a}-{s}" for p, a, s in zip(df.prompt_id, df.arm, df["sample"])])
+    return df
+
+
+def judge_responses(responses: pd.DataFrame, judge) -> pd.DataFrame:
+    """Adds the six facet columns and `gold` (see mars_lib.judge)."""
+    fac = judge.facets(responses.prompt.tolist(), responses.response.tolist(), responses.finished.tolist())
+    out = pd.concat([responses.reset_index(drop=True), fac.add_prefix("facet_")], axis=1)
+    out["gold"] = judge.combine(fac)
+    return out
+
+
+def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=None) -> Path:
+    """Judge the responses and write `responses.parquet` + `manifest.json` (with sha256) atomically."""
+    import io
+    import time
+
+    from .judge import GoldJudge
+    from .results import environment_info
+    t0 = time.perf_counter()
+    judged = judge_responses(responses, judge or GoldJudge.offline())
+    buf = io.BytesIO()
+    judged.to_parquet(buf, compression="zstd", index=False)
+    data = buf.getvalue()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "responses.parquet", data)
+    import hashlib
+    atomic_write_json(out / "manifest.json", {
+        "task": "gold-judge task", "version": out.name, "spec": asdict(spec),
+        "arms": {k: asdict(ARMS[k]) for k in spec.arms},
+        "n_responses": len(judged), "n_prompts": int(judged.prompt_id.nunique()),
+        "responses_sha256": hashlib.sha256(data).hexdigest(),
+        "regenerate": f"python -m mars_lib.tasks build --n-prompts {spec.n_prompts} "
+                      f"--samples-per-arm {spec.samples_per_arm} --seed {spec.seed} --out {out}",
+        "judge_seconds": round(time.perf_counter() - t0, 1), "environment": environment_info()})
+    print(f"[tasks] wrote {out}/responses.parquet ({len(data) / 1e6:.2f} MB)")
+    return out
+
+
+class TaskError(RuntimeError):
+    pass
+
+
+def load_responses(path: str | Path = DEFAULT_TASK_DIR, verify: bool = True) -> pd.DataFrame:
+    """The judged responses of a task folder, checksum-verified against its manifest."""
+    import hashlib
+    path = Path(path)
+    man_p, data_p = path / "manifest.json", path / "responses.parquet"
+    if not man_p.exists() or not data_p.exists():
+        raise TaskError(f"{path}: not a task folder (need manifest.json and responses.parquet). "
+                        "Build it with: python -m mars_lib.tasks build --out " + str(path))
+    manifest = json.loads(man_p.read_text())
+    data = data_p.read_bytes()
+    if verify and hashlib.sha256(data).hexdigest() != manifest["responses_sha256"]:
+        raise TaskError(f"{data_p}: checksum does not match manifest.json (corrupt or edited); "
+                        "restore it from git or rebuild it")
+    import io
+    df = pd.read_parquet(io.BytesIO(data))
+    df.attrs["manifest"] = manifest
+    return df
+
+
+def bt_label_prob(gold_a, gold_b, beta: float):
+    """P(a preferred to b) for a noisy Bradley-Terry annotator: σ((g_a - g_b) / β). β > 0."""
+    if beta <= 0:
+        raise ValueError(f"label noise temperature beta must be > 0, got {beta}")
+    return 1.0 / (1.0 + np.exp(-(np.asarray(gold_a, float) - np.asarray(gold_b, float)) / beta))
+
+
+def make_pairs(responses: pd.DataFrame, beta: float, seed: int = 0, max_pairs_per_prompt: int | None = None) -> pd.DataFrame:
+    """Pairs of responses to the same prompt, labelled by a noisy BT annotator on the gold scores.
+
+    Every unordered pair of distinct response texts of a prompt is a candidate (optionally at
+    most `max_pairs_per_prompt` of them, chosen at random). The label is drawn with
+    P(chosen = a) = σ((g_a − g_b)/β). Columns: the pair schema (prompt, chosen, rejected, pair_id,
+    source_id, origin) + split, prompt_id, gold_chosen, gold_rejected, label_correct (the noisy
+    label agrees with the gold order; ties in gold count as correct).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid, g in responses.groupby("prompt_id", sort=True):
+        g = g.drop_duplicates("response")
+        combos = list(itertools.combinations(range(len(g)), 2))
+        if max_pairs_per_prompt is not None and len(combos) > max_pairs_per_prompt:
+            pick = rng.choice(len(combos), size=max_pairs_per_prompt, replace=False)
+            combos = [combos[i] for i in sorted(pick)]
+        recs = g.to_dict("records")
+        for i, j in combos:
+            a, b = recs[i], recs[j]
+            rows.append((pid, a, b))
+    ga = np.array([a["gold"] for _, a, _ in rows])
+    gb = np.array([b["gold"] for _, _, b in rows])
+    a_wins = rng.random(len(rows)) < bt_label_prob(ga, gb, beta)
+    out = []
+    for (pid, a, b), aw in zip(rows, a_wins):
+        c, r = (a, b) if aw else (b, a)
+        out.append({"pair_id": f"{pid}:{min(a['response_id'], b['response_id'])}|{max(a['response_id'], b['response_id'])}",
+                    "prompt": a["prompt"], "chosen": c["response"], "rejected": r["response"],
+                    "split": a["split"], "prompt_id": pid, "gold_chosen": c["gold"], "gold_rejected": r["gold"],
+                    "arm_chosen": c["arm"], "arm_rejected": r["arm"]})
+    df = pd.DataFrame(out)
+    df["source_id"] = df["pair_id"]
+    df["origin"] = "original"
+    df["label_correct"] = df.gold_chosen >= df.gold_rejected
+    return df
+
+
+@dataclass
+class Task:
+    """A loaded task: judged responses and labelled pairs per split."""
+    responses: pd.DataFrame
+    pairs: pd.DataFrame
+    beta: float
+    manifest: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.pairs[self.pairs.split == name].reset_index(drop=True)
+
+    def noise_ceiling(self, split: str = "test") -> float:
+        """Share of pairs whose noisy label agrees with the gold order (the best any RM can reach
+        against these labels, in expectation)."""
+        return float(self.split(split).label_correct.mean())
+
+
+def load_task(path: str | Path = DEFAULT_TASK_DIR, beta: float = 1.0, label_seed: int = 0,
+              n_prompts: int | None = None, max_pairs_per_prompt: int | None = None) -> Task:
+    """Load a task folder and draw labels. `n_prompts` keeps a deterministic subset (smoke runs)."""
+    resp = load_responses(path)
+    if n_prompts is not None:
+        keep = sorted(resp.prompt_id.unique())
+        rng = np.random.default_rng(label_seed)
+        keep = set(rng.permutation(keep)[:n_prompts])
+        resp = resp[resp.prompt_id.isin(keep)].reset_index(drop=True)
+    pairs = make_pairs(resp, beta, seed=label_seed, max_pairs_per_prompt=max_pairs_per_prompt)
+    if pairs.empty:
+        raise TaskError(f"{path}: no pairs (n_prompts={n_prompts})")
+    return Task(resp, pairs, beta, resp.attrs.get("manifest", {}))
+
+
+def _cli(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m mars_lib.tasks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="only fill the generation cache (resumable)")
+    b = sub.add_parser("build", help="generate (cached) + judge + write the task folder")
+    for p in (g, b):
+        p.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts)
+        p.add_argument("--samples-per-arm", type=int, default=TaskSpec.samples_per_arm)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR)
+    a = ap.parse_args(argv)
+    from .assets import cache_dir, set_offline
+    set_offline()
+    spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed)
+    gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=a.batch_size)
+    responses = generate_responses(spec, gen)
+    print(f"[tasks] {len(responses)} responses; generated {gen.stats.generated} "
+          f"({gen.stats.new_tokens} tokens, {gen.stats.tokens_per_s:.1f} tok/s), cache hits {gen.stats.cache_hits}")
+    if a.cmd == "build":
+        build_task_folder(spec, responses, a.out)
+
+
+if __name__ == "__main__":
+    _cli()

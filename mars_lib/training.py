@@ -1,0 +1,114 @@
+"""The rounds loop: no augmentation, uniform, West-of-N and MARS (v1, v2) under one budget and
+one training schedule (mars-method.md §2, §2.3; architecture.md §7).
+
+Round t = 1..T:
+  1. reward gaps Δ on the base pairs with the current RM (untrained at t = 1 unless warm_start:
+     the authors' code allocates from an untrained model [C1][C2]);
+  2. select B synthetic pairs: uniform over the pool (uniform), top-K Δ per source (won, the
+     authors' variant), or b_i = largest-remainder(B·softmax(−τ g(Δ))) per source (mars_v1: g=|Δ|,
+     τ=tau_v1; mars_v2: g=Δ, τ=tau_v2);
+  3. train `epochs_per_round` epochs on base + synthetic (fresh per round, or cumulative);
+  4. evaluate on the held-out sets; record the allocation.
+Every row of history carries strategy, seed, round.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .augment import draw_from_pool
+from .features import Pairs
+from .metrics import rm_metrics
+from .reward_model import HeadConfig, HeadRewardModel
+from .selection import allocation_probs, concentration, integer_budgets, west_of_n_top
+
+MARS_GAP = {"mars_v1": "abs", "mars_v2": "signed"}
+
+
+@dataclass
+class RunResult:
+    model: HeadRewardModel
+    history: pd.DataFrame           # strategy, seed, round, split, metric, value
+    allocations: pd.DataFrame       # strategy, seed, round, pair_id, reward_gap, budget, label_correct
+    synthetic_counts: dict = field(default_factory=dict)
+
+
+def evaluate(model: HeadRewardModel, sets: dict[str, Pairs]) -> list[dict]:
+    rows = []
+    for name, p in sets.items():
+        rc, rr = model.score(p.phi_c), model.score(p.phi_r)
+        gc = p.df["gold_chosen"].to_numpy() if "gold_chosen" in p.df else None
+        gr = p.df["gold_rejected"].to_numpy() if "gold_rejected" in p.df else None
+        for k, v in rm_metrics(rc, rr, gc, gr).items():
+            rows.append({"split": name, "metric": k, "value": v})
+    return rows
+
+
+def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: Pairs, budget: int,
+                     cfg, round_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions into `pool` for this round, plus base reward gaps [N] and per-source budgets [N]."""
+    gaps = model.reward_gap(base.phi_c, base.phi_r)
+    n = len(base.df)
+    if strategy == "none" or budget == 0:
+        return np.zeros(0, np.int64), gaps, np.zeros(n, np.int64)
+    if strategy == "uniform":
+        # authors v1: B rows uniformly without replacement from the whole pool [C1]
+        rng = np.random.default_rng(round_seed)
+        pos = rng.choice(len(pool.df), size=budget, replace=budget > len(pool.df))
+        src = pd.Series(0, index=base.df.pair_id)
+        counts = pool.df.source_id.iloc[pos].value_counts()
+        return pos, gaps, src.add(counts, fill_value=0).reindex(base.df.pair_id).to_numpy().astype(np.int64)
+    if strategy == "won":
+        # authors' West-of-N: per source the K = B / N synthetic pairs with the largest current Δ [C1][C2]
+        k = max(1, round(budget / n))
+        syn_gap = model.reward_gap(pool.phi_c, pool.phi_r)
+        src_index = pd.Index(base.df.pair_id).get_indexer(pool.df.source_id)
+        pos = west_of_n_top(syn_gap, src_index, k, n, seed=round_seed)
+        return pos, gaps, np.full(n, k, np.int64)
+    if strategy in MARS_GAP:
+        tau = cfg.tau_v1 if strategy == "mars_v1" else cfg.tau_v2
+        q = allocation_probs(gaps, tau, MARS_GAP[strategy])
+        b = integer_budgets(q, budget, seed=round_seed)
+        pos = draw_from_pool(pool.df, base.df.pair_id.to_numpy(), b, seed=round_seed + 1)
+        return pos, gaps, b
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int) -> RunResult:
+    """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history."""
+    dim = base.phi_c.shape[1]
+    model = HeadRewardModel(dim, HeadConfig(hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                            batch_size=cfg.batch_size, epochs=cfg.epochs_per_round, seed=seed))
+    budget = int(round(cfg.budget_ratio * len(base.df)))
+    hist, allocs, kept = [], [], []
+    n_syn = {}
+
+    def log(rnd, rows):
+        hist.extend({"strategy": strategy, "seed": seed, "round": rnd, **r} for r in rows)
+
+    if cfg.warm_start:
+        model.fit(base.phi_c, base.phi_r, epochs=1, seed=seed * 7 + 1)
+    log(0, evaluate(model, eval_sets))
+    for t in range(1, cfg.rounds + 1):
+        round_seed = 42 + 1000 * t + 100_003 * seed        # authors: 42 + 1000·t; distinct per training seed
+        pos, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed)
+        syn = pool.take(pos)
+        kept = (kept + [syn]) if cfg.cumulative else [syn]
+        train = Pairs.concat([base] + kept)
+        n_syn[t] = len(train.df) - len(base.df)
+        lc = base.df["label_correct"].to_numpy() if "label_correct" in base.df else np.full(len(b), np.nan)
+        allocs.append(pd.DataFrame({"strategy": strategy, "seed": seed, "round": t, "pair_id": base.df.pair_id,
+                                    "reward_gap": gaps, "budget": b, "label_correct": lc}))
+        model.fit(train.phi_c, train.phi_r, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer,
+                  seed=round_seed)
+        conc = concentration(b) if b.sum() else {"top10_share": float("nan"), "gini": float("nan"), "max_over_mean": float("nan")}
+        noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
+        log(t, evaluate(model, eval_sets) + [
+            {"split": "train", "metric": "n_synthetic", "value": float(len(syn.df))},
+            {"split": "train", "metric": "n_train", "value": float(len(train.df))},
+            {"split": "train", "metric": "mean_abs_gap_base", "value": float(np.abs(gaps).mean())},
+            {"split": "train", "metric": "budget_on_mislabeled", "value": noisy},
+            *({"split": "train", "metric": f"alloc_{k}", "value": v} for k, v in conc.items())])
+    return RunResult(model, pd.DataFrame(hist), pd.concat(allocs, ignore_index=True), n_syn)

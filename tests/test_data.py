@@ -1,0 +1,81 @@
+"""Loaders and validation: real HH rows, and a clear error for each kind of malformed input."""
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from mars_lib.data import DataError, load_hh_jsonl, load_pairs, split_hh, to_trl_jsonl
+
+
+def test_hh_parser_on_real_sample(hh_sample):
+    # the real file has malformed rows (e.g. row 87: an empty chosen response): strict mode names it
+    with pytest.raises(DataError, match=r"row 87: column 'chosen' is empty"):
+        load_hh_jsonl(hh_sample)
+    df = load_hh_jsonl(hh_sample, on_error="skip")
+    assert 390 <= len(df) < 400 and sum(df.attrs["skipped"].values()) == 400 - len(df)
+    raw = [json.loads(l) for l in gzip.open(hh_sample, "rt", encoding="utf-8")]
+    first = df.iloc[0]
+    assert first.prompt.endswith("\n\nAssistant:")
+    assert first.prompt + " " + first.chosen == raw[0]["chosen"] or (first.prompt + " " + first.chosen).strip() == raw[0]["chosen"].strip()
+    assert first.prompt.startswith("\n\nHuman:")
+    assert (df.chosen != df.rejected).all()
+    assert set(["pair_id", "source_id", "origin"]) <= set(df.columns)
+
+
+def test_split_hh_hand_case():
+    c = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: Sure: knock knock."
+    r = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: No."
+    p, cc, rr = split_hh(c, r)
+    assert p == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant:"
+    assert (cc, rr) == ("Sure: knock knock.", "No.")
+
+
+def _jsonl(tmp_path, rows, name="pairs.jsonl"):
+    p = tmp_path / name
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return p
+
+
+GOOD = {"prompt": "Q?", "chosen": "A good answer.", "rejected": "meh"}
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": "Q?", "chosen": "A"}, "missing column 'rejected'"),
+    ({**GOOD, "chosen": "   "}, "'chosen' is empty or whitespace"),
+    ({**GOOD, "rejected": ""}, "'rejected' is empty or whitespace"),
+    ({**GOOD, "rejected": "A good answer."}, "chosen == rejected"),
+    ({**GOOD, "chosen": None}, "'chosen' is empty (null)"),
+    ({**GOOD, "chosen": 3}, "must be text"),
+    ({**GOOD, "gold_chosen": float("nan"), "gold_rejected": 1.0}, "finite number"),
+])
+def test_validation_errors_name_file_row_problem(tmp_path, row, message):
+    p = _jsonl(tmp_path, [GOOD, row])
+    with pytest.raises(DataError) as e:
+        load_pairs(p)
+    assert message in str(e.value) and "pairs.jsonl, row 2" in str(e.value)
+
+
+def test_bad_utf8_names_row(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"prompt": "Q", "chosen": "caf\xe9", "rejected": "x"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl, row 2: not UTF-8"):
+        load_pairs(p)
+
+
+def test_skip_mode_counts(tmp_path):
+    p = _jsonl(tmp_path, [GOOD, {**GOOD, "chosen": ""}, GOOD])
+    df = load_pairs(p, on_error="skip")
+    assert len(df) == 1
+    assert sum(df.attrs["skipped"].values()) == 2
+
+
+def test_csv_and_parquet_and_export(tmp_path):
+    pd.DataFrame([GOOD]).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame([GOOD]).to_parquet(tmp_path / "a.parquet")
+    assert load_pairs(tmp_path / "a.csv").chosen[0] == GOOD["chosen"]
+    df = load_pairs(tmp_path / "a.parquet")
+    out = to_trl_jsonl(df, tmp_path / "out.jsonl")
+    assert json.loads(out.read_text().splitlines()[0]) == GOOD
+    with pytest.raises(DataError, match="unknown file type"):
+        load_pairs(tmp_path / "a.txt") if (tmp_path / "a.txt").write_text("x") else None

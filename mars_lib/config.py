@@ -57,6 +57,7 @@ class RunConfig:
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
+    fidelity_sources: int = 150                 # source pairs whose synthetic pairs are gold-judged (nb 02)
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
     # --- paper profile identifiers (used where the fields above name hub models) -----------
     paper_rm_model: str = "microsoft/deberta-v3-base"
@@ -138,11 +139,11 @@ class RunConfig:
 
 PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
-    "smoke": {"seeds": (0, 1), "n_prompts": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
-              "curvature_taus": (0.0, 0.5, 2.0)},
+    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
+              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20},
     # the reference run: the whole offline task
     "cpu": {},
     # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
-    "paper": {"device": "cuda", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
+    "paper": {"results_dir": "results/paper", "device": "cuda", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
               "epochs_per_round": 1, "budget_ratio": 2.0},
 }

@@ -87,7 +87,7 @@ class Encoder:
         """L2-normalised mean-pooled embeddings, [N, D] float32, in input order."""
         import torch
         keys = [self._key(t) for t in texts]
-        have = self.cache.get_many(list(set(keys))) if self.cache else {}
+        have = self.cache.get_many(list(set(keys))) if self.cache is not None else {}
         todo = list({k: t for k, t in zip(keys, texts) if k not in have}.items())
         if todo:
             todo.sort(key=lambda kt: len(kt[1]))        # length bucketing: little padding per batch
@@ -103,7 +103,7 @@ class Encoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
                 new = {k: v for (k, _), v in zip(chunk, pooled)}
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put_many(new)
                 have.update(new)
                 self.seconds += time.perf_counter() - t0

@@ -138,7 +138,7 @@ class Generator:
         import torch
 
         keys = [r.key(self.model_id) for r in requests]
-        have = self.cache.get_many(list(set(keys))) if self.cache else {}
+        have = self.cache.get_many(list(set(keys))) if self.cache is not None else {}
         self.stats.requested += len(requests)
         todo: dict[str, Request] = {}
         for k, r in zip(keys, requests):
@@ -188,7 +188,7 @@ class Generator:
                     text = self.tok.decode(ids, skip_special_tokens=True).strip()
                     rows.append((k, text, len(ids), finished))
                     self.stats.new_tokens += len(ids)
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put_many(rows)
                 for k, t, n, f in rows:
                     have[k] = (t, n, f)

@@ -89,18 +89,22 @@ class GoldJudge:
             c_ids = [self.tok(c, add_special_tokens=False).input_ids for c in ctx]
             r_ids = [self.tok(responses[i], add_special_tokens=False).input_ids for i in idx]
             seqs = [c + r for c, r in zip(c_ids, r_ids)]
-            L = max(map(len, seqs))
+            L, R = max(map(len, seqs)), max(map(len, r_ids))
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
             ids = torch.full((len(seqs), L), pad)
             att = torch.zeros((len(seqs), L), dtype=torch.long)
-            for j, q in enumerate(seqs):               # right padding: positions stay 0..len-1
-                ids[j, :len(q)] = torch.tensor(q)
-                att[j, :len(q)] = 1
+            for j, q in enumerate(seqs):               # left padding: every response ends at position L-1
+                ids[j, L - len(q):] = torch.tensor(q)
+                att[j, L - len(q):] = 1
+            pos = (att.cumsum(1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self.lm(input_ids=ids, attention_mask=att).logits.float()   # [b, L, V]
-            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # [b, L-1]
-            for j, (c, r) in enumerate(zip(c_ids, r_ids)):
-                out[idx[j]] = logp[j, len(c) - 1:len(c) - 1 + len(r)].mean().item()
+                # only the last R+1 positions' logits are needed: [b, R+1, V] instead of [b, L, V]
+                logits = self.lm(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=R + 1).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)            # predicts tokens L-R .. L-1
+            tgt = ids[:, L - R:]                                           # [b, R]
+            tok_lp = logp.gather(-1, tgt[..., None])[..., 0]               # [b, R]
+            for j, r in enumerate(r_ids):
+                out[idx[j]] = tok_lp[j, R - len(r):].mean().item()
         return out
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
@@ -129,3 +133,36 @@ class GoldJudge:
     def score(self, prompts, responses, finished=None) -> np.ndarray:
         finished = finished if finished is not None else [True] * len(responses)
         return self.combine(self.facets(prompts, responses, finished))
+
+
+# Hand-picked responses to one prompt, with the order a person would give (best first).
+SANITY_PROMPT = "How do I make a simple tomato sauce?"
+SANITY_CASES = {
+    "helpful recipe": "Heat two tablespoons of olive oil in a pan, add a chopped onion and two cloves of garlic, "
+                      "and cook until soft. Stir in a can of crushed tomatoes, a pinch of salt and some basil. "
+                      "Simmer for twenty minutes, then taste and adjust the seasoning.",
+    "cut off mid-sentence": "Heat two tablespoons of olive oil in a pan, add a chopped onion and two cloves of "
+                            "garlic, and cook until soft. Stir in a can of crushed tomatoes and",
+    "rude but on topic": "That is a stupid question, figure it out yourself. Just boil some tomatoes, idiot, it is "
+                         "not hard and I hate explaining this.",
+    "looping": "Tomato sauce is sauce. Tomato sauce is sauce. Tomato sauce is sauce. Tomato sauce is sauce. "
+               "Tomato sauce is sauce. Tomato sauce is sauce.",
+    "word salad": "Sauce tomato flarb the quintessential wobble pan of nineteen glittering wheels, basil monkeys "
+                  "sing over the quiet moon onion.",
+    "one word": "Tomatoes.",
+    "off topic": "The French Revolution began in 1789 and changed the political landscape of Europe. Many "
+                 "historians consider it a turning point in modern history.",
+    "empty": "",
+}
+
+
+def sanity_table(judge: "GoldJudge") -> pd.DataFrame:
+    """The judge's facets and gold score on SANITY_CASES (in the order a person would rank them)."""
+    texts = list(SANITY_CASES.values())
+    finished = [name != "cut off mid-sentence" for name in SANITY_CASES]
+    f = judge.facets([SANITY_PROMPT] * len(texts), texts, finished)
+    f.insert(0, "case", list(SANITY_CASES))
+    f.insert(1, "human_rank", range(1, len(texts) + 1))
+    f["gold"] = judge.combine(f)
+    f["gold_rank"] = f.gold.rank(ascending=False, method="min").astype(int)
+    return f

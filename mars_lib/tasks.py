@@ -134,7 +134,8 @@ def bt_label_prob(gold_a, gold_b, beta: float):
     """P(a preferred to b) for a noisy Bradley-Terry annotator: σ((g_a - g_b) / β). β > 0."""
     if beta <= 0:
         raise ValueError(f"label noise temperature beta must be > 0, got {beta}")
-    return 1.0 / (1.0 + np.exp(-(np.asarray(gold_a, float) - np.asarray(gold_b, float)) / beta))
+    x = (np.asarray(gold_a, float) - np.asarray(gold_b, float)) / beta
+    return 0.5 * (1.0 + np.tanh(0.5 * x))      # = σ(x), without overflow
 
 
 def make_pairs(responses: pd.DataFrame, beta: float, seed: int = 0, max_pairs_per_prompt: int | None = None) -> pd.DataFrame:

@@ -1,0 +1,197 @@
+"""The stages the notebooks run, as functions: each notebook calls these and only narrates.
+
+Every stage reads what it needs from `results/` of earlier notebooks when present, and otherwise
+recomputes it (so any notebook can run alone, e.g. `./run_all.sh --only 03`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .assets import cache_dir
+from .augment import ParaphraseOp, build_pool
+from .features import Encoder, FeatureCache, Pairs, featurize
+from .metrics import mean_ci, paired_comparison
+from .reward_model import HeadConfig, HeadRewardModel
+from .tasks import Task, load_task
+from .training import RunResult, run_strategy
+
+
+@dataclass
+class Context:
+    cfg: object
+    task: Task
+    encoder: Encoder
+
+    def pairs(self, split: str) -> Pairs:
+        return featurize(self.task.split(split), self.encoder, desc=f"features: {split}")
+
+
+def setup(cfg) -> Context:
+    """Runtime settings, the task (labels drawn with cfg.beta), and the cached feature encoder."""
+    cfg.apply_runtime()
+    task = load_task(cfg.task_path, beta=cfg.beta, label_seed=cfg.label_seed, n_prompts=cfg.n_prompts,
+                     max_pairs_per_prompt=cfg.max_pairs_per_prompt)
+    if cfg.encoder != "minilm":
+        raise ValueError(f"encoder {cfg.encoder!r}: only the offline 'minilm' head encoder is wired in this version")
+    enc = Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=cfg.max_length, device=cfg.device)
+    return Context(cfg, task, enc)
+
+
+def new_head(cfg, dim: int, seed: int) -> HeadRewardModel:
+    return HeadRewardModel(dim, HeadConfig(hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           batch_size=cfg.batch_size, epochs=cfg.epochs_per_round, seed=seed))
+
+
+def first_reward_model(cfg, base: Pairs, seed: int | None = None) -> HeadRewardModel:
+    """The no-augmentation RM after the full schedule (rounds × epochs on the base pairs)."""
+    seed = cfg.seeds[0] if seed is None else seed
+    m = new_head(cfg, base.phi_c.shape[1], seed)
+    m.fit(base.phi_c, base.phi_r, epochs=cfg.rounds * cfg.epochs_per_round, seed=seed)
+    return m
+
+
+def paraphrase_op(cfg) -> ParaphraseOp:
+    return ParaphraseOp(n=cfg.n_paraphrases, seed=cfg.label_seed)
+
+
+def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
+    """The authors' pre-generated pool: n×n paraphrase pairs per base pair, with features.
+
+    Cached in the cache folder by content (base pair texts + operator parameters)."""
+    op = paraphrase_op(cfg)
+    h = hashlib.sha256(json.dumps([op.params(), base.df[["prompt", "chosen", "rejected"]].values.tolist()]).encode())
+    path = cache_dir("pools") / f"pool-{h.hexdigest()[:16]}.parquet"
+    if path.exists():
+        pool = pd.read_parquet(path)
+    else:
+        pool = build_pool(base.df, op)
+        from .io import atomic_write_bytes
+        import io
+        buf = io.BytesIO()
+        pool.to_parquet(buf, index=False)
+        atomic_write_bytes(path, buf.getvalue())
+    # inherit the source's gold scores and label (the authors' assumption; nb 02 checks it)
+    src = base.df.set_index("pair_id")
+    for col in ("gold_chosen", "gold_rejected", "label_correct"):
+        if col in src:
+            pool[col] = src.loc[pool.source_id, col].to_numpy()
+    return featurize(pool, encoder, desc="features: synthetic pool")
+
+
+def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs]) -> dict[tuple[str, int], RunResult]:
+    """Every strategy × seed, same budget and schedule."""
+    from tqdm.auto import tqdm
+    out = {}
+    jobs = [(s, seed) for seed in cfg.seeds for s in cfg.strategies]
+    for s, seed in tqdm(jobs, desc="strategies × seeds"):
+        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed)
+    return out
+
+
+def final_summary(history: pd.DataFrame, cfg, split: str = "test") -> pd.DataFrame:
+    """Mean and 95 % bootstrap CI over seeds of each metric at the last round."""
+    last = history[(history["round"] == history["round"].max()) & (history.split == split)]
+    rows = []
+    for (s, m), g in last.groupby(["strategy", "metric"], sort=False):
+        rows.append({"strategy": s, "metric": m, **mean_ci(g.sort_values("seed").value.to_numpy(), n_boot=cfg.n_boot)})
+    return pd.DataFrame(rows)
+
+
+def paired_vs(history: pd.DataFrame, cfg, target: str, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
+    """`target` vs every other strategy on the same seeds: difference, CI, P(improvement)."""
+    last = history[(history["round"] == history["round"].max()) & (history.split == split) & (history.metric == metric)]
+    piv = last.pivot_table(index="seed", columns="strategy", values="value")
+    rows = []
+    for other in piv.columns:
+        if other != target and target in piv:
+            rows.append({"strategy": target, "vs": other, "metric": metric,
+                         **paired_comparison(piv[target].to_numpy(), piv[other].to_numpy(), n_boot=cfg.n_boot)})
+    return pd.DataFrame(rows)
+
+
+def save_heads(results: dict, cfg, folder: str = "03_rm_training") -> pd.DataFrame:
+    """Save every trained head as safetensors (tiny: D + 1 floats for the linear head)."""
+    from safetensors.torch import save_file
+    rows = []
+    for (s, seed), r in results.items():
+        p = cfg.path(folder, "models", f"{s}_seed{seed}.safetensors")
+        save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, str(p))
+        rows.append({"strategy": s, "seed": seed, "path": str(p.relative_to(cfg.path(folder).parent.parent))})
+    return pd.DataFrame(rows)
+
+
+def load_heads(cfg, dim: int, folder: str = "03_rm_training") -> dict[tuple[str, int], HeadRewardModel]:
+    """The heads saved by notebook 03 for this config's strategies and seeds (safetensors only)."""
+    from safetensors.torch import load_file
+    out = {}
+    for s in cfg.strategies:
+        for seed in cfg.seeds:
+            p = cfg.path(folder, "models", f"{s}_seed{seed}.safetensors")
+            if not p.exists():
+                raise FileNotFoundError(f"{p} missing: run notebook 03 first (./run_all.sh --only 03)")
+            m = new_head(cfg, dim, seed)
+            m.load_state_dict(load_file(str(p)))
+            out[(s, seed)] = m
+    return out
+
+
+def label_fidelity(cfg, sources: Pairs, source_gap: np.ndarray, judge, encoder: Encoder) -> pd.DataFrame:
+    """Gold-judge every synthetic pair of the given sources (what no published implementation measures).
+
+    One row per synthetic pair: source_id, source reward gap, gold of the synthetic chosen/rejected,
+    whether the synthetic pair keeps its source's gold order (`keeps_gold_order`), whether its
+    inherited label agrees with gold (`label_correct_syn`), and meaning preservation (MiniLM
+    cosine of each paraphrased response to its original).
+    """
+    op = paraphrase_op(cfg)
+    pool = build_pool(sources.df, op, progress=False)
+    if pool.empty:
+        return pd.DataFrame()
+    g = judge.score(pool.prompt.tolist() + pool.prompt.tolist(), pool.chosen.tolist() + pool.rejected.tolist())
+    n = len(pool)
+    src = sources.df.set_index("pair_id")
+    gap = pd.Series(source_gap, index=sources.df.pair_id)
+    orig_c = src.loc[pool.source_id, "chosen"].tolist()
+    orig_r = src.loc[pool.source_id, "rejected"].tolist()
+    e = encoder.embed(pool.chosen.tolist() + orig_c + pool.rejected.tolist() + orig_r, progress=False)
+    cos_c = (e[:n] * e[n:2 * n]).sum(1)
+    cos_r = (e[2 * n:3 * n] * e[3 * n:]).sum(1)
+    src_order = np.sign(src.loc[pool.source_id, "gold_chosen"].to_numpy() - src.loc[pool.source_id, "gold_rejected"].to_numpy())
+    out = pd.DataFrame({"source_id": pool.source_id, "syn_index": pool.syn_index,
+                        "source_reward_gap": gap.loc[pool.source_id].to_numpy(),
+                        "source_label_correct": src.loc[pool.source_id, "label_correct"].to_numpy(),
+                        "gold_chosen_syn": g[:n], "gold_rejected_syn": g[n:],
+                        "cos_chosen": cos_c, "cos_rejected": cos_r})
+    out["keeps_gold_order"] = np.sign(out.gold_chosen_syn - out.gold_rejected_syn) == src_order
+    out["label_correct_syn"] = out.gold_chosen_syn >= out.gold_rejected_syn
+    return out
+
+
+def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarray]:
+    """Best-of-N candidates: every policy sample of the task for the split's prompts (+ optional
+    extra samples at the 'default' arm, generated, cached and gold-judged). Returns the pool (one
+    row per sample) and its RM features φ(x, y) [rows, D]."""
+    cfg = ctx.cfg
+    pool = ctx.task.responses[ctx.task.responses.split == split].copy()
+    if cfg.bon_extra_samples > 0:
+        from .generation import GenerationCache, Generator, Request
+        from .judge import GoldJudge
+        from .tasks import ARMS
+        gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
+        prompts = pool.drop_duplicates("prompt_id")[["prompt_id", "prompt", "split"]]
+        reqs = [(pid, p, Request(p, ARMS["default"], sample=s, seed=cfg.label_seed))
+                for pid, p in zip(prompts.prompt_id, prompts.prompt) for s in range(1, 1 + cfg.bon_extra_samples)]
+        outs = gen.generate_with_info([r for _, _, r in reqs], desc="Best-of-N samples")
+        extra = pd.DataFrame({"prompt_id": [a for a, _, _ in reqs], "prompt": [b for _, b, _ in reqs],
+                              "arm": "default", "sample": [r.sample for _, _, r in reqs],
+                              "response": [t for t, _ in outs], "finished": [f for _, f in outs], "split": split})
+        extra["gold"] = GoldJudge.offline(ctx.encoder, gen).score(extra.prompt.tolist(), extra.response.tolist(),
+                                                                   extra.finished.tolist())
+        pool = pd.concat([pool, extra], ignore_index=True)
+    phi = ctx.encoder.embed_pairs(pool.prompt.tolist(), pool.response.tolist(), desc="features: Best-of-N pool")
+    return pool.reset_index(drop=True), phi

@@ -1,0 +1,125 @@
+"""Executes the numbered notebooks in order with papermill (called by ./run_all.sh).
+
+    python -m mars_lib.runner [--profile smoke|cpu|paper] [--only 03 [--only 04]] [-p name value]...
+                              [--force] [--dry-run]
+
+- Executed copies go to <results_dir>/executed/ (never back into notebooks/).
+- A notebook whose inputs are unchanged since its last successful run (same notebook, same
+  parameters, same mars_lib source, same task data) is skipped; --force re-executes it.
+- `-p name value` is passed to every notebook whose parameters cell declares `name`; values are
+  Python literals (`-p seeds "[0, 1]"`, `-p tau_v1 0.2`), anything else is a string. A name no
+  notebook declares is an error.
+- --dry-run prints each notebook's resolved configuration and validates it, executing nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import PROFILES, REPO_ROOT, ConfigError, RunConfig
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def notebook_params(path: Path) -> dict:
+    """Names and literal defaults of a notebook's `parameters` cell."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)}
+    raise ConfigError(f"{path.name}: no cell tagged 'parameters'")
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
+    h = hashlib.sha256()
+    h.update(nb.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for f in sorted((REPO_ROOT / "mars_lib").glob("*.py")):
+        h.update(f.read_bytes())
+    man = cfg.task_path / "manifest.json"
+    if man.exists():
+        h.update(man.read_bytes())
+    return h.hexdigest()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)} (default cpu)")
+    ap.add_argument("--only", action="append", default=[], metavar="NN", help="run only notebook NN (repeatable)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--force", action="store_true", help="re-execute notebooks even if up to date")
+    ap.add_argument("--dry-run", action="store_true", help="print resolved configs, execute nothing")
+    a = ap.parse_args(argv)
+    if a.profile not in PROFILES:
+        ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
+    nbs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if a.only:
+        wanted = {o.zfill(2) for o in a.only}
+        unknown = wanted - {p.name[:2] for p in nbs}
+        if unknown:
+            ap.error(f"--only {sorted(unknown)}: no such notebook; have {[p.name for p in nbs]}")
+        nbs = [p for p in nbs if p.name[:2] in wanted]
+    user = {k: parse_value(v) for k, v in a.param}
+    declared = {p: notebook_params(p) for p in nbs}
+    unknown = set(user) - set().union(*declared.values()) - {"profile"}
+    if unknown:
+        ap.error(f"-p {sorted(unknown)}: no selected notebook has such a parameter")
+
+    plan = []
+    for nb in nbs:
+        params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb]}}
+        cfg_fields = {k: v for k, v in params.items() if k in RunConfig.__dataclass_fields__ and k != "profile"}
+        try:
+            cfg = RunConfig.resolve(a.profile, **cfg_fields)
+        except ConfigError as e:
+            print(f"error: {nb.name}: {e}", file=sys.stderr)
+            return 2
+        plan.append((nb, params, cfg))
+        if a.dry_run:
+            print(f"== {nb.name}  parameters {params}")
+            print(json.dumps(cfg.to_dict(), indent=1, default=str))
+    if a.dry_run:
+        print(f"dry run: {len(plan)} notebook configuration(s) valid; nothing executed, nothing downloaded")
+        return 0
+
+    import papermill as pm
+    t_all = time.perf_counter()
+    for nb, params, cfg in plan:
+        out_dir = cfg.path("executed", "x").parent
+        out = out_dir / nb.name
+        stamp = out_dir / f".{nb.stem}.ok"
+        fp = _fingerprint(nb, params, cfg)
+        if not a.force and out.exists() and stamp.exists() and stamp.read_text() == fp:
+            print(f"[run_all] {nb.name}: up to date, skipped (--force to re-run)")
+            continue
+        print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
+                            progress_bar=False, log_output=False)
+        from .io import atomic_write_text
+        atomic_write_text(stamp, fp)
+        print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(REPO_ROOT)}")
+    figs = plan[0][2].path("figures", "x").parent if plan else None
+    print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
+    if figs is not None:
+        print(f"[run_all] figures: {figs}")
+        for f in sorted(figs.glob("*.png")):
+            print(f"  {f.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

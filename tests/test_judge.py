@@ -1,0 +1,42 @@
+"""The gold judge: batched log-probs are exact, and it agrees with common sense on hand-picked cases."""
+import numpy as np
+import pytest
+import torch
+
+from mars_lib.judge import SANITY_CASES, non_repetition, length_score, complete_score
+
+
+@pytest.fixture(scope="module")
+def judge():
+    from mars_lib.judge import GoldJudge
+    return GoldJudge.offline()
+
+
+def test_batched_logprob_equals_one_at_a_time(judge):
+    prompts = ["How do I boil an egg?", "Name three primary colours, please, and explain why they are called primary."]
+    responses = ["Put it in boiling water for nine minutes.", "Red, yellow and blue."]
+    batched = judge.mean_logprob(prompts, responses)
+    for p, r, b in zip(prompts, responses, batched):
+        ctx = judge.tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        c = judge.tok(ctx, add_special_tokens=False).input_ids
+        t = judge.tok(r, add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            lp = torch.log_softmax(judge.lm(input_ids=torch.tensor([c + t])).logits[0].float(), -1)
+        want = np.mean([lp[len(c) - 1 + k, t[k]].item() for k in range(len(t))])
+        assert b == pytest.approx(want, abs=2e-4)
+
+
+def test_sanity_cases_best_first_and_empty_last(judge):
+    from mars_lib.judge import sanity_table
+    t = sanity_table(judge)
+    assert t.gold_rank.iloc[0] == 1                        # the helpful recipe wins
+    assert t.gold.iloc[-1] == 0.0                          # empty scores zero on every facet
+    assert t.set_index("case").gold["off topic"] < t.set_index("case").gold["helpful recipe"] - 2
+    assert len(t) == len(SANITY_CASES)
+
+
+def test_facet_hand_values():
+    assert non_repetition("a b c a b c a b c") == pytest.approx(3 / 7)
+    assert non_repetition("one two three four") == 1.0
+    assert length_score(" ".join(["w"] * 50)) == pytest.approx(1.0)
+    assert complete_score("It ends.", False) == 1.0 and complete_score("It ends and", False) == 0.0

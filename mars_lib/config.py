@@ -54,6 +54,8 @@ class RunConfig:
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
+    paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
+                                                # instead of 2n² (5x fewer encoder calls), see README
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)

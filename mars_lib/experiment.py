@@ -56,7 +56,7 @@ def first_reward_model(cfg, base: Pairs, seed: int | None = None) -> HeadRewardM
 
 
 def paraphrase_op(cfg) -> ParaphraseOp:
-    return ParaphraseOp(n=cfg.n_paraphrases, seed=cfg.label_seed)
+    return ParaphraseOp(n=cfg.n_paraphrases, paraphrase_prompt=cfg.paraphrase_prompt, seed=cfg.label_seed)
 
 
 def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
@@ -83,13 +83,30 @@ def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
     return featurize(pool, encoder, desc="features: synthetic pool")
 
 
-def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs]) -> dict[tuple[str, int], RunResult]:
+def on_demand_builder(cfg, base: Pairs, encoder: Encoder):
+    """pool_mode 'on_demand': exactly b_i fresh paraphrase pairs for source i, featurized (cached)."""
+    from .augment import draw_on_demand
+    op = paraphrase_op(cfg)
+    src = base.df.set_index("pair_id")
+
+    def build(budgets, round_seed: int) -> Pairs:
+        syn = draw_on_demand(base.df, budgets, op, round_seed)
+        for col in ("gold_chosen", "gold_rejected", "label_correct"):
+            if col in src and len(syn):
+                syn[col] = src.loc[syn.source_id, col].to_numpy()
+        return featurize(syn, encoder, desc="features: on-demand synthetic")
+    return build
+
+
+def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None
+                     ) -> dict[tuple[str, int], RunResult]:
     """Every strategy × seed, same budget and schedule."""
     from tqdm.auto import tqdm
+    on_demand = on_demand_builder(cfg, base, encoder) if cfg.pool_mode == "on_demand" else None
     out = {}
     jobs = [(s, seed) for seed in cfg.seeds for s in cfg.strategies]
     for s, seed in tqdm(jobs, desc="strategies × seeds"):
-        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed)
+        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed, on_demand)
     return out
 
 

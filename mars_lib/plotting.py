@@ -55,7 +55,7 @@ def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(ylabel or metric)
     n = int(s["n"].max())
-    ax.set_title(f"{ylabel or metric} (mean, 95% bootstrap CI over {n} seeds)")
+    ax.set_title(f"{ylabel or metric}\nmean, 95% bootstrap CI over {n} seeds", fontsize=10)
     ax.tick_params(axis="x", rotation=15)
     return ax
 

@@ -55,6 +55,13 @@ def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
     return h.hexdigest()
 
 
+def _show(p: Path) -> str:
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)} (default cpu)")
@@ -111,13 +118,13 @@ def main(argv=None) -> int:
                             progress_bar=False, log_output=False)
         from .io import atomic_write_text
         atomic_write_text(stamp, fp)
-        print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {out.relative_to(REPO_ROOT)}")
+        print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")
     figs = plan[0][2].path("figures", "x").parent if plan else None
     print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
     if figs is not None:
         print(f"[run_all] figures: {figs}")
         for f in sorted(figs.glob("*.png")):
-            print(f"  {f.relative_to(REPO_ROOT)}")
+            print(f"  {_show(f)}")
     return 0
 
 

@@ -47,8 +47,22 @@ def evaluate(model: HeadRewardModel, sets: dict[str, Pairs]) -> list[dict]:
 
 
 def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: Pairs, budget: int,
-                     cfg, round_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions into `pool` for this round, plus base reward gaps [N] and per-source budgets [N]."""
+                     cfg, round_seed: int, on_demand=None) -> tuple[Pairs, np.ndarray, np.ndarray]:
+    """This round's synthetic pairs, plus base reward gaps [N] and per-source budgets [N].
+
+    pool_mode "pool": drawn from the pre-generated pool. pool_mode "on_demand": for uniform and
+    MARS, exactly b_i fresh pairs are built for source i by `on_demand(budgets, round_seed)`;
+    West-of-N always ranks the pool's candidates (it needs N candidates per source to pick from).
+    """
+    pos, gaps, b = _select_positions(strategy, model, base, pool, budget, cfg, round_seed)
+    if cfg.pool_mode == "on_demand" and strategy in ("uniform", "mars_v1", "mars_v2"):
+        if on_demand is None:
+            raise ValueError("pool_mode='on_demand' needs an on_demand builder (experiment.on_demand_builder)")
+        return on_demand(b, round_seed), gaps, b
+    return pool.take(pos), gaps, b
+
+
+def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
     gaps = model.reward_gap(base.phi_c, base.phi_r)
     n = len(base.df)
     if strategy == "none" or budget == 0:
@@ -76,7 +90,8 @@ def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: P
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int) -> RunResult:
+def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int,
+                 on_demand=None) -> RunResult:
     """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history."""
     dim = base.phi_c.shape[1]
     model = HeadRewardModel(dim, HeadConfig(hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -93,8 +108,7 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
     log(0, evaluate(model, eval_sets))
     for t in range(1, cfg.rounds + 1):
         round_seed = 42 + 1000 * t + 100_003 * seed        # authors: 42 + 1000·t; distinct per training seed
-        pos, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed)
-        syn = pool.take(pos)
+        syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
         train = Pairs.concat([base] + kept)
         n_syn[t] = len(train.df) - len(base.df)
@@ -107,6 +121,7 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
         log(t, evaluate(model, eval_sets) + [
             {"split": "train", "metric": "n_synthetic", "value": float(len(syn.df))},
+            {"split": "train", "metric": "synthetic_shortfall", "value": float(b.sum() - len(syn.df))},
             {"split": "train", "metric": "n_train", "value": float(len(train.df))},
             {"split": "train", "metric": "mean_abs_gap_base", "value": float(np.abs(gaps).mean())},
             {"split": "train", "metric": "budget_on_mislabeled", "value": noisy},

@@ -107,3 +107,39 @@ def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) ->
         Q[:, j + 1] = v / beta[j]
     T = np.diag(alpha[:m]) + np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
     return np.sort(np.linalg.eigvalsh(T))[::-1][:k]
+
+
+def hutchinson_trace(matvec, dim: int, n_samples: int = 30, seed: int = 0) -> dict:
+    """Hutchinson estimate of tr(A) = E[vᵀAv] with Rademacher v; returns mean, standard error, n."""
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_samples):
+        v = rng.choice([-1.0, 1.0], size=dim)
+        vals.append(float(v @ matvec(v)))
+    vals = np.asarray(vals)
+    return {"trace": float(vals.mean()), "se": float(vals.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan"),
+            "n_samples": n_samples}
+
+
+def bt_hvp_operator(model, batch_chosen: dict, batch_rejected: dict, params=None):
+    """v -> H v for the BT loss of a fine-tuned reward model (torch module returning `.logits` [B, 1]).
+
+    Uses double backward, so attention must support it: load the model with
+    attn_implementation="eager" on CPU (SDPA has no double backward there). `params` defaults to
+    every trainable parameter; vectors are flat float64 numpy arrays of their total size.
+    Returns (matvec, dim).
+    """
+    import torch
+
+    from .reward_model import bt_loss
+    params = [p for p in (params or model.parameters()) if p.requires_grad]
+    sizes = [p.numel() for p in params]
+    loss = bt_loss(model(**batch_chosen).logits, model(**batch_rejected).logits)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    flat_g = torch.cat([g.reshape(-1) for g in grads])
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        t = torch.as_tensor(v, dtype=flat_g.dtype, device=flat_g.device)
+        hv = torch.autograd.grad(flat_g @ t, params, retain_graph=True)    # ∇(gᵀv) = H v
+        return torch.cat([h.reshape(-1) for h in hv]).double().cpu().numpy()
+    return matvec, int(sum(sizes))

@@ -210,3 +210,30 @@ def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
     from .io import atomic_write_text
     lines = [json.dumps({k: r[k] for k in REQUIRED}, ensure_ascii=False) for r in df.to_dict("records")]
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str = "skip",
+                limit: int | None = None) -> pd.DataFrame:
+    """HH-RLHF from the hub (`Anthropic/hh-rlhf`; paper profile). Needs network access.
+
+    In an offline profile (HF_DATASETS_OFFLINE=1) this fails with a message saying so, instead of
+    a 30-second time-out deep inside `datasets`.
+    """
+    import os
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise DataError("load_hh_hub: the hub is disabled in this process (HF_*_OFFLINE=1, the offline "
+                        "profiles). Use a local file with load_hh_jsonl(path), or run the paper profile.")
+    from datasets import load_dataset
+    ds = load_dataset("Anthropic/hh-rlhf", data_dir=data_dir, split=split)
+    recs = []
+    for n, rec in enumerate(ds, start=1):
+        if limit is not None and len(recs) >= limit:
+            break
+        try:
+            p, c, r = split_hh(rec["chosen"], rec["rejected"])
+        except DataError as e:
+            if on_error == "raise":
+                raise DataError(f"Anthropic/hh-rlhf[{split}], row {n}: {e}") from None
+            continue
+        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{split}-{n}"}))
+    return _finish(recs, f"Anthropic/hh-rlhf[{split}]", on_error)

@@ -108,7 +108,16 @@ class GoldJudge:
         return out
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
-        """All six facets in [0, 1], one row per (prompt, response)."""
+        """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once."""
+        keys = list(zip(prompts, responses, map(bool, finished)))
+        uniq = list(dict.fromkeys(keys))
+        if len(uniq) < len(keys):
+            f = self._facets_unique([k[0] for k in uniq], [k[1] for k in uniq], [k[2] for k in uniq])
+            pos = {k: i for i, k in enumerate(uniq)}
+            return f.iloc[[pos[k] for k in keys]].reset_index(drop=True)
+        return self._facets_unique(list(prompts), list(responses), list(finished))
+
+    def _facets_unique(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         e_p = self.encoder.embed(list(prompts), desc="judge: prompts", progress=False)
         e_r = self.encoder.embed([r if r.strip() else " " for r in responses], desc="judge: responses", progress=False)
         cos = (e_p * e_r).sum(1)

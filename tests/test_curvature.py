@@ -61,3 +61,47 @@ def test_spectrum_and_coverage():
     assert s["lambda_max"] == 4 and s["lambda_min_span"] == 1 and s["rank"] == 2 and s["condition_span"] == 4
     assert coverage_factor(2 * H, H) == pytest.approx(2.0)
     assert coverage_factor(np.diag([8.0, 0.5, 0.0]), H) == pytest.approx(0.5)
+
+
+def test_hutchinson_trace_within_error_bars():
+    from mars_lib.curvature import hutchinson_trace
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(40, 40))
+    A = A @ A.T
+    est = hutchinson_trace(lambda v: A @ v, 40, n_samples=400, seed=1)
+    assert abs(est["trace"] - np.trace(A)) < 4 * est["se"]
+
+
+def test_hvp_of_a_transformer_rm_matches_finite_differences():
+    """Double backward through a tiny BERT reward model with eager attention (the CPU requirement)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from mars_lib.curvature import bt_hvp_operator
+    from mars_lib.reward_model import bt_loss
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     num_labels=1, attn_implementation="eager", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertForSequenceClassification(cfg).double().eval()
+    params = [model.classifier.weight, model.bert.pooler.dense.weight]
+    bc = {"input_ids": torch.randint(0, 50, (3, 6))}
+    br = {"input_ids": torch.randint(0, 50, (3, 6))}
+    matvec, dim = bt_hvp_operator(model, bc, br, params)
+    v = np.random.default_rng(0).normal(size=dim)
+    hv = matvec(v)            # before the finite differences touch the parameters in place
+
+    def grad_at(shift):
+        offs = 0
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.as_tensor(shift[offs:offs + p.numel()]).view_as(p))
+                offs += p.numel()
+        g = torch.autograd.grad(bt_loss(model(**bc).logits, model(**br).logits), params)
+        with torch.no_grad():
+            offs = 0
+            for p in params:
+                p.sub_(torch.as_tensor(shift[offs:offs + p.numel()]).view_as(p))
+                offs += p.numel()
+        return torch.cat([x.reshape(-1) for x in g]).numpy()
+    eps = 1e-5
+    fd = (grad_at(eps * v) - grad_at(-eps * v)) / (2 * eps)
+    assert np.allclose(hv, fd, atol=1e-6, rtol=1e-4) and np.abs(hv).max() > 1e-4

@@ -79,3 +79,10 @@ def test_csv_and_parquet_and_export(tmp_path):
     assert json.loads(out.read_text().splitlines()[0]) == GOOD
     with pytest.raises(DataError, match="unknown file type"):
         load_pairs(tmp_path / "a.txt") if (tmp_path / "a.txt").write_text("x") else None
+
+
+def test_hub_loader_refuses_offline(monkeypatch):
+    from mars_lib.data import load_hh_hub
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="hub is disabled"):
+        load_hh_hub()

@@ -59,7 +59,8 @@ class RunConfig:
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
-    fidelity_sources: int = 150                 # source pairs whose synthetic pairs are gold-judged (nb 02)
+    fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
+                                                # the judge runs SmolLM2 over every text: ~3 texts/s)
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
     # --- paper profile identifiers (used where the fields above name hub models) -----------
     paper_rm_model: str = "microsoft/deberta-v3-base"

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -33,6 +34,17 @@ def save(fig, cfg, name: str) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return atomic_write_bytes(cfg.path("figures", f"{name}.png"), buf.getvalue())
+
+
+def twin(ax, ylabel: str):
+    """A right-hand y axis that shows its spine, ticks and label on the right (style() hides it)."""
+    a2 = ax.twinx()
+    a2.grid(False)
+    a2.spines["right"].set_visible(True)
+    a2.yaxis.set_label_position("right")
+    a2.yaxis.tick_right()
+    a2.set_ylabel(ylabel)
+    return a2
 
 
 def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None = None, ref: float | None = None,
@@ -73,6 +85,7 @@ def lines_by_round(history: pd.DataFrame, metric: str, split: str = "test", ax=N
         ax.plot(m.index, m.values, marker="o", color=COLORS[k], label=LABELS[k])
         ax.fill_between(m.index, m - sd, m + sd, color=COLORS[k], alpha=0.15)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(ylabel or metric)
     ax.legend(fontsize=8)
     return ax

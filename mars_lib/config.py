@@ -36,7 +36,7 @@ class RunConfig:
     max_pairs_per_prompt: int | None = None     # None = every pair of distinct responses
     label_seed: int = 0                         # seed of the noisy label draw
     # --- reward model (mars_lib.reward_model) ----------------------------------------------
-    encoder: str = "minilm"                     # frozen encoder of the head RM (offline asset)
+    encoder: str = "minilm"                     # RM backbone: "minilm" (offline asset, frozen + head) or a hub id
     max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
     head_hidden: int = 0                        # 0 = linear head (the theory's model)
     lr: float = 1e-2                            # AdamW on the head (features are L2-normalised)
@@ -147,6 +147,6 @@ PROFILES: dict[str, dict] = {
     # the reference run: the whole offline task
     "cpu": {},
     # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
-    "paper": {"results_dir": "results/paper", "device": "cuda", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
+    "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "microsoft/deberta-v3-base", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
               "epochs_per_round": 1, "budget_ratio": 2.0},
 }

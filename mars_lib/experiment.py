@@ -37,7 +37,10 @@ def setup(cfg) -> Context:
     task = load_task(cfg.task_path, beta=cfg.beta, label_seed=cfg.label_seed, n_prompts=cfg.n_prompts,
                      max_pairs_per_prompt=cfg.max_pairs_per_prompt)
     if cfg.encoder != "minilm":
-        raise ValueError(f"encoder {cfg.encoder!r}: only the offline 'minilm' head encoder is wired in this version")
+        raise NotImplementedError(
+            f"encoder {cfg.encoder!r}: this version runs the offline MiniLM head reward model only; fine-tuning "
+            "hub reward models (the paper profile) is not wired into the notebooks yet. "
+            "`./run_all.sh --profile paper --dry-run` shows the resolved paper configuration.")
     enc = Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=cfg.max_length, device=cfg.device)
     return Context(cfg, task, enc)
 

@@ -86,3 +86,17 @@ def test_generation_is_cached_and_rerun_generates_nothing(tmp_path, tiny_generat
     g2 = Generator(model, tok, "tiny", GenerationCache(tmp_path / "g.sqlite"), batch_size=3)
     assert g2.generate(reqs) == out1 and g2.calls == 0 and g2.stats.cache_hits == 4
     assert len(GenerationCache(tmp_path / "g.sqlite")) == 4
+
+
+def test_paper_profile_fails_loudly_instead_of_using_offline_models():
+    from mars_lib import experiment
+    with pytest.raises(NotImplementedError, match="not wired"):
+        experiment.setup(RunConfig.resolve("paper", threads=2))
+
+
+def test_runner_dry_run_validates_every_notebook(capsys):
+    from mars_lib.runner import main
+    assert main(["--profile", "paper", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== 0") == 5 and "microsoft/deberta-v3-base" in out
+    assert main(["--profile", "smoke", "--dry-run", "-p", "tau_v1", "-1"]) == 2

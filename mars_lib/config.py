@@ -52,6 +52,7 @@ class RunConfig:
     warm_start: bool = False                    # train on the base set before the first allocation?
     cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
+    track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
@@ -59,6 +60,9 @@ class RunConfig:
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
+    hvp_pairs: int = 16                         # nb 04: pairs in the fine-tuned RM's Hessian-vector-product batch
+    lanczos_iters: int = 20                     # nb 04: Lanczos iterations (HVPs) for the top eigenvalues
+    hutchinson_samples: int = 30                # nb 04: Rademacher probes (HVPs) for the trace estimate
     fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
                                                 # the judge runs SmolLM2 over every text: ~3 texts/s)
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
@@ -83,7 +87,8 @@ class RunConfig:
                 bad(name, "must be > 0")
         if self.budget_ratio < 0:
             bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
-        for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot"):
+        for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot",
+                     "hvp_pairs", "lanczos_iters", "hutchinson_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
         if not self.seeds:
@@ -143,7 +148,8 @@ class RunConfig:
 PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
-              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20},
+              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20,
+              "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
     # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields

@@ -13,6 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def _eigvalsh(A: np.ndarray) -> np.ndarray:
+    """Ascending eigenvalues of a symmetric matrix (torch's LAPACK: ~25x faster than numpy's here)."""
+    import torch
+    return torch.linalg.eigvalsh(torch.as_tensor(np.ascontiguousarray(A), dtype=torch.float64)).numpy()
+
+
+def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    ev, U = torch.linalg.eigh(torch.as_tensor(np.ascontiguousarray(A), dtype=torch.float64))
+    return ev.numpy(), U.numpy()
+
+
 def sigmoid(t):
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(t, dtype=np.float64)))
 
@@ -54,7 +66,7 @@ def mean_sigma_prime(reward_gap, w=None) -> float:
 def spectrum(H, rel_tol: float = 1e-10) -> dict:
     """Trace, λ_max, λ_min on the data span (eigenvalues > rel_tol·λ_max), condition number there,
     and the rank used. H [D, D] symmetric PSD."""
-    ev = np.linalg.eigvalsh((H + H.T) / 2)
+    ev = _eigvalsh((H + H.T) / 2)
     lmax = float(ev[-1])
     span = ev[ev > rel_tol * max(lmax, 1e-300)]
     lmin = float(span[0]) if span.size else 0.0
@@ -68,11 +80,11 @@ def coverage_factor(H_w, H_ref, rel_tol: float = 1e-10) -> float:
 
     Computed as the smallest generalised eigenvalue of (H_w, H_ref) restricted to range(H_ref).
     """
-    ev, U = np.linalg.eigh((H_ref + H_ref.T) / 2)
+    ev, U = _eigh((H_ref + H_ref.T) / 2)
     keep = ev > rel_tol * ev[-1]
     P = U[:, keep] / np.sqrt(ev[keep])           # whitening of H_ref on its range
     M = P.T @ ((H_w + H_w.T) / 2) @ P
-    return float(np.linalg.eigvalsh(M)[0])
+    return float(_eigvalsh(M)[0])
 
 
 def curvature_summary(dphi, theta, w=None) -> dict:
@@ -82,7 +94,7 @@ def curvature_summary(dphi, theta, w=None) -> dict:
     F = empirical_fisher(dphi, theta, w)
     s = spectrum(H)
     return {"mean_sigma_prime": mean_sigma_prime(d, w), **s,
-            "fisher_trace": float(np.trace(F)), "fisher_lambda_max": float(np.linalg.eigvalsh(F)[-1])}
+            "fisher_trace": float(np.trace(F)), "fisher_lambda_max": float(_eigvalsh(F)[-1])}
 
 
 def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) -> np.ndarray:
@@ -106,7 +118,7 @@ def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) ->
             break
         Q[:, j + 1] = v / beta[j]
     T = np.diag(alpha[:m]) + np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
-    return np.sort(np.linalg.eigvalsh(T))[::-1][:k]
+    return np.sort(_eigvalsh(T))[::-1][:k]
 
 
 def hutchinson_trace(matvec, dim: int, n_samples: int = 30, seed: int = 0) -> dict:

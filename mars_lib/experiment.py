@@ -215,3 +215,48 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
         pool = pd.concat([pool, extra], ignore_index=True)
     phi = ctx.encoder.embed_pairs(pool.prompt.tolist(), pool.response.tolist(), desc="features: Best-of-N pool")
     return pool.reset_index(drop=True), phi
+
+
+def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int = 12, hutchinson_samples: int = 12,
+                        max_length: int = 128, seed: int = 0) -> pd.DataFrame:
+    """Curvature of the BT loss for a *fine-tunable* transformer RM, by Hessian-vector products.
+
+    MiniLM as AutoModelForSequenceClassification(num_labels=1) with eager attention (SDPA has no
+    double backward on CPU), seeded score head; parameters = the last encoder layer + the head.
+    On a random batch of `n_pairs` pairs: Lanczos top-3 eigenvalues (`lanczos_iters` HVPs) and a
+    Hutchinson trace estimate (`hutchinson_samples` HVPs, with its standard error).
+    """
+    import time
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .assets import minilm_dir
+    from .curvature import bt_hvp_operator, hutchinson_trace, lanczos_top
+    from .features import rm_text
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    tok.truncation_side = "left"
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=1, attn_implementation="eager",
+                                                               dtype=torch.float64).eval()
+    params = list(model.bert.encoder.layer[-1].parameters()) + list(model.classifier.parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    rows = np.random.default_rng(seed).choice(len(pairs.df), size=min(n_pairs, len(pairs.df)), replace=False)
+    df = pairs.df.iloc[rows]
+    enc = lambda col: dict(tok([rm_text(p, r) for p, r in zip(df.prompt, df[col])], padding=True, truncation=True,  # noqa: E731
+                               max_length=max_length, return_tensors="pt"))
+    t0 = time.perf_counter()
+    matvec, dim = bt_hvp_operator(model, enc("chosen"), enc("rejected"), params)
+    top = lanczos_top(matvec, dim, k=3, iters=lanczos_iters, seed=seed)
+    t1 = time.perf_counter()
+    tr = hutchinson_trace(matvec, dim, n_samples=hutchinson_samples, seed=seed)
+    t2 = time.perf_counter()
+    return pd.DataFrame([
+        {"quantity": "lambda_1", "value": top[0], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
+        {"quantity": "lambda_2", "value": top[1], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
+        {"quantity": "lambda_3", "value": top[2], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
+        {"quantity": "trace (Hutchinson)", "value": tr["trace"], "se": tr["se"], "iterations": hutchinson_samples,
+         "seconds": t2 - t1}]).assign(params=dim, pairs=len(df))

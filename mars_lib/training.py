@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 from .augment import draw_from_pool
+from .curvature import curvature_summary
 from .features import Pairs
 from .metrics import rm_metrics
 from .reward_model import HeadConfig, HeadRewardModel
 from .selection import allocation_probs, concentration, integer_budgets, west_of_n_top
 
 MARS_GAP = {"mars_v1": "abs", "mars_v2": "signed"}
+_CURV_KEYS = ("mean_sigma_prime", "trace", "lambda_max", "lambda_min_span", "condition_span", "fisher_trace")
 
 
 @dataclass
@@ -111,6 +113,15 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
         train = Pairs.concat([base] + kept)
+        if cfg.track_curvature and not cfg.head_hidden:
+            # BT curvature of this round's realised training set vs the base set, both at the
+            # allocating model's θ (mars-method.md §3: the claim compares data distributions at one θ)
+            th = model.theta
+            c_train = curvature_summary(train.phi_c - train.phi_r, th)
+            c_base = curvature_summary(base.phi_c - base.phi_r, th)
+            log(t, [{"split": "curvature", "metric": k, "value": c_train[k]} for k in _CURV_KEYS]
+                + [{"split": "curvature", "metric": f"{k}_ratio_to_base", "value": c_train[k] / c_base[k]}
+                   for k in _CURV_KEYS])
         n_syn[t] = len(train.df) - len(base.df)
         lc = base.df["label_correct"].to_numpy() if "label_correct" in base.df else np.full(len(b), np.nan)
         allocs.append(pd.DataFrame({"strategy": strategy, "seed": seed, "round": t, "pair_id": base.df.pair_id,

@@ -14,7 +14,7 @@ EXPECTED = {
     "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv"],
     "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "fidelity_by_gap.csv"],
     "03_rm_training": ["history.csv", "summary.csv", "paired.csv", "test_reward_gaps.csv"],
-    "04_curvature": ["curvature.csv", "tau_sweep.csv"],
+    "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv"],
     "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv"],
 }
 

@@ -66,3 +66,15 @@ def test_on_demand_mode_uses_builder(setup):
     assert calls == [30]
     with pytest.raises(ValueError, match="on_demand"):
         run_strategy("mars_v1", base, pool, evals, cfg, seed=0)
+
+
+def test_per_round_curvature_of_realised_training_set(setup):
+    base, pool, evals, cfg = setup
+    h = run_strategy("mars_v1", base, pool, evals, cfg, seed=0).history
+    c = h[h.split == "curvature"]
+    assert set(c["round"]) == {1, 2}
+    ratio = c[c.metric == "mean_sigma_prime_ratio_to_base"].value
+    assert ratio.between(0.1, 10).all()
+    none = run_strategy("none", base, pool, evals, cfg, seed=0).history
+    r0 = none[(none.split == "curvature") & (none.metric == "trace_ratio_to_base")].value
+    assert (r0 == 1.0).all()           # no synthetic pairs: the training set is the base set

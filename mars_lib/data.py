@@ -108,10 +108,11 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = "original") -> pd.DataFrame:
+def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = "original",
+            pre_skipped: Counter | None = None) -> pd.DataFrame:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    keep, skipped = [], Counter()
+    keep, skipped = [], Counter(pre_skipped or {})
     seen = set()
     for n, rec in records:
         try:
@@ -151,24 +152,23 @@ def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = 
 def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None) -> pd.DataFrame:
     """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz]."""
     path = Path(path)
-    recs = []
+    recs, pre = [], Counter()
     for n, rec in _read_jsonl(path):
         if limit is not None and len(recs) >= limit:
             break
-        for col in ("chosen", "rejected"):
-            if not isinstance(rec.get(col), str):
-                err = DataError(f"{path}, row {n}: missing or non-text column '{col}' (HH format needs "
-                                "'chosen' and 'rejected' dialogues)")
-                if on_error == "raise":
-                    raise err
         try:
+            bad = [c for c in ("chosen", "rejected") if not isinstance(rec.get(c), str)]
+            if bad:
+                raise DataError(f"missing or non-text column(s) {bad} (the HH format needs 'chosen' and "
+                                "'rejected' dialogues)")
             p, c, r = split_hh(rec["chosen"], rec["rejected"])
-        except (DataError, KeyError, AttributeError, TypeError) as e:
+        except DataError as e:
             if on_error == "raise":
                 raise DataError(f"{path}, row {n}: {e}") from None
+            pre[str(e).split(" (")[0]] += 1
             continue
         recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{n}"}))
-    return _finish(recs, path, on_error)
+    return _finish(recs, path, on_error, pre_skipped=pre)
 
 
 def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
@@ -225,7 +225,7 @@ def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str 
                         "profiles). Use a local file with load_hh_jsonl(path), or run the paper profile.")
     from datasets import load_dataset
     ds = load_dataset("Anthropic/hh-rlhf", data_dir=data_dir, split=split)
-    recs = []
+    recs, pre = [], Counter()
     for n, rec in enumerate(ds, start=1):
         if limit is not None and len(recs) >= limit:
             break
@@ -234,6 +234,7 @@ def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str 
         except DataError as e:
             if on_error == "raise":
                 raise DataError(f"Anthropic/hh-rlhf[{split}], row {n}: {e}") from None
+            pre[str(e).split(" (")[0]] += 1
             continue
         recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{split}-{n}"}))
-    return _finish(recs, f"Anthropic/hh-rlhf[{split}]", on_error)
+    return _finish(recs, f"Anthropic/hh-rlhf[{split}]", on_error, pre_skipped=pre)

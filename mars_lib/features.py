@@ -14,12 +14,11 @@ import hashlib
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dataclasses import dataclass
-
 from tqdm.auto import tqdm
 
 

@@ -86,3 +86,16 @@ def test_hub_loader_refuses_offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="hub is disabled"):
         load_hh_hub()
+
+
+def test_hh_missing_dialogue_column(tmp_path):
+    p = _jsonl(tmp_path, [{"chosen": "\n\nHuman: a\n\nAssistant: b"}], name="hh.jsonl")
+    with pytest.raises(DataError, match=r"hh.jsonl, row 1: missing or non-text column\(s\) \['rejected'\]"):
+        load_hh_jsonl(p)
+
+
+def test_hh_skip_mode_counts_unparseable_rows(tmp_path):
+    good = {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}
+    p = _jsonl(tmp_path, [good, {"chosen": "no turns here", "rejected": "x"}], name="hh.jsonl")
+    df = load_hh_jsonl(p, on_error="skip")
+    assert len(df) == 1 and sum(df.attrs["skipped"].values()) == 1

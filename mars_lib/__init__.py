@@ -16,6 +16,10 @@ Modules (each small, named for what it holds):
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables
+  experiment  the stages the notebooks run (setup, pools, training all strategies, summaries)
+  runner      executes the notebooks with papermill (./run_all.sh)
+  cli         `python -m mars_lib train|score|allocate|augment` on your own data
+  prompts, judge, io   real prompts; the gold judge; atomic writes
 """
 
 __version__ = "0.1.0"

@@ -97,3 +97,20 @@ def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> di
     if gold_chosen is not None:
         out["gold_accuracy"] = gold_accuracy(r_chosen, r_rejected, gold_chosen, gold_rejected)
     return out
+
+
+def load_evaluate_metric():
+    """The pairwise metrics as a Hugging Face `evaluate` metric, loaded from a local script (offline)."""
+    from pathlib import Path
+
+    import evaluate
+    return evaluate.load(str(Path(__file__).parent / "evaluate_metrics" / "pairwise_rm.py"))
+
+
+def compute_metrics(eval_pred) -> dict:
+    """For a transformers/TRL Trainer: predictions [B, 2] = (reward chosen, reward rejected) per pair,
+    as TRL's RewardTrainer returns them."""
+    preds = np.asarray(eval_pred.predictions if hasattr(eval_pred, "predictions") else eval_pred[0], dtype=float)
+    if preds.ndim != 2 or preds.shape[1] != 2:
+        raise ValueError(f"expected predictions of shape [B, 2] (chosen, rejected), got {preds.shape}")
+    return rm_metrics(preds[:, 0], preds[:, 1])

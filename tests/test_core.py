@@ -119,3 +119,13 @@ def test_head_rm_learns_separable_preferences():
     losses = m.fit(Xc, Xr)
     assert losses[-1] < losses[0] * 0.5
     assert pairwise_accuracy(m.score(Xc), m.score(Xr)) > 0.95
+
+
+def test_evaluate_metric_loads_offline_and_matches():
+    from mars_lib.metrics import compute_metrics, load_evaluate_metric
+    m = load_evaluate_metric()
+    got = m.compute(reward_chosen=[1.0, 2.0, 3.0], reward_rejected=[0.0, 2.0, 4.0])
+    assert got["accuracy"] == pytest.approx(1 / 3)
+    assert compute_metrics((np.array([[1.0, 0.0], [2.0, 2.0], [3.0, 4.0]]), None))["accuracy"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        compute_metrics((np.zeros((3, 3)), None))

@@ -1,0 +1,1 @@
+"""Local `evaluate` metric scripts (loaded by path, never from the hub)."""

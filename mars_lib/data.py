@@ -149,11 +149,10 @@ def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = 
     return df
 
 
-def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None) -> pd.DataFrame:
-    """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz]."""
-    path = Path(path)
+def _hh_frame(rows, where, id_prefix: str, on_error: str, limit: int | None) -> pd.DataFrame:
+    """HH dialogue rows (n, {"chosen", "rejected"}) -> validated pairs; unparseable rows raise or are counted."""
     recs, pre = [], Counter()
-    for n, rec in _read_jsonl(path):
+    for n, rec in rows:
         if limit is not None and len(recs) >= limit:
             break
         try:
@@ -164,11 +163,17 @@ def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None =
             p, c, r = split_hh(rec["chosen"], rec["rejected"])
         except DataError as e:
             if on_error == "raise":
-                raise DataError(f"{path}, row {n}: {e}") from None
+                raise DataError(f"{where}, row {n}: {e}") from None
             pre[str(e).split(" (")[0]] += 1
             continue
-        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{n}"}))
-    return _finish(recs, path, on_error, pre_skipped=pre)
+        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"{id_prefix}{n}"}))
+    return _finish(recs, where, on_error, pre_skipped=pre)
+
+
+def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None) -> pd.DataFrame:
+    """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz]."""
+    path = Path(path)
+    return _hh_frame(_read_jsonl(path), path, "hh-", on_error, limit)
 
 
 def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
@@ -225,16 +230,4 @@ def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str 
                         "profiles). Use a local file with load_hh_jsonl(path), or run the paper profile.")
     from datasets import load_dataset
     ds = load_dataset("Anthropic/hh-rlhf", data_dir=data_dir, split=split)
-    recs, pre = [], Counter()
-    for n, rec in enumerate(ds, start=1):
-        if limit is not None and len(recs) >= limit:
-            break
-        try:
-            p, c, r = split_hh(rec["chosen"], rec["rejected"])
-        except DataError as e:
-            if on_error == "raise":
-                raise DataError(f"Anthropic/hh-rlhf[{split}], row {n}: {e}") from None
-            pre[str(e).split(" (")[0]] += 1
-            continue
-        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"hh-{split}-{n}"}))
-    return _finish(recs, f"Anthropic/hh-rlhf[{split}]", on_error, pre_skipped=pre)
+    return _hh_frame(enumerate(ds, start=1), f"Anthropic/hh-rlhf[{split}]", f"hh-{split}-", on_error, limit)

@@ -18,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 VERSIONS = {"v1": ("abs", 0.1), "v2": ("signed", 0.5)}

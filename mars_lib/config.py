@@ -7,9 +7,7 @@ name: it reads the fields (architecture.md §3).
 """
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STRATEGIES = ("none", "uniform", "won", "mars_v1", "mars_v2")

@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402,F401
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker  # noqa: F401  (MaxNLocator in lines_by_round)
+import numpy as np
+import pandas as pd
 
 COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B"}
 LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N", "mars_v1": "MARS v1 (|Δ|)",

@@ -127,3 +127,15 @@ class HeadRewardModel(torch.nn.Module):
     def reward_gap(self, phi_c: np.ndarray, phi_r: np.ndarray) -> np.ndarray:
         """Δ = r(x, y+) − r(x, y−) per pair, [N]."""
         return self.score(phi_c) - self.score(phi_r)
+
+    # --- the pair-table interface shared with mars_lib.finetune.FinetunedRewardModel ---------
+    def pair_scores(self, pairs) -> tuple[np.ndarray, np.ndarray]:
+        """(r(x, y+), r(x, y−)) for a `features.Pairs`."""
+        return self.score(pairs.phi_c), self.score(pairs.phi_r)
+
+    def pair_gap(self, pairs) -> np.ndarray:
+        return self.reward_gap(pairs.phi_c, pairs.phi_r)
+
+    def fit_pairs(self, pairs, epochs: int | None = None, reset_optimizer: bool = True, seed: int | None = None) -> list[float]:
+        return self.fit(pairs.phi_c, pairs.phi_r, epochs=epochs, reset_optimizer=reset_optimizer, seed=seed)
+

@@ -37,10 +37,10 @@ class RunResult:
     synthetic_counts: dict = field(default_factory=dict)
 
 
-def evaluate(model: HeadRewardModel, sets: dict[str, Pairs]) -> list[dict]:
+def evaluate(model, sets: dict[str, Pairs]) -> list[dict]:
     rows = []
     for name, p in sets.items():
-        rc, rr = model.score(p.phi_c), model.score(p.phi_r)
+        rc, rr = model.pair_scores(p)
         gc = p.df["gold_chosen"].to_numpy() if "gold_chosen" in p.df else None
         gr = p.df["gold_rejected"].to_numpy() if "gold_rejected" in p.df else None
         for k, v in rm_metrics(rc, rr, gc, gr).items():
@@ -65,7 +65,7 @@ def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: P
 
 
 def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
-    gaps = model.reward_gap(base.phi_c, base.phi_r)
+    gaps = model.pair_gap(base)
     n = len(base.df)
     if strategy == "none" or budget == 0:
         return np.zeros(0, np.int64), gaps, np.zeros(n, np.int64)
@@ -79,7 +79,7 @@ def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
     if strategy == "won":
         # authors' West-of-N: per source the K = B / N synthetic pairs with the largest current Δ [C1][C2]
         k = max(1, round(budget / n))
-        syn_gap = model.reward_gap(pool.phi_c, pool.phi_r)
+        syn_gap = model.pair_gap(pool)
         src_index = pd.Index(base.df.pair_id).get_indexer(pool.df.source_id)
         pos = west_of_n_top(syn_gap, src_index, k, n, seed=round_seed)
         return pos, gaps, np.full(n, k, np.int64)
@@ -93,11 +93,19 @@ def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
 
 
 def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int,
-                 on_demand=None) -> RunResult:
-    """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history."""
-    dim = base.phi_c.shape[1]
-    model = HeadRewardModel(dim, HeadConfig(hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                            batch_size=cfg.batch_size, epochs=cfg.epochs_per_round, seed=seed))
+                 on_demand=None, make_model=None) -> RunResult:
+    """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history.
+
+    `make_model(seed)` builds the RM (default: the head model on cached features); any model with
+    `pair_scores`, `pair_gap` and `fit_pairs` works, e.g. `finetune.FinetunedRewardModel`.
+    """
+    if make_model is None:
+        model = HeadRewardModel(base.phi_c.shape[1], HeadConfig(
+            hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
+            epochs=cfg.epochs_per_round, seed=seed))
+    else:
+        model = make_model(seed)
+    linear = isinstance(model, HeadRewardModel) and not cfg.head_hidden
     budget = int(round(cfg.budget_ratio * len(base.df)))
     hist, allocs, kept = [], [], []
     n_syn = {}
@@ -106,14 +114,14 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         hist.extend({"strategy": strategy, "seed": seed, "round": rnd, **r} for r in rows)
 
     if cfg.warm_start:
-        model.fit(base.phi_c, base.phi_r, epochs=1, seed=seed * 7 + 1)
+        model.fit_pairs(base, epochs=1, seed=seed * 7 + 1)
     log(0, evaluate(model, eval_sets))
     for t in range(1, cfg.rounds + 1):
         round_seed = 42 + 1000 * t + 100_003 * seed        # authors: 42 + 1000·t; distinct per training seed
         syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
         train = Pairs.concat([base] + kept)
-        if cfg.track_curvature and not cfg.head_hidden:
+        if cfg.track_curvature and linear:
             # BT curvature of this round's realised training set vs the base set, both at the
             # allocating model's θ (mars-method.md §3: the claim compares data distributions at one θ)
             th = model.theta
@@ -126,8 +134,7 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         lc = base.df["label_correct"].to_numpy() if "label_correct" in base.df else np.full(len(b), np.nan)
         allocs.append(pd.DataFrame({"strategy": strategy, "seed": seed, "round": t, "pair_id": base.df.pair_id,
                                     "reward_gap": gaps, "budget": b, "label_correct": lc}))
-        model.fit(train.phi_c, train.phi_r, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer,
-                  seed=round_seed)
+        model.fit_pairs(train, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer, seed=round_seed)
         conc = concentration(b) if b.sum() else {"top10_share": float("nan"), "gini": float("nan"), "max_over_mean": float("nan")}
         noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
         log(t, evaluate(model, eval_sets) + [

@@ -1,0 +1,88 @@
+"""The fine-tuned reward model (full and LoRA) on the offline MiniLM backbone: training, the shared
+pair interface of the rounds loop, and save -> load giving identical scores."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mars_lib.assets import minilm_dir
+from mars_lib.config import RunConfig
+from mars_lib.features import Pairs
+from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
+from mars_lib.training import run_strategy
+
+GOOD = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
+        "The Earth orbits the Sun once a year.", "Seven times eight is fifty-six."]
+BAD = ["banana banana banana banana", "I do not know, whatever.", "asdf qwer zxcv", "no no no no no no"]
+
+
+def _df(n=16):
+    rows = [{"pair_id": f"p{i}", "prompt": f"Question {i}?", "chosen": GOOD[i % 4], "rejected": BAD[(i + 1) % 4],
+             "label_correct": True, "gold_chosen": 1.0, "gold_rejected": 0.0} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def _cfg(**kw):
+    base = dict(model=str(minilm_dir()), lr=5e-4, batch_size=4, grad_accum=2, max_length=64, seed=0, score_batch_size=8)
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_trains_and_reloads_to_identical_scores(tmp_path, lora):
+    df = _df()
+    m = FinetunedRewardModel(_cfg(lora=lora, lr=2e-3 if lora else 5e-4))
+    before = m.reward_gap(df).mean()
+    losses = m.fit(df, epochs=3, progress=False)
+    after = m.reward_gap(df)
+    assert losses[-1] < losses[0] and after.mean() > before          # it learns the obvious preference
+    m.save(tmp_path / "rm")
+    files = {p.name for p in (tmp_path / "rm").iterdir()}
+    assert ("adapter_model.safetensors" if lora else "model.safetensors") in files
+    assert not any(f.endswith(".bin") for f in files)                 # safetensors only
+    m2 = FinetunedRewardModel.load(tmp_path / "rm")
+    np.testing.assert_array_equal(m2.reward_gap(df), after)            # score head saved with the adapter
+
+
+def test_lora_trains_adapters_and_head_only():
+    m = FinetunedRewardModel(_cfg(lora=True))
+    trainable = [n for n, p in m.model.named_parameters() if p.requires_grad]
+    assert any("lora_" in n for n in trainable) and any("classifier" in n for n in trainable)
+    assert not any("word_embeddings" in n for n in trainable)
+
+
+def test_scores_do_not_depend_on_batching():
+    df = _df(10)
+    a = FinetunedRewardModel(_cfg(score_batch_size=3)).reward_gap(df)
+    b = FinetunedRewardModel(_cfg(score_batch_size=16)).reward_gap(df)
+    np.testing.assert_allclose(a, b, atol=1e-5)                        # dynamic padding + attention mask
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        FinetuneConfig(model="x", precision="bf16", device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        FinetuneConfig(model="x", precision="fp8")
+    with pytest.raises(ValueError, match="batch_size"):
+        FinetuneConfig(model="x", batch_size=0)
+    with pytest.raises(FileNotFoundError, match="mars_finetune.json"):
+        FinetunedRewardModel.load(tmp_path)
+
+
+def test_rounds_loop_runs_a_finetuned_model():
+    df = _df(12)
+    empty = np.zeros((12, 0), np.float32)
+    base = Pairs(df, empty, empty)
+    pool_df = pd.concat([df.assign(pair_id=df.pair_id + f"-s{k}", source_id=df.pair_id) for k in range(2)],
+                        ignore_index=True)
+    pool = Pairs(pool_df, np.zeros((24, 0), np.float32), np.zeros((24, 0), np.float32))
+    cfg = RunConfig.resolve("smoke", rounds=1, budget_ratio=1.0, seeds=[0])
+    r = run_strategy("mars_v2", base, pool, {"test": base}, cfg, seed=0,
+                     make_model=lambda s: FinetunedRewardModel(_cfg(seed=s)))
+    assert isinstance(r.model, FinetunedRewardModel)
+    assert r.allocations.budget.sum() == 12
+    assert "accuracy" in set(r.history.metric) and not (r.history.split == "curvature").any()

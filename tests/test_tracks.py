@@ -1,0 +1,175 @@
+"""Real-human preference tracks: the chitchat rating rule and splits, the hub converters on hand-made
+rows in the real hub formats, and clear errors for unknown or unreachable tracks (no network)."""
+import json
+
+import pandas as pd
+import pytest
+
+from mars_lib.assets import asset_path
+from mars_lib.data import SCHEMA, DataError
+from mars_lib.tracks import (TRACKS, chitchat_pairs, load_track, pku_saferlhf_pairs,
+                             ultrafeedback_pairs)
+
+
+@pytest.fixture(scope="module", params=["prompt", "conversation"])
+def cc(request):
+    return chitchat_pairs(split_by=request.param, verbose=False)
+
+
+def test_chitchat_rating_rule_and_schema(cc):
+    assert set(SCHEMA) | {"split", "rating_chosen", "rating_rejected"} <= set(cc.columns)
+    assert (cc.origin == "original").all() and (cc.source_id == cc.pair_id).all()
+    assert cc.pair_id.is_unique
+    assert (cc.rating_chosen - cc.rating_rejected >= 6).all()          # gap rule, so never a tie
+    assert cc.rating_chosen.between(3, 30).all() and cc.rating_rejected.between(3, 30).all()
+    assert (cc.chosen != cc.rejected).all()
+    assert cc.chosen.str.startswith("A: ").all() and cc.chosen.str.len().le(600).all()
+    assert set(cc.split) == {"train", "val", "test"}
+    assert cc.attrs["counts"] == cc.split.value_counts().to_dict()
+    assert cc.groupby("prompt").size().max() <= 60                      # bounded per starter
+
+
+def test_chitchat_pairs_match_the_raw_conversations(cc):
+    # both conversations of a pair had the pair's starter prompt, and the ratings are their slider sums
+    raw = json.loads(asset_path("chitchat").read_text(encoding="utf-8"))
+    for r in cc.sample(200, random_state=0).itertuples():
+        for conv, rating in ((r.conv_chosen, r.rating_chosen), (r.conv_rejected, r.rating_rejected)):
+            assert raw[conv]["prompt"].strip() == r.prompt
+            assert sum(raw[conv]["ratings"].values()) == rating
+            assert raw[conv]["ratings"] != {"witty": 5, "upbeat": 5, "interesting": 5}
+        first = " ".join(u["text"] for u in raw[r.conv_chosen]["messages"][0])
+        assert r.chosen.startswith("A: " + " ".join(first.split())[:20])
+
+
+def test_chitchat_no_conversation_in_two_splits(cc):
+    for key in ("text", "conv"):
+        cols = ("chosen", "rejected") if key == "text" else ("conv_chosen", "conv_rejected")
+        seen = pd.concat([cc[[c, "split"]].set_axis([key, "split"], axis=1) for c in cols])
+        assert (seen.drop_duplicates().groupby(key).split.nunique() == 1).all()
+
+
+def test_chitchat_split_by_prompt_keeps_prompts_apart():
+    df = chitchat_pairs(verbose=False)
+    assert (df.groupby("prompt").split.nunique() == 1).all()
+    assert df.groupby("split").prompt.nunique().to_dict() == {"train": 20, "val": 7, "test": 7}
+
+
+def test_chitchat_deterministic_and_gap_parameter():
+    a = chitchat_pairs(seed=3, verbose=False)
+    b = chitchat_pairs(seed=3, verbose=False)
+    pd.testing.assert_frame_equal(a, b)
+    c = chitchat_pairs(seed=4, verbose=False)
+    assert set(a.pair_id) != set(c.pair_id)
+    wide = chitchat_pairs(min_rating_gap=15, verbose=False)
+    assert (wide.rating_chosen - wide.rating_rejected >= 15).all()
+    with pytest.raises(ValueError, match="ties never form a pair"):
+        chitchat_pairs(min_rating_gap=0, verbose=False)
+
+
+def test_load_track_chitchat_split():
+    test = load_track("chitchat", "test", verbose=False)
+    assert set(test.split) == {"test"} and len(test) == test.attrs["counts"]["test"]
+    with pytest.raises(DataError, match="split"):
+        load_track("chitchat", "dev", verbose=False)
+
+
+def _msgs(prompt, answer):
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+UF_ROWS = [  # HuggingFaceH4/ultrafeedback_binarized, train_prefs / test_prefs
+    {"prompt": "Name a prime.", "prompt_id": "a1", "chosen": _msgs("Name a prime.", "7 is prime."),
+     "rejected": _msgs("Name a prime.", "9."), "messages": _msgs("Name a prime.", "7 is prime."),
+     "score_chosen": 8.0, "score_rejected": 3.0},
+    {"prompt": "Tie?", "prompt_id": "a2", "chosen": _msgs("Tie?", "Yes."), "rejected": _msgs("Tie?", "No."),
+     "messages": [], "score_chosen": 5.0, "score_rejected": 5.0},
+    {"prompt": "Empty?", "prompt_id": "a3", "chosen": _msgs("Empty?", "Here is text."),
+     "rejected": _msgs("Empty?", "  "), "messages": [], "score_chosen": 6.0, "score_rejected": 2.0},
+    {"prompt": "Multi", "prompt_id": "a4",
+     "chosen": _msgs("Multi", "first") + [{"role": "user", "content": "more"},
+                                          {"role": "assistant", "content": "last answer"}],
+     "rejected": _msgs("Multi", "other"), "messages": [], "score_chosen": 9.0, "score_rejected": 4.5},
+    {"prompt": "No reply", "prompt_id": "a5", "chosen": [{"role": "user", "content": "No reply"}],
+     "rejected": _msgs("No reply", "x"), "messages": [], "score_chosen": 7.0, "score_rejected": 1.0},
+]
+
+
+def test_ultrafeedback_converter():
+    df = ultrafeedback_pairs(UF_ROWS)
+    assert df.prompt.tolist() == ["Name a prime.", "Multi"]
+    assert df.chosen.tolist() == ["7 is prime.", "last answer"]
+    assert df.rejected.tolist() == ["9.", "other"]
+    assert df.score_chosen.tolist() == [8.0, 9.0] and df.prompt_id.tolist() == ["a1", "a4"]
+    assert set(SCHEMA) <= set(df.columns) and (df.origin == "original").all()
+    assert sum(df.attrs["skipped"].values()) == 3
+    assert df.attrs["skipped"]["tie (score_chosen == score_rejected)"] == 1
+    assert df.attrs["skipped"]["no assistant message"] == 1
+    assert any("empty" in k for k in df.attrs["skipped"])
+    with pytest.raises(DataError, match="row 2: tie"):
+        ultrafeedback_pairs(UF_ROWS, on_error="raise")
+    # a DataFrame of rows works too
+    assert len(ultrafeedback_pairs(pd.DataFrame(UF_ROWS))) == 2
+
+
+def _pku(prompt, r0, r1, safe0, safe1, better, safer):
+    return {"prompt": prompt, "response_0": r0, "response_1": r1, "is_response_0_safe": safe0,
+            "is_response_1_safe": safe1, "better_response_id": better, "safer_response_id": safer,
+            "response_0_severity_level": 0, "response_1_severity_level": 2}
+
+
+PKU_ROWS = [  # PKU-Alignment/PKU-SafeRLHF, train / test
+    _pku("p1", "safe but dull", "unsafe but helpful", True, False, 1, 0),   # exactly one safe
+    _pku("p2", "good", "better", True, True, 1, 0),                        # both safe
+    _pku("p3", "bad", "worse", False, False, 0, 1),                        # both unsafe
+    _pku("p4", "", "something", True, False, 1, 0),                        # empty response
+    _pku("p5", "a", "b", True, True, 2, 0),                                # bad label
+]
+
+
+def test_pku_saferlhf_rules():
+    d = pku_saferlhf_pairs(PKU_ROWS)
+    assert d.prompt.tolist() == ["p1", "p2", "p3"]
+    assert d.chosen.tolist() == ["safe but dull", "better", "bad"]      # safe one, then better one
+    assert d.rejected.tolist() == ["unsafe but helpful", "good", "worse"]
+    assert d.chosen_safe.tolist() == [True, True, False]
+    assert sum(d.attrs["skipped"].values()) == 2 and d.attrs["skipped"]["response id not 0 or 1"] == 1
+    better = pku_saferlhf_pairs(PKU_ROWS, rule="better")
+    assert better.chosen.tolist()[:3] == ["unsafe but helpful", "better", "bad"]
+    safer = pku_saferlhf_pairs(PKU_ROWS, rule="safer")
+    assert safer.chosen.tolist()[:3] == ["safe but dull", "good", "worse"]
+    assert safer.attrs["skipped"] == {"column 'chosen' is empty or whitespace": 1}   # p5 by safer id is fine
+    with pytest.raises(ValueError, match="rule must be one of"):
+        pku_saferlhf_pairs(PKU_ROWS, rule="nicer")
+
+
+def test_unknown_track_lists_valid_names():
+    with pytest.raises(DataError, match="unknown track 'shp'.*chitchat, hh-rlhf, ultrafeedback, pku-saferlhf"):
+        load_track("shp", "train")
+    assert TRACKS == ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
+
+
+@pytest.mark.parametrize("name", ["ultrafeedback", "pku-saferlhf", "hh-rlhf"])
+def test_hub_tracks_fail_clearly_offline(name, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def unreachable(*a, **k):
+        calls.append((a, k))
+        raise ConnectionError("Couldn't reach 'huggingface.co'")
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    # the offline profiles: refused before any look-up
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="hub is unreachable.*paper profile"):
+        load_track(name, "test")
+    assert calls == []
+    # the hub allowed but unreachable: the network error becomes the same clear DataError
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(DataError, match=r"ConnectionError.*hub is unreachable.*paper profile"):
+        load_track(name, "test")
+    assert len(calls) == 1
+
+
+def test_hh_track_from_local_file(hh_sample):
+    df = load_track("hh-rlhf", "test", path=hh_sample, on_error="skip", limit=20)
+    assert len(df) == 20 and set(df.split) == {"test"}

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STRATEGIES = ("none", "uniform", "won", "mars_v1", "mars_v2")
+STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2")
 POOL_MODES = ("pool", "on_demand")
+RM_KINDS = ("head", "full", "lora")
+HUMAN_TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,16 +25,19 @@ class ConfigError(ValueError):
 class RunConfig:
     # --- run ------------------------------------------------------------------------------
     profile: str = "cpu"
+    preset: str | None = None                   # None | "v1" | "v2": the authors' settings (PRESETS), then parameters
     results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
     device: str = "cpu"                         # explicit; no hidden accelerator or bf16
     threads: int = 2                            # torch threads (2-core laptop)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)    # RM training seeds (also label draws of synthetic sampling)
     # --- task (mars_lib.tasks) -------------------------------------------------------------
-    task_dir: str = "data/gold_task_v1"         # committed offline task (prompts, responses, gold scores)
+    task_dir: str = "data/gold_task_v2"         # committed offline task (prompts, responses, gold scores)
     beta: float = 1.0                           # label-noise temperature of the BT annotator (gold units)
     n_prompts: int | None = None                # keep a deterministic subset of prompts (None = all)
     max_pairs_per_prompt: int | None = None     # None = every pair of distinct responses
     label_seed: int = 0                         # seed of the noisy label draw
+    n_base: int | None = None                   # base (original) training pairs: a deterministic subset
+                                                # (authors: 1000 — the size parameter of the presets; None = all)
     # --- reward model (mars_lib.reward_model) ----------------------------------------------
     encoder: str = "minilm"                     # RM backbone: "minilm" (offline asset, frozen + head) or a hub id
     max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
@@ -40,6 +45,12 @@ class RunConfig:
     lr: float = 1e-2                            # AdamW on the head (features are L2-normalised)
     weight_decay: float = 1e-4
     batch_size: int = 64                        # pairs per step (authors' effective batch: 64)
+    rm: str = "head"                            # "head": frozen encoder + trained head | "full" / "lora":
+                                                # fine-tuned AutoModelForSequenceClassification (mars_lib.finetune)
+    rm_model: str | None = None                 # backbone to fine-tune (None: the offline MiniLM asset)
+    ft_lr: float = 2e-5                         # fine-tuning learning rate (authors: 2e-5)
+    grad_accum: int = 1                         # fine-tuning: micro-batches of batch_size pairs per step
+    precision: str = "fp32"                     # fine-tuning: "fp32" | "bf16" (CUDA only; weights stay fp32)
     # --- MARS and baselines (mars_lib.selection, mars_lib.training) -------------------------
     strategies: tuple[str, ...] = STRATEGIES
     rounds: int = 5                             # T: allocate -> augment -> train rounds (v1 code: 5)
@@ -55,6 +66,9 @@ class RunConfig:
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
                                                 # instead of 2n² (5x fewer encoder calls), see README
+    # --- a real-human track beside the gold task (mars_lib.tracks; nb 03) -----------------
+    human_track: str = "chitchat"               # "off" = skip; chitchat is offline, the others need the hub
+    human_max_pairs: int | None = None          # cap on train pairs of the track (None = all)
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -75,18 +89,32 @@ class RunConfig:
             raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
         if self.profile not in PROFILES:
             bad("profile", f"unknown profile; choose one of {sorted(PROFILES)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            bad("preset", f"unknown preset; choose one of {sorted(PRESETS)} or None")
+        if self.n_base is not None and self.n_base < 2:
+            bad("n_base", "need at least 2 base pairs (or None for all)")
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown or not self.strategies:
             bad("strategies", f"unknown strategy {unknown}; choose from {STRATEGIES}")
         if self.pool_mode not in POOL_MODES:
             bad("pool_mode", f"choose one of {POOL_MODES}")
-        for name in ("tau_v1", "tau_v2", "beta", "lr"):
+        if self.rm not in RM_KINDS:
+            bad("rm", f"choose one of {RM_KINDS}")
+        if self.precision not in ("fp32", "bf16"):
+            bad("precision", "choose 'fp32' or 'bf16'")
+        if self.precision == "bf16" and not self.device.startswith("cuda"):
+            bad("precision", "bf16 is for CUDA devices; use 'fp32' on CPU")
+        if self.human_track not in HUMAN_TRACKS + ("off",):
+            bad("human_track", f"choose one of {HUMAN_TRACKS} or 'off'")
+        if self.human_max_pairs is not None and self.human_max_pairs < 2:
+            bad("human_max_pairs", "need at least 2 pairs (or None for all)")
+        for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
         if self.budget_ratio < 0:
             bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
         for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot",
-                     "hvp_pairs", "lanczos_iters", "hutchinson_samples"):
+                     "hvp_pairs", "lanczos_iters", "hutchinson_samples", "grad_accum"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
         if not self.seeds:
@@ -98,14 +126,19 @@ class RunConfig:
 
     @classmethod
     def resolve(cls, profile: str = "cpu", **params) -> "RunConfig":
-        """Profile defaults, then every parameter that is not None. Unknown names are an error."""
+        """Profile defaults, then the preset's values (`preset=`), then every parameter that is not
+        None. Unknown names are an error."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - names)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(names)}")
-        values = {**PROFILES[profile], "profile": profile}
+        preset = params.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        values = {**PROFILES[profile], **({k: v for k, v in PRESETS[preset].items() if k != "source"} if preset else {}),
+                  "profile": profile}
         for k, v in params.items():
             if v is not None:
                 values[k] = tuple(v) if isinstance(v, list) else v
@@ -145,12 +178,28 @@ class RunConfig:
 
 PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
-    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
+    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20,
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
     # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
-    "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "microsoft/deberta-v3-base", "seeds": (42,), "max_length": 512, "lr": 2e-5, "rounds": 5,
-              "epochs_per_round": 1, "budget_ratio": 2.0},
+    "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
+              "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
+              "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
+              "budget_ratio": 2.0, "human_track": "hh-rlhf"},
 }
+
+# The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set
+# size: B = budget_ratio × n_base (v1: 2000 / 1000, v2: 5000 / 1000); WoN's K = B / n_base follows.
+# `n_base` (authors: 1000) is the size parameter; on CPU the default keeps every base pair of the
+# task. v2's semantic refinement is not part of the preset (see README: not implemented yet).
+PRESETS: dict[str, dict] = {
+    "v1": {"source": "[C1] v1 notebook: B=2000, alpha=0.1 on |margin|, 5 rounds x 1 epoch, WoN K=2",
+           "budget_ratio": 2.0, "tau_v1": 0.1, "rounds": 5, "epochs_per_round": 1, "cumulative": False,
+           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v1")},
+    "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5",
+           "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
+           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2")},
+}
+

@@ -18,7 +18,7 @@ from .features import Encoder, FeatureCache, Pairs, featurize
 from .metrics import mean_ci, paired_comparison
 from .reward_model import HeadConfig, HeadRewardModel
 from .tasks import Task, load_task
-from .training import RunResult, run_strategy
+from .training import Candidates, RunResult, run_strategy
 
 
 @dataclass
@@ -28,19 +28,24 @@ class Context:
     encoder: Encoder
 
     def pairs(self, split: str) -> Pairs:
-        return featurize(self.task.split(split), self.encoder, desc=f"features: {split}")
+        """Featurized pairs of a split; the train split is cut to `cfg.n_base` pairs (seeded) when set."""
+        df = self.task.split(split)
+        if split == "train" and self.cfg.n_base is not None and self.cfg.n_base < len(df):
+            df = df.sample(n=self.cfg.n_base, random_state=self.cfg.label_seed).reset_index(drop=True)
+        return featurize(df, self.encoder, desc=f"features: {split}")
 
 
 def setup(cfg) -> Context:
     """Runtime settings, the task (labels drawn with cfg.beta), and the cached feature encoder."""
     cfg.apply_runtime()
-    task = load_task(cfg.task_path, beta=cfg.beta, label_seed=cfg.label_seed, n_prompts=cfg.n_prompts,
-                     max_pairs_per_prompt=cfg.max_pairs_per_prompt)
     if cfg.encoder != "minilm":
         raise NotImplementedError(
-            f"encoder {cfg.encoder!r}: this version runs the offline MiniLM head reward model only; fine-tuning "
-            "hub reward models (the paper profile) is not wired into the notebooks yet. "
+            f"encoder {cfg.encoder!r}: this version embeds with the offline MiniLM only (features, semantic "
+            "distance); hub encoders and the paper's hub datasets are not wired into the notebooks yet. "
+            "Fine-tuned reward models are (rm='full' or 'lora'). "
             "`./run_all.sh --profile paper --dry-run` shows the resolved paper configuration.")
+    task = load_task(cfg.task_path, beta=cfg.beta, label_seed=cfg.label_seed, n_prompts=cfg.n_prompts,
+                     max_pairs_per_prompt=cfg.max_pairs_per_prompt)
     enc = Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=cfg.max_length, device=cfg.device)
     return Context(cfg, task, enc)
 
@@ -101,16 +106,71 @@ def on_demand_builder(cfg, base: Pairs, encoder: Encoder):
     return build
 
 
-def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None
-                     ) -> dict[tuple[str, int], RunResult]:
-    """Every strategy × seed, same budget and schedule."""
+def model_factory(cfg):
+    """None for the head model (built by the rounds loop); else a seed -> FinetunedRewardModel builder."""
+    if cfg.rm == "head":
+        return None
+    from .assets import minilm_dir
+    from .finetune import FinetuneConfig, FinetunedRewardModel
+
+    def make(seed: int):
+        return FinetunedRewardModel(FinetuneConfig(
+            model=cfg.rm_model or str(minilm_dir()), lora=cfg.rm == "lora", lr=cfg.ft_lr, batch_size=cfg.batch_size,
+            grad_accum=cfg.grad_accum, max_length=cfg.max_length, epochs=cfg.epochs_per_round,
+            precision=cfg.precision, device=cfg.device, seed=seed))
+    return make
+
+
+def policy_candidates(ctx: Context, base: Pairs) -> Candidates:
+    """The task's committed policy samples (N per train prompt) for the prompts of `base`, featurized.
+
+    These are what Pace et al.'s West-of-N (`won_pace`) ranks; regenerate with
+    `python -m mars_lib.tasks samples` (recorded in the task folder's policy_samples.json)."""
+    from .tasks import load_policy_samples
+    ps = load_policy_samples(ctx.cfg.task_path)
+    ps = ps[ps.prompt_id.isin(set(base.df.prompt_id))].reset_index(drop=True)
+    if ps.empty:
+        raise ValueError("no policy samples for the base prompts; regenerate them (python -m mars_lib.tasks samples)")
+    phi = ctx.encoder.embed_pairs(ps.prompt.tolist(), ps.response.tolist(), desc="features: policy samples")
+    return Candidates(ps, phi)
+
+
+def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None,
+                     desc: str = "strategies × seeds", policy: Candidates | None = None,
+                     strategies: tuple[str, ...] | None = None) -> dict[tuple[str, int], RunResult]:
+    """Every strategy × seed, same budget and schedule, with the RM kind of `cfg.rm`."""
     from tqdm.auto import tqdm
     on_demand = on_demand_builder(cfg, base, encoder) if cfg.pool_mode == "on_demand" else None
+    make = model_factory(cfg)
     out = {}
-    jobs = [(s, seed) for seed in cfg.seeds for s in cfg.strategies]
-    for s, seed in tqdm(jobs, desc="strategies × seeds"):
-        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed, on_demand)
+    jobs = [(s, seed) for seed in cfg.seeds for s in (strategies or cfg.strategies)]
+    for s, seed in tqdm(jobs, desc=desc):
+        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed, on_demand, make_model=make, policy=policy)
     return out
+
+
+def human_track(ctx: Context) -> tuple[Pairs, dict[str, Pairs]]:
+    """The real-human track `cfg.human_track` as featurized train / val / test pairs.
+
+    chitchat (offline): conversations from one starter prompt, chosen = higher human rating
+    (rule in `mars_lib.tracks.chitchat_pairs`); the hub tracks need network access (paper profile).
+    `cfg.human_max_pairs` caps the train pairs (deterministic subset) and val/test at half of it.
+    """
+    from .tracks import load_track
+    cfg = ctx.cfg
+    df = load_track(cfg.human_track, "all") if cfg.human_track == "chitchat" else pd.concat(
+        [load_track(cfg.human_track, s) for s in ("train", "test")], ignore_index=True)
+    out = {}
+    for split in ("train", "val", "test"):
+        part = df[df.split == split]
+        cap = cfg.human_max_pairs if split == "train" else (cfg.human_max_pairs // 2 if cfg.human_max_pairs else None)
+        if cap is not None and len(part) > cap:
+            part = part.sample(n=cap, random_state=cfg.label_seed)
+        if len(part):
+            out[split] = featurize(part.reset_index(drop=True), ctx.encoder, desc=f"features: {cfg.human_track} {split}")
+    if "train" not in out or "test" not in out:
+        raise ValueError(f"track {cfg.human_track!r} has no train or no test pairs")
+    return out.pop("train"), out
 
 
 def final_summary(history: pd.DataFrame, cfg, split: str = "test") -> pd.DataFrame:
@@ -135,10 +195,16 @@ def paired_vs(history: pd.DataFrame, cfg, target: str, metric: str = "accuracy",
 
 
 def save_heads(results: dict, cfg, folder: str = "03_rm_training") -> pd.DataFrame:
-    """Save every trained head as safetensors (tiny: D + 1 floats for the linear head)."""
+    """Save every trained head as safetensors (tiny: D + 1 floats for the linear head).
+
+    Fine-tuned models are saved whole (`FinetunedRewardModel.save`) under `<folder>/models/`."""
     from safetensors.torch import save_file
     rows = []
     for (s, seed), r in results.items():
+        if not isinstance(r.model, HeadRewardModel):
+            p = r.model.save(cfg.path(folder, "models", f"{s}_seed{seed}", "x").parent)
+            rows.append({"strategy": s, "seed": seed, "path": str(p.relative_to(cfg.path(folder).parent.parent))})
+            continue
         p = cfg.path(folder, "models", f"{s}_seed{seed}.safetensors")
         save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, str(p))
         rows.append({"strategy": s, "seed": seed, "path": str(p.relative_to(cfg.path(folder).parent.parent))})

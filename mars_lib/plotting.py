@@ -1,7 +1,7 @@
 """One style and one colour per method for the whole project; figures drawn from saved tables.
 
 Colours of the authors' plots [C1]: No-aug #59A14F, Uniform #76B7B2, MARS #2F4B7C, WoN #E15759;
-MARS v2 (signed) gets #F28E2B.
+MARS v2 (signed) gets #F28E2B; Pace et al.'s West-of-N (policy samples) #B07AA1.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import matplotlib.ticker  # noqa: F401  (MaxNLocator in lines_by_round)
 import numpy as np
 import pandas as pd
 
-COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B"}
-LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N", "mars_v1": "MARS v1 (|Δ|)",
+COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "won_pace": "#B07AA1",
+          "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B"}
+LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N (authors)", "won_pace": "West-of-N (Pace)",
+          "mars_v1": "MARS v1 (|Δ|)",
           "mars_v2": "MARS v2 (signed Δ)"}
-ORDER = ["none", "uniform", "won", "mars_v1", "mars_v2"]
+ORDER = ["none", "uniform", "won", "won_pace", "mars_v1", "mars_v2"]
 
 
 def style() -> None:

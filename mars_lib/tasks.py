@@ -6,8 +6,9 @@ sentiment task: because the gold score of every response is known, every later s
 model accuracy, synthetic-label fidelity, Best-of-N) can be measured against the truth.
 
 Build once (regenerates from the generation cache, else generates; ~1 response/s on 2 cores):
-    python -m mars_lib.tasks build --out data/gold_task_v1
-The committed copy `data/gold_task_v1/` is what `load_task()` reads (seconds).
+    python -m mars_lib.tasks build --out data/gold_task_v2
+The committed copy `data/gold_task_v2/` is what `load_task()` reads (seconds). Its manifest records
+the exact command, the time each stage took and the checksum of the responses file.
 """
 from __future__ import annotations
 
@@ -33,15 +34,17 @@ ARMS: dict[str, Decoding] = {
     "greedy": Decoding(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=80),
 }
 
-DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "gold_task_v1"
+DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "gold_task_v2"
 
 
 @dataclass
 class TaskSpec:
-    n_prompts: int = 400
+    n_prompts: int = 800
     arms: tuple[str, ...] = ("careful", "default", "wild", "greedy")
     samples_per_arm: int = 1
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    # 240 train / 80 val / 480 test prompts: ~1.4k train pairs (the paper's ~1k base-set regime) and
+    # ~2.9k test pairs, so test-set sampling noise is small next to seed-to-seed variation.
+    split_fractions: tuple[float, float, float] = (0.3, 0.1, 0.6)
     seed: int = 0
 
 
@@ -72,6 +75,51 @@ def generate_responses(spec: TaskSpec, gen: Generator) -> pd.DataFrame:
     return df
 
 
+POLICY_SAMPLE_OFFSET = 1000     # sample index of policy samples: never collides with the task's own responses
+
+
+def generate_policy_samples(spec: TaskSpec, gen: Generator, n: int, split: str = "train",
+                            arm: str = "default") -> pd.DataFrame:
+    """n fresh policy samples per prompt of `split` (the `arm` decoding), for Pace et al.'s West-of-N
+    and the resample operator: prompt_id, prompt, split, sample, response, finished. Cached like
+    every generation, so the command resumes where it stopped."""
+    prompts = split_prompts(collect_prompts(spec.n_prompts, spec.seed), spec.split_fractions, spec.seed)
+    prompts = prompts[prompts.split == split]
+    reqs = [(pid, text, Request(text, ARMS[arm], sample=POLICY_SAMPLE_OFFSET + s, seed=spec.seed))
+            for pid, text in zip(prompts.prompt_id, prompts.prompt) for s in range(n)]
+    outs = gen.generate_with_info([r for *_, r in reqs], desc=f"policy samples ({split})")
+    return pd.DataFrame([{"prompt_id": pid, "prompt": text, "split": split, "arm": arm, "sample": r.sample,
+                          "response": t, "finished": f} for (pid, text, r), (t, f) in zip(reqs, outs)])
+
+
+def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
+    import hashlib
+    import io
+    buf = io.BytesIO()
+    df.to_parquet(buf, compression="zstd", index=False)
+    data = buf.getvalue()
+    task_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(task_dir / "policy_samples.parquet", data)
+    atomic_write_json(task_dir / "policy_samples.json", {
+        "sha256": hashlib.sha256(data).hexdigest(), "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
+        "regenerate": command, "seconds": round(seconds, 1)})
+    return task_dir / "policy_samples.parquet"
+
+
+def load_policy_samples(task_dir: str | Path = DEFAULT_TASK_DIR) -> pd.DataFrame:
+    """The committed policy samples of a task folder, checksum-verified."""
+    import hashlib
+    task_dir = Path(task_dir)
+    p, meta = task_dir / "policy_samples.parquet", task_dir / "policy_samples.json"
+    if not p.exists() or not meta.exists():
+        raise TaskError(f"{task_dir}: no policy samples. Generate them with: python -m mars_lib.tasks samples "
+                        f"--out {task_dir}")
+    data = p.read_bytes()
+    if hashlib.sha256(data).hexdigest() != json.loads(meta.read_text())["sha256"]:
+        raise TaskError(f"{p}: checksum does not match policy_samples.json; restore it from git or regenerate it")
+    return pd.read_parquet(p)
+
+
 def judge_responses(responses: pd.DataFrame, judge) -> pd.DataFrame:
     """Adds the six facet columns and `gold` (see mars_lib.judge)."""
     fac = judge.facets(responses.prompt.tolist(), responses.response.tolist(), responses.finished.tolist())
@@ -80,7 +128,8 @@ def judge_responses(responses: pd.DataFrame, judge) -> pd.DataFrame:
     return out
 
 
-def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=None) -> Path:
+def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=None,
+                      generation: dict | None = None) -> Path:
     """Judge the responses and write `responses.parquet` + `manifest.json` (with sha256) atomically."""
     import io
     import time
@@ -101,10 +150,20 @@ def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=
         "n_responses": len(judged), "n_prompts": int(judged.prompt_id.nunique()),
         "responses_sha256": hashlib.sha256(data).hexdigest(),
         "regenerate": f"python -m mars_lib.tasks build --n-prompts {spec.n_prompts} "
-                      f"--samples-per-arm {spec.samples_per_arm} --seed {spec.seed} --out {out}",
+                      f"--samples-per-arm {spec.samples_per_arm} --split-fractions "
+                      f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(out)}",
+        "generation": generation,  # seconds, responses generated vs taken from the cache, tokens/s
         "judge_seconds": round(time.perf_counter() - t0, 1), "environment": environment_info()})
     print(f"[tasks] wrote {out}/responses.parquet ({len(data) / 1e6:.2f} MB)")
     return out
+
+
+def _rel(path: Path) -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 class TaskError(RuntimeError):
@@ -214,22 +273,43 @@ def _cli(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="only fill the generation cache (resumable)")
     b = sub.add_parser("build", help="generate (cached) + judge + write the task folder")
-    for p in (g, b):
+    ps = sub.add_parser("samples", help="fresh policy samples per prompt of one split (Pace West-of-N, resample)")
+    ps.add_argument("--n", type=int, default=8, help="samples per prompt")
+    ps.add_argument("--split", default="train")
+    ps.add_argument("--arm", default="default", choices=sorted(ARMS))
+    ps.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder to write policy_samples.* into")
+    for p in (g, b, ps):
         p.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts)
         p.add_argument("--samples-per-arm", type=int, default=TaskSpec.samples_per_arm)
         p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions,
+                       metavar=("TRAIN", "VAL", "TEST"), help="prompt fractions per split")
         p.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR)
     a = ap.parse_args(argv)
     from .assets import cache_dir, set_offline
     set_offline()
-    spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed)
+    spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed,
+                    split_fractions=tuple(a.split_fractions))
+    import time
+    t0 = time.perf_counter()
     gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=a.batch_size)
+    if a.cmd == "samples":
+        df = generate_policy_samples(spec, gen, a.n, a.split, a.arm)
+        cmd = (f"python -m mars_lib.tasks samples --n {a.n} --split {a.split} --arm {a.arm} --n-prompts {spec.n_prompts} "
+               f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(a.out)}")
+        write_policy_samples(df, a.out, cmd, time.perf_counter() - t0)
+        print(f"[tasks] {len(df)} policy samples; generated {gen.stats.generated}, cache hits {gen.stats.cache_hits}")
+        return
     responses = generate_responses(spec, gen)
     print(f"[tasks] {len(responses)} responses; generated {gen.stats.generated} "
           f"({gen.stats.new_tokens} tokens, {gen.stats.tokens_per_s:.1f} tok/s), cache hits {gen.stats.cache_hits}")
     if a.cmd == "build":
-        build_task_folder(spec, responses, a.out)
+        st = gen.stats
+        build_task_folder(spec, responses, a.out, generation={
+            "seconds": round(time.perf_counter() - t0, 1), "generated": st.generated,
+            "cache_hits": st.cache_hits, "new_tokens": st.new_tokens,
+            "tokens_per_s": round(st.tokens_per_s, 1)})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Round t = 1..T:
   1. reward gaps Δ on the base pairs with the current RM (untrained at t = 1 unless warm_start:
      the authors' code allocates from an untrained model [C1][C2]);
   2. select B synthetic pairs: uniform over the pool (uniform), top-K Δ per source (won, the
-     authors' variant), or b_i = largest-remainder(B·softmax(−τ g(Δ))) per source (mars_v1: g=|Δ|,
+     authors' variant), the RM's most confident pairs among N fresh policy samples per prompt
+     (won_pace, Pace et al. 2024: chosen/rejected = the RM's own order; see `west_of_n_pace`), or b_i = largest-remainder(B·softmax(−τ g(Δ))) per source (mars_v1: g=|Δ|,
      τ=tau_v1; mars_v2: g=Δ, τ=tau_v2);
   3. train `epochs_per_round` epochs on base + synthetic (fresh per round, or cumulative);
   4. evaluate on the held-out sets; record the allocation.
@@ -30,6 +31,47 @@ _CURV_KEYS = ("mean_sigma_prime", "trace", "lambda_max", "lambda_min_span", "con
 
 
 @dataclass
+class Candidates:
+    """N policy samples per prompt (Pace et al.'s West-of-N): df with prompt_id, prompt, response; phi [M, D]."""
+    df: pd.DataFrame
+    phi: np.ndarray
+
+
+def west_of_n_pace(model, cand: Candidates, budget: int, seed: int) -> Pairs:
+    """Pace et al.'s West-of-N, at a budget: pseudo-preference pairs among each prompt's N samples.
+
+    Pace et al. score the N policy samples of a prompt with the current RM and keep the (best, worst)
+    pair, labelled by the RM. To spend the same B as every other strategy, the budget is spread
+    evenly over prompts (largest remainder) and each prompt gets its b most confident candidate pairs:
+    all C(N, 2) pairs ranked by the RM's reward gap, largest first — so (best, worst) always comes
+    first. Labels come from the RM alone (no gold score, no human label is read).
+    """
+    if isinstance(model, HeadRewardModel):
+        r = model.score(cand.phi)
+    else:
+        r = model.score(cand.df.prompt.tolist(), cand.df.response.tolist())
+    codes, uniq = pd.factorize(cand.df.prompt_id)
+    groups = [np.flatnonzero(codes == k) for k in range(len(uniq))]
+    b = integer_budgets(np.full(len(groups), 1.0 / len(groups)), budget, seed=seed)
+    ci, ri = [], []
+    for idx, k in zip(groups, b):
+        if k == 0 or len(idx) < 2:
+            continue
+        s = r[idx]
+        a, c = np.triu_indices(len(idx), 1)
+        hi, lo = np.where(s[a] >= s[c], a, c), np.where(s[a] >= s[c], c, a)
+        order = np.lexsort((a, -(s[hi] - s[lo])))[:k]          # largest gap first, ties by index
+        ci += idx[hi[order]].tolist()
+        ri += idx[lo[order]].tolist()
+    d = cand.df
+    df = pd.DataFrame({"pair_id": [f"pace-{i}-{j}" for i, j in zip(ci, ri)], "prompt": d.prompt.to_numpy()[ci],
+                       "chosen": d.response.to_numpy()[ci], "rejected": d.response.to_numpy()[ri],
+                       "source_id": d.prompt_id.to_numpy()[ci], "origin": "won_pace",
+                       "gold_chosen": np.nan, "gold_rejected": np.nan})
+    return Pairs(df, cand.phi[ci].reshape(len(ci), -1), cand.phi[ri].reshape(len(ri), -1))
+
+
+@dataclass
 class RunResult:
     model: HeadRewardModel
     history: pd.DataFrame           # strategy, seed, round, split, metric, value
@@ -49,13 +91,20 @@ def evaluate(model, sets: dict[str, Pairs]) -> list[dict]:
 
 
 def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: Pairs, budget: int,
-                     cfg, round_seed: int, on_demand=None) -> tuple[Pairs, np.ndarray, np.ndarray]:
+                     cfg, round_seed: int, on_demand=None, policy: Candidates | None = None
+                     ) -> tuple[Pairs, np.ndarray, np.ndarray]:
     """This round's synthetic pairs, plus base reward gaps [N] and per-source budgets [N].
 
     pool_mode "pool": drawn from the pre-generated pool. pool_mode "on_demand": for uniform and
     MARS, exactly b_i fresh pairs are built for source i by `on_demand(budgets, round_seed)`;
     West-of-N always ranks the pool's candidates (it needs N candidates per source to pick from).
+    won_pace draws from the policy samples `policy` instead of the pool (budgets per source: zeros).
     """
+    if strategy == "won_pace":
+        if policy is None:
+            raise ValueError("strategy 'won_pace' needs policy samples (experiment.policy_candidates)")
+        return (west_of_n_pace(model, policy, budget, round_seed), model.pair_gap(base),
+                np.zeros(len(base.df), np.int64))
     pos, gaps, b = _select_positions(strategy, model, base, pool, budget, cfg, round_seed)
     if cfg.pool_mode == "on_demand" and strategy in ("uniform", "mars_v1", "mars_v2"):
         if on_demand is None:
@@ -93,7 +142,7 @@ def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
 
 
 def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int,
-                 on_demand=None, make_model=None) -> RunResult:
+                 on_demand=None, make_model=None, policy: Candidates | None = None) -> RunResult:
     """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history.
 
     `make_model(seed)` builds the RM (default: the head model on cached features); any model with
@@ -113,12 +162,17 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
     def log(rnd, rows):
         hist.extend({"strategy": strategy, "seed": seed, "round": rnd, **r} for r in rows)
 
+    trained = cfg.warm_start
     if cfg.warm_start:
         model.fit_pairs(base, epochs=1, seed=seed * 7 + 1)
     log(0, evaluate(model, eval_sets))
     for t in range(1, cfg.rounds + 1):
         round_seed = 42 + 1000 * t + 100_003 * seed        # authors: 42 + 1000·t; distinct per training seed
-        syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand)
+        if strategy == "won_pace" and not trained:
+            # pseudo-labels need a trained RM: without warm start, round 1 trains on the base pairs only
+            syn, gaps, b = base.take([]), model.pair_gap(base), np.zeros(len(base.df), np.int64)
+        else:
+            syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand, policy)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
         train = Pairs.concat([base] + kept)
         if cfg.track_curvature and linear:
@@ -135,11 +189,12 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         allocs.append(pd.DataFrame({"strategy": strategy, "seed": seed, "round": t, "pair_id": base.df.pair_id,
                                     "reward_gap": gaps, "budget": b, "label_correct": lc}))
         model.fit_pairs(train, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer, seed=round_seed)
+        trained = True
         conc = concentration(b) if b.sum() else {"top10_share": float("nan"), "gini": float("nan"), "max_over_mean": float("nan")}
         noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
         log(t, evaluate(model, eval_sets) + [
             {"split": "train", "metric": "n_synthetic", "value": float(len(syn.df))},
-            {"split": "train", "metric": "synthetic_shortfall", "value": float(b.sum() - len(syn.df))},
+            {"split": "train", "metric": "synthetic_shortfall", "value": float(budget - len(syn.df)) if strategy != "none" else 0.0},
             {"split": "train", "metric": "n_train", "value": float(len(train.df))},
             {"split": "train", "metric": "mean_abs_gap_base", "value": float(np.abs(gaps).mean())},
             {"split": "train", "metric": "budget_on_mislabeled", "value": noisy},

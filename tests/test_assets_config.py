@@ -100,3 +100,16 @@ def test_runner_dry_run_validates_every_notebook(capsys):
     out = capsys.readouterr().out
     assert out.count("== 0") == 5 and "microsoft/deberta-v3-base" in out
     assert main(["--profile", "smoke", "--dry-run", "-p", "tau_v1", "-1"]) == 2
+
+
+def test_presets_are_the_authors_settings_and_parameters_override_them():
+    from mars_lib.config import PRESETS
+    v1 = RunConfig.resolve("cpu", preset="v1")
+    assert (v1.budget_ratio, v1.tau_v1, v1.rounds, v1.epochs_per_round) == (2.0, 0.1, 5, 1)
+    v2 = RunConfig.resolve("cpu", preset="v2", n_base=1000)
+    assert (v2.budget_ratio, v2.tau_v2, v2.rounds, v2.epochs_per_round) == (5.0, 0.5, 1, 5)
+    assert round(v2.budget_ratio * v2.n_base) == 5000 and "mars_v2" in v2.strategies   # the authors' B at n_base=1000
+    assert RunConfig.resolve("cpu", preset="v1", rounds=2).rounds == 2
+    assert all("source" in p for p in PRESETS.values())
+    with pytest.raises(ConfigError, match="preset"):
+        RunConfig.resolve("cpu", preset="v3")

@@ -33,7 +33,7 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert list((out / "figures").glob(f"{nb[:2]}_*.png")), f"no figure from {nb}"
         assert (out / "executed" / f"{nb}.ipynb").exists()
     summary = pd.read_csv(out / "03_rm_training" / "summary.csv")
-    assert set(summary.strategy) == {"none", "uniform", "won", "mars_v1", "mars_v2"}
+    assert set(summary.strategy) == {"none", "uniform", "won", "won_pace", "mars_v1", "mars_v2"}
     acc = summary[summary.metric == "accuracy"]["mean"]
     assert acc.between(0.0, 1.0).all()
     # a second run with unchanged inputs skips every notebook

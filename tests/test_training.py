@@ -78,3 +78,34 @@ def test_per_round_curvature_of_realised_training_set(setup):
     none = run_strategy("none", base, pool, evals, cfg, seed=0).history
     r0 = none[(none.split == "curvature") & (none.metric == "trace_ratio_to_base")].value
     assert (r0 == 1.0).all()           # no synthetic pairs: the training set is the base set
+
+
+def _candidates(n_prompts=5, n=4, d=8, seed=3):
+    from mars_lib.training import Candidates
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"prompt_id": np.repeat([f"q{i}" for i in range(n_prompts)], n), "prompt": "p",
+                       "response": [f"r{i}" for i in range(n_prompts * n)]})
+    return Candidates(df, rng.normal(size=(n_prompts * n, d)).astype(np.float32))
+
+
+def test_west_of_n_pace_spends_the_budget_on_the_rms_most_confident_pairs():
+    from mars_lib.training import west_of_n_pace
+    cand = _candidates()
+    model = HeadRewardModel(8)
+    torch_seed_scores = model.score(cand.phi)
+    syn = west_of_n_pace(model, cand, budget=12, seed=0)
+    assert len(syn.df) == 12 and (syn.df.groupby("source_id").size() <= 6).all()
+    rc, rr = model.score(syn.phi_c), model.score(syn.phi_r)
+    assert (rc >= rr).all()                                     # labelled by the RM's own order
+    for pid, g in syn.df.groupby("source_id", sort=False):      # (best, worst) of the prompt comes first
+        s = pd.Series(torch_seed_scores, index=cand.df.response)[cand.df.prompt_id.eq(pid).to_numpy()]
+        assert g.chosen.iloc[0] == s.idxmax() and g.rejected.iloc[0] == s.idxmin()
+    assert syn.df.gold_chosen.isna().all()                      # never reads a gold score
+
+
+def test_won_pace_adds_nothing_before_the_rm_is_trained(setup):
+    base, pool, evals, cfg = setup
+    base.df["prompt_id"] = [f"q{i % 5}" for i in range(len(base.df))]
+    r = run_strategy("won_pace", base, pool, evals, cfg, seed=0, policy=_candidates(n=6))
+    n_syn = r.history[r.history.metric == "n_synthetic"].sort_values("round").value.to_numpy()
+    assert n_syn[0] == 0 and n_syn[1] == 60

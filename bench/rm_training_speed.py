@@ -1,0 +1,130 @@
+"""Reward-model training speed: our fine-tuning loop vs TRL's RewardTrainer, and MARS's own overhead.
+
+    pip install -e ".[bench]"            # adds trl (only this benchmark needs it)
+    python bench/rm_training_speed.py    # prints both tables, writes results/bench/rm_training_speed.csv
+
+1. Fine-tuning pairs/s, side by side in one run: `mars_lib.finetune.FinetunedRewardModel` and
+   `trl.RewardTrainer` on the same model (MiniLM-L6 as AutoModelForSequenceClassification,
+   num_labels=1, full fine-tuning), the same pairs of the offline task, the same max length, micro
+   batch, gradient accumulation, learning rate, fp32 on CPU, one epoch, no evaluation, no saving,
+   no logging integrations. Each trainer gets an untimed warm-up run first; timings are wall clock
+   of the training call only (TRL's dataset tokenization is done before the clock starts, ours
+   inside it — which only favours TRL).
+2. MARS round vs uniform round with the same budget on the head model (scoring the base pairs,
+   allocating, drawing from the pool, training one epoch): the time MARS adds is its scoring and
+   allocation. Goal in issue 4: ≤ 1.15×.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def pairs_for_bench(n: int) -> pd.DataFrame:
+    from mars_lib.tasks import load_task
+    return load_task(ROOT / "data" / "gold_task_v2").split("train").sample(n=n, random_state=0).reset_index(drop=True)
+
+
+def ours(df, model_dir, a) -> float:
+    from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
+    cfg = FinetuneConfig(str(model_dir), lr=a.lr, batch_size=a.batch, grad_accum=a.accum, max_length=a.max_length, seed=0)
+    FinetunedRewardModel(cfg).fit(df.head(a.batch * a.accum), progress=False)          # warm-up
+    m = FinetunedRewardModel(cfg)
+    t0 = time.perf_counter()
+    m.fit(df, progress=False)
+    return len(df) / (time.perf_counter() - t0)
+
+
+def trl(df, model_dir, a, tmp: Path) -> float:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from mars_lib.features import rm_text
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.truncation_side = "left"
+    data = Dataset.from_dict({"chosen": [rm_text(p, c) for p, c in zip(df.prompt, df.chosen)],
+                              "rejected": [rm_text(p, r) for p, r in zip(df.prompt, df.rejected)]})
+
+    def run(ds):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = tok.pad_token_id
+        args = RewardConfig(output_dir=str(tmp), per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accum,
+                            learning_rate=a.lr, num_train_epochs=1, max_length=a.max_length, use_cpu=True, report_to=[],
+                            save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
+                            dataloader_num_workers=0, seed=0, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear")
+        tr = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        t0 = time.perf_counter()
+        tr.train()
+        return time.perf_counter() - t0
+
+    run(data.select(range(a.batch * a.accum)))                                       # warm-up
+    return len(df) / run(data)
+
+
+def round_overhead(a) -> pd.DataFrame:
+    from mars_lib import experiment
+    from mars_lib.config import RunConfig
+    from mars_lib.training import run_strategy
+    cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False)
+    ctx = experiment.setup(cfg)
+    base, evals = ctx.pairs("train"), {}
+    pool = experiment.synthetic_pool(cfg, base, ctx.encoder)
+    rows = []
+    for rep in range(a.repeats):
+        for s in ("uniform", "mars_v1", "mars_v2", "won"):
+            t0 = time.perf_counter()
+            run_strategy(s, base, pool, evals, cfg, seed=rep)
+            rows.append({"strategy": s, "rep": rep, "seconds": time.perf_counter() - t0})
+    df = pd.DataFrame(rows).groupby("strategy").seconds.median().rename("median_s").reset_index()
+    df["vs_uniform"] = df.median_s / df.loc[df.strategy == "uniform", "median_s"].iloc[0]
+    df["base_pairs"], df["budget"] = len(base.df), round(cfg.budget_ratio * len(base.df))
+    return df
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--accum", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the round-overhead timing")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    a = ap.parse_args(argv)
+    import tempfile
+
+    from mars_lib.assets import minilm_dir, set_offline
+    set_offline()
+    torch.set_num_threads(a.threads)
+    df = pairs_for_bench(a.pairs)
+    model_dir = minilm_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = [("mars_lib FinetunedRewardModel", ours(df, model_dir, a)), ("trl RewardTrainer", trl(df, model_dir, a, Path(tmp)))]
+    t = pd.DataFrame(res, columns=["trainer", "pairs_per_s"])
+    t["vs_trl"] = t.pairs_per_s / t.pairs_per_s.iloc[1]
+    t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", pairs=a.pairs, batch=f"{a.batch}x{a.accum}",
+                 max_length=a.max_length, precision="fp32", device=f"cpu, {a.threads} threads")
+    o = round_overhead(a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    t.to_csv(a.out / "rm_training_speed.csv", index=False)
+    o.to_csv(a.out / "round_overhead.csv", index=False)
+    with pd.option_context("display.width", 200):
+        print(t.round(3).to_string(index=False))
+        print()
+        print(o.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

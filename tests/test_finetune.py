@@ -86,3 +86,29 @@ def test_rounds_loop_runs_a_finetuned_model():
     assert isinstance(r.model, FinetunedRewardModel)
     assert r.allocations.budget.sum() == 12
     assert "accuracy" in set(r.history.metric) and not (r.history.split == "curvature").any()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_paper_rm_architecture_on_a_tiny_standin(tmp_path, lora):
+    """The paper's RM is DeBERTa-v3 (deberta-v2 architecture): a tiny one saved with save_pretrained in
+    the hub's format runs the same fine-tune / save / load path (LoRA on query_proj / value_proj)."""
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    conf = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=128, relative_attention=True,
+                           position_buckets=32, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                           num_labels=1, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    src = tmp_path / "tiny-deberta"
+    DebertaV2ForSequenceClassification(conf).save_pretrained(src, safe_serialization=True)
+    tok.save_pretrained(src)
+    df = _df(8)
+    m = FinetunedRewardModel(_cfg(model=str(src), lora=lora, lr=1e-3))
+    losses = m.fit(df, epochs=2, progress=False)
+    assert np.isfinite(losses).all()
+    if lora:
+        names = [n for n, p in m.model.named_parameters() if p.requires_grad]
+        assert any("query_proj.lora_A" in n for n in names)
+    gap = m.reward_gap(df)
+    m.save(tmp_path / "rm")
+    np.testing.assert_array_equal(FinetunedRewardModel.load(tmp_path / "rm").reward_gap(df), gap)

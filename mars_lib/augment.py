@@ -115,3 +115,62 @@ def draw_on_demand(sources: pd.DataFrame, budgets, op: ParaphraseOp, round_seed:
     df = pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "pair_id", "source_id", "origin", "syn_index"])
     df.attrs["shortfall"] = shortfall
     return df
+
+
+def resample_pool(sources: pd.DataFrame, samples: pd.DataFrame, labeler, band: tuple[float, float] = (0.1, 0.5),
+                  seed: int = 0) -> pd.DataFrame:
+    """Close-quality synthetic pairs from fresh policy samples: MARS's generative, RLAIF form (issue 9).
+
+    For each prompt of `sources`, every pair of its N policy samples (`samples`: prompt_id, prompt,
+    response[, n_tokens, gold]) is compared once by `labeler` (mars_lib.labelers). A pair is kept
+    when its |labeler gap| lies inside `band`, given as quantiles of |gap| over all compared pairs
+    (default (0.1, 0.5): close in quality, yet not tied — the "tight margin of superiority"); the
+    absolute band, in labeler units, is in attrs["band_abs"]. Chosen / rejected follow the
+    labeler's label (a noisy Bradley-Terry draw for the gold labeler, the sign of the gap for the
+    reward-model labeler). Each source pair of a prompt gets that prompt's kept pairs as its pool,
+    so MARS's per-source budgets b_i draw close pairs for exactly the prompts it selected.
+    attrs: labeler, labeler_calls, generated_tokens, candidates, kept, band_abs. Where the samples
+    carry gold scores, gold_chosen / gold_rejected are the *new* responses' own gold scores (for
+    measuring label fidelity; the labeler itself reads only what its interface gives it).
+    """
+    if not 0 <= band[0] < band[1] <= 1:
+        raise ValueError(f"band must be quantiles 0 <= lo < hi <= 1, got {band}")
+    rng = np.random.default_rng(seed)
+    s = samples[samples.prompt_id.isin(set(sources.prompt_id))].reset_index(drop=True)
+    cand = []
+    for pid, g in s.groupby("prompt_id", sort=True):
+        idx = g.index.to_numpy()
+        a, b = np.triu_indices(len(idx), 1)
+        cand.append(pd.DataFrame({"prompt_id": pid, "i": idx[a], "j": idx[b]}))
+    if not cand:
+        raise ValueError("resample_pool: no policy samples for the source prompts")
+    cand = pd.concat(cand, ignore_index=True)
+    cand = cand[s.response.to_numpy()[cand.i] != s.response.to_numpy()[cand.j]].reset_index(drop=True)
+    prompts, ra, rb = s.prompt.to_numpy()[cand.i], s.response.to_numpy()[cand.i], s.response.to_numpy()[cand.j]
+    calls0 = labeler.calls
+    gap = np.asarray(labeler.compare(prompts, ra, rb), dtype=float)
+    lo, hi = np.quantile(np.abs(gap), band)
+    keep = (np.abs(gap) >= lo) & (np.abs(gap) <= hi) & (gap != 0)
+    # the label: a noisy draw given the gap for the simulated annotator, the gap's sign otherwise
+    if getattr(labeler, "name", "") == "gold":
+        a_wins = rng.random(len(gap)) < 1.0 / (1.0 + np.exp(-gap / labeler.beta))
+    else:
+        a_wins = gap > 0
+    kept = cand[keep].assign(a_wins=a_wins[keep], gap=np.abs(gap[keep]))
+    ci = np.where(kept.a_wins, kept.i, kept.j)
+    ri = np.where(kept.a_wins, kept.j, kept.i)
+    per_prompt = pd.DataFrame({"prompt_id": kept.prompt_id.to_numpy(), "prompt": s.prompt.to_numpy()[ci],
+                               "chosen": s.response.to_numpy()[ci], "rejected": s.response.to_numpy()[ri],
+                               "label_gap": kept.gap.to_numpy()})
+    if "gold" in s:
+        per_prompt["gold_chosen"], per_prompt["gold_rejected"] = s.gold.to_numpy()[ci], s.gold.to_numpy()[ri]
+    rows = sources[["pair_id", "prompt_id"]].rename(columns={"pair_id": "source_id"}).merge(per_prompt, on="prompt_id")
+    rows["syn_index"] = rows.groupby("source_id").cumcount()
+    rows["pair_id"] = rows.source_id + "#resample" + rows.syn_index.astype(str)
+    rows["origin"], rows["labeler"] = "resample", getattr(labeler, "name", type(labeler).__name__)
+    cols = ["prompt", "chosen", "rejected", "pair_id", "source_id", "origin", "syn_index", "labeler", "label_gap"]
+    out = rows[cols + [c for c in ("gold_chosen", "gold_rejected") if c in rows]].reset_index(drop=True)
+    out.attrs.update({"labeler": out.labeler.iloc[0] if len(out) else None, "labeler_calls": labeler.calls - calls0,
+                      "generated_tokens": int(s.n_tokens.sum()) if "n_tokens" in s else None,
+                      "candidates": len(cand), "kept": int(keep.sum()), "band_abs": (float(lo), float(hi))})
+    return out

@@ -13,6 +13,8 @@ from pathlib import Path
 STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2")
 POOL_MODES = ("pool", "on_demand")
 RM_KINDS = ("head", "full", "lora")
+OPERATORS = ("paraphrase", "resample")
+LABELERS = ("gold", "rm")
 HUMAN_TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +64,10 @@ class RunConfig:
     cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
     track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
+    operator: str = "paraphrase"                # synthetic pairs: "paraphrase" (authors, WordNet offline) |
+                                                # "resample" (close pairs among fresh policy samples, AI-labelled)
+    labeler: str = "gold"                       # resample: "gold" (simulated annotator, noise beta) | "rm" (self-training)
+    gap_band: tuple[float, float] = (0.1, 0.5)  # resample: kept |labeler gap| between these quantiles
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
@@ -96,6 +102,14 @@ class RunConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown or not self.strategies:
             bad("strategies", f"unknown strategy {unknown}; choose from {STRATEGIES}")
+        if self.operator not in OPERATORS:
+            bad("operator", f"choose one of {OPERATORS}")
+        if self.labeler not in LABELERS:
+            bad("labeler", f"choose one of {LABELERS}")
+        if len(self.gap_band) != 2 or not 0 <= self.gap_band[0] < self.gap_band[1] <= 1:
+            bad("gap_band", "need two quantiles 0 <= lo < hi <= 1")
+        if self.operator == "resample" and self.pool_mode == "on_demand":
+            bad("pool_mode", "the resample operator builds a pool from committed policy samples; use pool_mode='pool'")
         if self.pool_mode not in POOL_MODES:
             bad("pool_mode", f"choose one of {POOL_MODES}")
         if self.rm not in RM_KINDS:

@@ -91,6 +91,49 @@ def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
     return featurize(pool, encoder, desc="features: synthetic pool")
 
 
+def make_pool(cfg, ctx: "Context", base: Pairs) -> Pairs:
+    """The synthetic pool of `cfg.operator`: the paraphrase pool, or the resample pool."""
+    return synthetic_pool(cfg, base, ctx.encoder) if cfg.operator == "paraphrase" else resample_synthetic_pool(ctx, base)
+
+
+def resample_synthetic_pool(ctx: "Context", base: Pairs) -> Pairs:
+    """Close-quality pairs among the task's policy samples, labelled by `cfg.labeler` (augment.resample_pool).
+
+    gold: the simulated annotator (the task's own noise model, β = cfg.beta). rm: the no-augmentation
+    head RM trained on the base pairs (self-training; it never reads gold scores). The pool keeps
+    the labeler's accounting in attrs (labeler calls, generated tokens, band) and each pair's gold
+    scores, so label fidelity is measured on the new responses themselves."""
+    from .augment import resample_pool
+    from .labelers import GoldLabeler, RewardModelLabeler
+    from .tasks import load_policy_samples
+    cfg = ctx.cfg
+    samples = load_policy_samples(cfg.task_path)
+    if cfg.labeler == "gold":
+        labeler = GoldLabeler(samples, cfg.beta)
+    else:
+        rm = first_reward_model(cfg, base)
+        labeler = RewardModelLabeler(lambda p, r: rm.score(ctx.encoder.embed_pairs(p, r, desc="features: labeler")))
+    pool = resample_pool(base.df, samples, labeler, band=tuple(cfg.gap_band), seed=cfg.label_seed)
+    if "gold_chosen" in pool:
+        pool["label_correct"] = pool.gold_chosen > pool.gold_rejected
+    out = featurize(pool, ctx.encoder, desc="features: resample pool")
+    out.df.attrs.update(pool.attrs)
+    return out
+
+
+def pool_accounting(cfg, pool: Pairs) -> pd.DataFrame:
+    """One row: what the synthetic pool cost and how faithful its labels are (gold where known)."""
+    a = pool.df.attrs
+    row = {"operator": cfg.operator, "labeler": a.get("labeler", "inherited (paraphrase)"),
+           "pool_pairs": len(pool.df), "labeler_calls": a.get("labeler_calls", 0),
+           "generated_tokens": a.get("generated_tokens", 0), "candidates": a.get("candidates"),
+           "kept": a.get("kept"), "band": str(a.get("band_abs")) if "band_abs" in a else None}
+    if {"gold_chosen", "gold_rejected"} <= set(pool.df) and cfg.operator == "resample":
+        row["label_agrees_with_gold"] = float((pool.df.gold_chosen > pool.df.gold_rejected).mean())
+        row["mean_abs_gold_gap"] = float((pool.df.gold_chosen - pool.df.gold_rejected).abs().mean())
+    return pd.DataFrame([row])
+
+
 def on_demand_builder(cfg, base: Pairs, encoder: Encoder):
     """pool_mode 'on_demand': exactly b_i fresh paraphrase pairs for source i, featurized (cached)."""
     from .augment import draw_on_demand

@@ -89,7 +89,8 @@ def generate_policy_samples(spec: TaskSpec, gen: Generator, n: int, split: str =
             for pid, text in zip(prompts.prompt_id, prompts.prompt) for s in range(n)]
     outs = gen.generate_with_info([r for *_, r in reqs], desc=f"policy samples ({split})")
     return pd.DataFrame([{"prompt_id": pid, "prompt": text, "split": split, "arm": arm, "sample": r.sample,
-                          "response": t, "finished": f} for (pid, text, r), (t, f) in zip(reqs, outs)])
+                          "response": t, "finished": f, "n_tokens": len(gen.tok(t, add_special_tokens=False).input_ids)}
+                         for (pid, text, r), (t, f) in zip(reqs, outs)])
 
 
 def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
@@ -278,6 +279,7 @@ def _cli(argv=None):
     ps.add_argument("--split", default="train")
     ps.add_argument("--arm", default="default", choices=sorted(ARMS))
     ps.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder to write policy_samples.* into")
+    ps.add_argument("--no-judge", action="store_true", help="skip the gold judge (no gold column; the gold labeler needs it)")
     for p in (g, b, ps):
         p.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts)
         p.add_argument("--samples-per-arm", type=int, default=TaskSpec.samples_per_arm)
@@ -296,10 +298,14 @@ def _cli(argv=None):
     gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=a.batch_size)
     if a.cmd == "samples":
         df = generate_policy_samples(spec, gen, a.n, a.split, a.arm)
+        if not a.no_judge:
+            from .judge import GoldJudge
+            del gen                                      # the judge loads its own copy of the LM
+            df = judge_responses(df, GoldJudge.offline())
         cmd = (f"python -m mars_lib.tasks samples --n {a.n} --split {a.split} --arm {a.arm} --n-prompts {spec.n_prompts} "
                f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(a.out)}")
         write_policy_samples(df, a.out, cmd, time.perf_counter() - t0)
-        print(f"[tasks] {len(df)} policy samples; generated {gen.stats.generated}, cache hits {gen.stats.cache_hits}")
+        print(f"[tasks] {len(df)} policy samples written to {a.out}")
         return
     responses = generate_responses(spec, gen)
     print(f"[tasks] {len(responses)} responses; generated {gen.stats.generated} "

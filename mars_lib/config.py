@@ -68,6 +68,7 @@ class RunConfig:
                                                 # "resample" (close pairs among fresh policy samples, AI-labelled)
     labeler: str = "gold"                       # resample: "gold" (simulated annotator, noise beta) | "rm" (self-training)
     gap_band: tuple[float, float] = (0.1, 0.5)  # resample: kept |labeler gap| between these quantiles
+    extra_operators: tuple[str, ...] = ("resample",)  # nb 03 also runs every strategy with these operators
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
@@ -104,6 +105,8 @@ class RunConfig:
             bad("strategies", f"unknown strategy {unknown}; choose from {STRATEGIES}")
         if self.operator not in OPERATORS:
             bad("operator", f"choose one of {OPERATORS}")
+        if any(o not in OPERATORS for o in self.extra_operators):
+            bad("extra_operators", f"choose from {OPERATORS}")
         if self.labeler not in LABELERS:
             bad("labeler", f"choose one of {LABELERS}")
         if len(self.gap_band) != 2 or not 0 <= self.gap_band[0] < self.gap_band[1] <= 1:

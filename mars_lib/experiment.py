@@ -121,6 +121,31 @@ def resample_synthetic_pool(ctx: "Context", base: Pairs) -> Pairs:
     return out
 
 
+def resample_with(ctx: "Context", base: Pairs, labeler: str) -> tuple[Pairs, pd.DataFrame]:
+    """The resample pool under another labeler than cfg's: (pool, its accounting row)."""
+    import dataclasses
+    cfg = dataclasses.replace(ctx.cfg, operator="resample", labeler=labeler, pool_mode="pool")
+    pool = make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+    return pool, pool_accounting(cfg, pool)
+
+
+def run_extra_operators(ctx: "Context", base: Pairs, evals: dict[str, Pairs]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every strategy (but won_pace) again with each of `cfg.extra_operators` (pool mode, same budget,
+    schedule and seeds): (accounting rows, tidy history with an `operator` column)."""
+    import dataclasses
+    acc, hist = [], []
+    for op in [o for o in ctx.cfg.extra_operators if o != ctx.cfg.operator]:
+        cfg = dataclasses.replace(ctx.cfg, operator=op, pool_mode="pool")
+        pool = make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+        acc.append(pool_accounting(cfg, pool))
+        runs = train_strategies(cfg, base, pool, evals, ctx.encoder, desc=f"{op}: strategies × seeds",
+                                strategies=tuple(s for s in cfg.strategies if s != "won_pace"))
+        hist.append(pd.concat([r.history for r in runs.values()], ignore_index=True).assign(operator=op))
+    if not hist:
+        return pd.DataFrame(), pd.DataFrame()
+    return pd.concat(acc, ignore_index=True), pd.concat(hist, ignore_index=True)
+
+
 def pool_accounting(cfg, pool: Pairs) -> pd.DataFrame:
     """One row: what the synthetic pool cost and how faithful its labels are (gold where known)."""
     a = pool.df.attrs

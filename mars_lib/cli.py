@@ -43,8 +43,11 @@ def _load_rm(path: Path, dim: int):
     if not meta_p.exists() or not w_p.exists():
         raise SystemExit(f"error: {path} is not a reward model folder (need head.json and head.safetensors; "
                          "make one with `python -m mars_lib train`)")
-    meta = json.loads(meta_p.read_text())
-    m = HeadRewardModel(dim, HeadConfig(**meta["head"]))
+    try:
+        m = HeadRewardModel(dim, HeadConfig(**json.loads(meta_p.read_text())["head"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"error: {meta_p} is not a head.json written by `python -m mars_lib train` "
+                         f"({type(e).__name__}: {e}); retrain the reward model") from None
     try:
         m.load_state_dict(load_file(str(w_p)))
     except Exception as e:  # truncated or foreign file: say which and how to fix

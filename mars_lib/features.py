@@ -11,7 +11,6 @@ so re-embedding a text costs a lookup. Shapes: `embed(texts)` -> np.ndarray [N, 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from .io import open_sqlite
 
 
 def rm_text(prompt: str, response: str) -> str:
@@ -35,10 +36,7 @@ def rm_text(prompt: str, response: str) -> str:
 class FeatureCache:
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS feat (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-        self._db.commit()
+        self._db = open_sqlite(path, "CREATE TABLE IF NOT EXISTS feat (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
         self._lock = threading.Lock()
 
     def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:

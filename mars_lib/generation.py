@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .io import open_sqlite
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,8 @@ class GenerationCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
-                         "n_tokens INTEGER NOT NULL, finished INTEGER NOT NULL)")
-        self._db.commit()
+        self._db = open_sqlite(self.path, "CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+                                          "n_tokens INTEGER NOT NULL, finished INTEGER NOT NULL)")
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[str, int, bool]]:
         out = {}

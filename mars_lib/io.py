@@ -34,3 +34,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def open_sqlite(path, schema: str):
+    """A SQLite cache file with WAL journaling and `schema` created; a corrupt file is a clear error."""
+    import sqlite3
+    try:
+        db = sqlite3.connect(path, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(schema)
+        db.commit()
+    except sqlite3.DatabaseError as e:
+        raise RuntimeError(f"{path}: not a valid cache database ({e}). It only holds cached results: "
+                           "delete it and it is rebuilt on the next run") from None
+    return db
+

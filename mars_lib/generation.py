@@ -144,18 +144,24 @@ class Generator:
                 todo[k] = r
         self.stats.cache_hits += len(requests) - len(todo)
         if todo:
-            # group by decoding, bucket by prompt length, fixed batches -> deterministic
-            chats = {k: self._chat(r.prompt) for k, r in todo.items()}
+            # Batches are formed over *all* requests (grouped by decoding, bucketed by prompt length,
+            # fixed size), and only their missing members are generated. A run killed between two
+            # batch commits therefore resumes with exactly the batches, seeds and texts of an
+            # uninterrupted run.
+            reqs = {k: r for k, r in zip(keys, requests)}
+            chats = {k: self._chat(r.prompt) for k, r in reqs.items()}
             lens = {k: len(self.tok(c, add_special_tokens=False).input_ids) for k, c in chats.items()}
-            order = sorted(todo, key=lambda k: (json.dumps(asdict(todo[k].decoding), sort_keys=True), lens[k], k))
+            order = sorted(reqs, key=lambda k: (json.dumps(asdict(reqs[k].decoding), sort_keys=True), lens[k], k))
             batches, cur = [], []
             for k in order:
-                if cur and (todo[k].decoding != todo[cur[0]].decoding or len(cur) == self.batch_size):
+                if cur and (reqs[k].decoding != reqs[cur[0]].decoding or len(cur) == self.batch_size):
                     batches.append(cur)
                     cur = []
                 cur.append(k)
             if cur:
                 batches.append(cur)
+            batches = [[k for k in b if k in todo] for b in batches]
+            batches = [b for b in batches if b]
             bar = tqdm(total=len(todo), desc=desc, unit="resp")
             for batch in batches:
                 t0 = time.perf_counter()

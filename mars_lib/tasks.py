@@ -275,7 +275,7 @@ def _cli(argv=None):
     g = sub.add_parser("generate", help="only fill the generation cache (resumable)")
     b = sub.add_parser("build", help="generate (cached) + judge + write the task folder")
     ps = sub.add_parser("samples", help="fresh policy samples per prompt of one split (Pace West-of-N, resample)")
-    ps.add_argument("--n", type=int, default=8, help="samples per prompt")
+    ps.add_argument("--n", type=int, default=6, help="samples per prompt (C(6,2) = 15 candidate pairs)")
     ps.add_argument("--split", default="train")
     ps.add_argument("--arm", default="default", choices=sorted(ARMS))
     ps.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder to write policy_samples.* into")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,6 @@ class Throughput:
     train_seconds: float = 0.0
     sequences_scored: int = 0
     score_seconds: float = 0.0
-    log: list = field(default_factory=list)
 
     @property
     def train_pairs_per_s(self) -> float:

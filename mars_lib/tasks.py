@@ -93,17 +93,24 @@ def generate_policy_samples(spec: TaskSpec, gen: Generator, n: int, split: str =
                          for (pid, text, r), (t, f) in zip(reqs, outs)])
 
 
-def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
+def _write_parquet(df: pd.DataFrame, path: Path) -> str:
+    """zstd Parquet written atomically; returns its sha256 (recorded in the folder's manifest)."""
     import hashlib
     import io
     buf = io.BytesIO()
     df.to_parquet(buf, compression="zstd", index=False)
     data = buf.getvalue()
-    task_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(task_dir / "policy_samples.parquet", data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    print(f"[tasks] wrote {path} ({len(data) / 1e6:.2f} MB)")
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
+    sha = _write_parquet(df, task_dir / "policy_samples.parquet")
     atomic_write_json(task_dir / "policy_samples.json", {
-        "sha256": hashlib.sha256(data).hexdigest(), "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
-        "regenerate": command, "seconds": round(seconds, 1)})
+        "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
+        "judged": "gold" in df, "regenerate": command, "seconds": round(seconds, 1)})
     return task_dir / "policy_samples.parquet"
 
 
@@ -132,30 +139,23 @@ def judge_responses(responses: pd.DataFrame, judge) -> pd.DataFrame:
 def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=None,
                       generation: dict | None = None) -> Path:
     """Judge the responses and write `responses.parquet` + `manifest.json` (with sha256) atomically."""
-    import io
     import time
 
     from .judge import GoldJudge
     from .results import environment_info
     t0 = time.perf_counter()
     judged = judge_responses(responses, judge or GoldJudge.offline())
-    buf = io.BytesIO()
-    judged.to_parquet(buf, compression="zstd", index=False)
-    data = buf.getvalue()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "responses.parquet", data)
-    import hashlib
+    sha = _write_parquet(judged, out / "responses.parquet")
     atomic_write_json(out / "manifest.json", {
         "task": "gold-judge task", "version": out.name, "spec": asdict(spec),
         "arms": {k: asdict(ARMS[k]) for k in spec.arms},
         "n_responses": len(judged), "n_prompts": int(judged.prompt_id.nunique()),
-        "responses_sha256": hashlib.sha256(data).hexdigest(),
+        "responses_sha256": sha,
         "regenerate": f"python -m mars_lib.tasks build --n-prompts {spec.n_prompts} "
                       f"--samples-per-arm {spec.samples_per_arm} --split-fractions "
                       f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(out)}",
         "generation": generation,  # seconds, responses generated vs taken from the cache, tokens/s
         "judge_seconds": round(time.perf_counter() - t0, 1), "environment": environment_info()})
-    print(f"[tasks] wrote {out}/responses.parquet ({len(data) / 1e6:.2f} MB)")
     return out
 
 

@@ -25,6 +25,7 @@ import re
 import numpy as np
 import pandas as pd
 
+JUDGE_ID = "gold-judge-1"   # part of every judge-cache key: change it whenever a facet's definition changes
 WEIGHTS = {"relevance": 3.0, "fluency": 2.0, "non_repetition": 2.0, "length": 1.0, "complete": 1.0, "tone": 0.5}
 FACETS = tuple(WEIGHTS)
 _WORD = re.compile(r"[A-Za-z0-9']+")
@@ -56,24 +57,64 @@ def complete_score(text: str, finished: bool) -> float:
     return 1.0 if finished or t[-1] in ".!?)\"'" else 0.0
 
 
+class JudgeCache:
+    """Facets by content: key = sha256(JUDGE_ID, prompt, response, finished) -> the six facet values.
+
+    The judge is a fixed, deterministic function, so a response judged once (task build, policy
+    samples, notebook 02's fidelity check) is never judged again."""
+
+    def __init__(self, path):
+        import threading
+
+        from .io import open_sqlite
+        self._db = open_sqlite(path, "CREATE TABLE IF NOT EXISTS facets (key TEXT PRIMARY KEY, vals TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(prompt: str, response: str, finished: bool) -> str:
+        import hashlib
+        import json
+        return hashlib.sha256(json.dumps([JUDGE_ID, prompt, response, bool(finished)]).encode()).hexdigest()
+
+    def get_many(self, keys: list[str]) -> dict[str, list[float]]:
+        import json
+        out = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                q = f"SELECT key, vals FROM facets WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update({k: json.loads(v) for k, v in self._db.execute(q, chunk)})
+        return out
+
+    def put_many(self, items: dict[str, list[float]]) -> None:
+        import json
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO facets VALUES (?, ?)",
+                                 [(k, json.dumps([float(x) for x in v])) for k, v in items.items()])
+            self._db.commit()
+
+
 class GoldJudge:
     """g(x, y) for batches. Needs the MiniLM encoder, the SmolLM2 LM (for fluency), and VADER."""
 
-    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 16):
+    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 16, cache: JudgeCache | None = None):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         from .assets import asset_path
         asset_path("vader")                       # checksum-verified before use
         self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
         self.vader = SentimentIntensityAnalyzer()
+        self.cache, self.judged = cache, 0       # judged: responses actually scored (not from the cache)
 
     @classmethod
-    def offline(cls, encoder=None, generator=None):
+    def offline(cls, encoder=None, generator=None, cached: bool = True):
+        from .assets import cache_dir
         from .features import Encoder
         from .generation import Generator
         encoder = encoder or Encoder.minilm()
         generator = generator or Generator.smollm2(None)
-        return cls(encoder, generator.model, generator.tok)
+        return cls(encoder, generator.model, generator.tok,
+                   cache=JudgeCache(cache_dir() / "judge.sqlite") if cached else None)
 
     def mean_logprob(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Mean log p(response token | chat prompt, previous tokens) under the LM; [N]. Empty -> -inf."""
@@ -111,11 +152,17 @@ class GoldJudge:
         """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once."""
         keys = list(zip(prompts, responses, map(bool, finished)))
         uniq = list(dict.fromkeys(keys))
-        if len(uniq) < len(keys):
-            f = self._facets_unique([k[0] for k in uniq], [k[1] for k in uniq], [k[2] for k in uniq])
-            pos = {k: i for i, k in enumerate(uniq)}
-            return f.iloc[[pos[k] for k in keys]].reset_index(drop=True)
-        return self._facets_unique(list(prompts), list(responses), list(finished))
+        ck = {k: JudgeCache.key(*k) for k in uniq} if self.cache is not None else {}
+        have = self.cache.get_many(list(ck.values())) if self.cache is not None else {}
+        todo = [k for k in uniq if ck.get(k) not in have]
+        if todo:
+            f = self._facets_unique([k[0] for k in todo], [k[1] for k in todo], [k[2] for k in todo])
+            self.judged += len(todo)
+            new = {ck.get(k, k): list(row) for k, row in zip(todo, f[list(FACETS)].itertuples(index=False))}
+            if self.cache is not None:
+                self.cache.put_many(new)
+            have.update(new)
+        return pd.DataFrame([have[ck.get(k, k)] for k in keys], columns=list(FACETS))
 
     def _facets_unique(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         e_p = self.encoder.embed(list(prompts), desc="judge: prompts", progress=False)

@@ -40,3 +40,19 @@ def test_facet_hand_values():
     assert non_repetition("one two three four") == 1.0
     assert length_score(" ".join(["w"] * 50)) == pytest.approx(1.0)
     assert complete_score("It ends.", False) == 1.0 and complete_score("It ends and", False) == 0.0
+
+
+def test_judge_cache_returns_identical_facets_without_rejudging(judge, tmp_path):
+    from mars_lib.judge import JudgeCache
+    old, judge.cache = judge.cache, JudgeCache(tmp_path / "judge.sqlite")
+    try:
+        p, r, f = ["Name a colour."] * 3, ["Blue.", "Red is a warm colour.", "Blue."], [True, True, True]
+        n0 = judge.judged
+        a = judge.facets(p, r, f)
+        assert judge.judged - n0 == 2                            # duplicates judged once
+        b = judge.facets(p, r, f)
+        assert judge.judged - n0 == 2                            # second call: all from the cache
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy())
+        assert a.iloc[0].equals(a.iloc[2])
+    finally:
+        judge.cache = old

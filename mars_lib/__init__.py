@@ -8,11 +8,15 @@ Modules (each small, named for what it holds):
   tasks       the offline gold-judge task: real prompts, sampled responses, gold judge, noisy labels
   features    frozen-encoder features of (prompt, response), cached by content
   reward_model  Bradley-Terry loss, linear/MLP head reward model, scoring
+  finetune    fine-tuned reward model (AutoModelForSequenceClassification, full or LoRA), same interface
   selection   reward gaps, MARS allocation, integer budgets, strategies' selection rules
-  augment     synthetic-pair operators (WordNet paraphrase, ...)
+  augment     synthetic-pair operators (WordNet paraphrase; resample: close pairs among policy samples)
+  labelers    who labels synthetic pairs: simulated gold annotator, the RM itself, an LLM judge
+  tracks      real-human preference tracks (chitchat ratings offline; HH, UltraFeedback, PKU from the hub)
   training    the rounds loop: no-aug / uniform / West-of-N / MARS v1 / MARS v2
   curvature   Hessian / Fisher information of the BT loss for the linear head
   downstream  Best-of-N with each reward model, unbiased best-of-n estimator
+  dpo         DPO of a LoRA policy on RM-labelled pairs (own loop; reference = adapters disabled)
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables

@@ -67,22 +67,28 @@ def paraphrase_op(cfg) -> ParaphraseOp:
     return ParaphraseOp(n=cfg.n_paraphrases, paraphrase_prompt=cfg.paraphrase_prompt, seed=cfg.label_seed)
 
 
-def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
-    """The authors' pre-generated pool: n×n paraphrase pairs per base pair, with features.
+def paraphrase_pool_frame(cfg, base_df: pd.DataFrame) -> pd.DataFrame:
+    """The authors' pre-generated pool as a table: n×n paraphrase pairs per base pair (no features).
 
     Cached in the cache folder by content (base pair texts + operator parameters)."""
     op = paraphrase_op(cfg)
-    h = hashlib.sha256(json.dumps([op.params(), base.df[["prompt", "chosen", "rejected"]].values.tolist()]).encode())
+    h = hashlib.sha256(json.dumps([op.params(), base_df[["prompt", "chosen", "rejected"]].values.tolist()]).encode())
     path = cache_dir("pools") / f"pool-{h.hexdigest()[:16]}.parquet"
     if path.exists():
-        pool = pd.read_parquet(path)
-    else:
-        pool = build_pool(base.df, op)
-        from .io import atomic_write_bytes
-        import io
-        buf = io.BytesIO()
-        pool.to_parquet(buf, index=False)
-        atomic_write_bytes(path, buf.getvalue())
+        return pd.read_parquet(path)
+    pool = build_pool(base_df, op)
+    import io
+
+    from .io import atomic_write_bytes
+    buf = io.BytesIO()
+    pool.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return pool
+
+
+def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
+    """The paraphrase pool of `paraphrase_pool_frame`, with the source's labels and features."""
+    pool = paraphrase_pool_frame(cfg, base.df)
     # inherit the source's gold scores and label (the authors' assumption; nb 02 checks it)
     src = base.df.set_index("pair_id")
     for col in ("gold_chosen", "gold_rejected", "label_correct"):

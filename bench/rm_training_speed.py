@@ -52,6 +52,8 @@ def trl(df, model_dir, a, tmp: Path) -> float:
     from mars_lib.features import rm_text
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.truncation_side = "left"
+    if tok.eos_token is None:               # TRL appends EOS text to every example; BERT's closest is [SEP]
+        tok.eos_token = tok.sep_token       # (one extra token per sequence on TRL's side)
     data = Dataset.from_dict({"chosen": [rm_text(p, c) for p, c in zip(df.prompt, df.chosen)],
                               "rejected": [rm_text(p, r) for p, r in zip(df.prompt, df.rejected)]})
 
@@ -62,8 +64,10 @@ def trl(df, model_dir, a, tmp: Path) -> float:
         args = RewardConfig(output_dir=str(tmp), per_device_train_batch_size=a.batch, gradient_accumulation_steps=a.accum,
                             learning_rate=a.lr, num_train_epochs=1, max_length=a.max_length, use_cpu=True, report_to=[],
                             save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-                            dataloader_num_workers=0, seed=0, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear")
+                            dataloader_num_workers=0, seed=0, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear",
+                            gradient_checkpointing=False, bf16=False, fp16=False)   # as ours: fp32, no checkpointing
         tr = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        torch.set_num_threads(a.threads)                                   # in case the trainer changed it
         t0 = time.perf_counter()
         tr.train()
         return time.perf_counter() - t0
@@ -102,6 +106,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the round-overhead timing")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    ap.add_argument("--no-rounds", action="store_true", help="skip the round-overhead timing")
     a = ap.parse_args(argv)
     import tempfile
 
@@ -116,10 +121,11 @@ def main(argv=None):
     t["vs_trl"] = t.pairs_per_s / t.pairs_per_s.iloc[1]
     t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", pairs=a.pairs, batch=f"{a.batch}x{a.accum}",
                  max_length=a.max_length, precision="fp32", device=f"cpu, {a.threads} threads")
-    o = round_overhead(a)
     a.out.mkdir(parents=True, exist_ok=True)
     t.to_csv(a.out / "rm_training_speed.csv", index=False)
-    o.to_csv(a.out / "round_overhead.csv", index=False)
+    o = pd.DataFrame() if a.no_rounds else round_overhead(a)
+    if len(o):
+        o.to_csv(a.out / "round_overhead.csv", index=False)
     with pd.option_context("display.width", 200):
         print(t.round(3).to_string(index=False))
         print()

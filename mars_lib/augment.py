@@ -151,11 +151,7 @@ def resample_pool(sources: pd.DataFrame, samples: pd.DataFrame, labeler, band: t
     gap = np.asarray(labeler.compare(prompts, ra, rb), dtype=float)
     lo, hi = np.quantile(np.abs(gap), band)
     keep = (np.abs(gap) >= lo) & (np.abs(gap) <= hi) & (gap != 0)
-    # the label: a noisy draw given the gap for the simulated annotator, the gap's sign otherwise
-    if getattr(labeler, "name", "") == "gold":
-        a_wins = rng.random(len(gap)) < 1.0 / (1.0 + np.exp(-gap / labeler.beta))
-    else:
-        a_wins = gap > 0
+    a_wins = labeler.label_from_gap(gap, rng)    # noisy draw (gold annotator) or the gap's sign
     kept = cand[keep].assign(a_wins=a_wins[keep], gap=np.abs(gap[keep]))
     ci = np.where(kept.a_wins, kept.i, kept.j)
     ri = np.where(kept.a_wins, kept.j, kept.i)

@@ -127,22 +127,25 @@ def resample_synthetic_pool(ctx: "Context", base: Pairs) -> Pairs:
     return out
 
 
+def _pool_with(ctx: "Context", base: Pairs, **changes):
+    """(cfg, pool) for this run's config with `changes` applied (always pool mode)."""
+    import dataclasses
+    cfg = dataclasses.replace(ctx.cfg, pool_mode="pool", **changes)
+    return cfg, make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+
+
 def resample_with(ctx: "Context", base: Pairs, labeler: str) -> tuple[Pairs, pd.DataFrame]:
     """The resample pool under another labeler than cfg's: (pool, its accounting row)."""
-    import dataclasses
-    cfg = dataclasses.replace(ctx.cfg, operator="resample", labeler=labeler, pool_mode="pool")
-    pool = make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+    cfg, pool = _pool_with(ctx, base, operator="resample", labeler=labeler)
     return pool, pool_accounting(cfg, pool)
 
 
 def run_extra_operators(ctx: "Context", base: Pairs, evals: dict[str, Pairs]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every strategy (but won_pace) again with each of `cfg.extra_operators` (pool mode, same budget,
     schedule and seeds): (accounting rows, tidy history with an `operator` column)."""
-    import dataclasses
     acc, hist = [], []
     for op in [o for o in ctx.cfg.extra_operators if o != ctx.cfg.operator]:
-        cfg = dataclasses.replace(ctx.cfg, operator=op, pool_mode="pool")
-        pool = make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+        cfg, pool = _pool_with(ctx, base, operator=op)
         acc.append(pool_accounting(cfg, pool))
         runs = train_strategies(cfg, base, pool, evals, ctx.encoder, desc=f"{op}: strategies × seeds",
                                 strategies=tuple(s for s in cfg.strategies if s != "won_pace"))

@@ -1,7 +1,8 @@
 """Labelers: who decides which of two responses is better, for synthetic pairs (RLAIF).
 
 One interface: `compare(prompts, a, b) -> gap` with gap > 0 meaning "a is better", in the
-labeler's own units, plus `label(prompts, a, b, rng) -> bool array` (True = a preferred). Every
+labeler's own units; `label_from_gap(gap, rng) -> bool array` (True = a preferred) turns a gap
+into a label, and `label(prompts, a, b, rng)` is the two together. Every
 call is counted in `calls` (pairs compared), so strategies can report their label budget.
 
 - `GoldLabeler`: the offline task's simulated annotator — the gold judge's score difference, and
@@ -40,9 +41,12 @@ class GoldLabeler:
         self.calls += len(ga)
         return ga - gb
 
+    def label_from_gap(self, gap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A noisy Bradley-Terry draw: P(a preferred) = σ(gap / β), as the task's own labels."""
+        return rng.random(len(gap)) < 1.0 / (1.0 + np.exp(-np.asarray(gap) / self.beta))
+
     def label(self, prompts, a, b, rng: np.random.Generator) -> np.ndarray:
-        gap = self.compare(prompts, a, b)
-        return rng.random(len(gap)) < 1.0 / (1.0 + np.exp(-gap / self.beta))
+        return self.label_from_gap(self.compare(prompts, a, b), rng)
 
 
 class RewardModelLabeler:
@@ -58,8 +62,11 @@ class RewardModelLabeler:
         self.calls += len(prompts)
         return r[:len(prompts)] - r[len(prompts):]
 
+    def label_from_gap(self, gap: np.ndarray, rng=None) -> np.ndarray:
+        return np.asarray(gap) > 0
+
     def label(self, prompts, a, b, rng=None) -> np.ndarray:
-        return self.compare(prompts, a, b) > 0
+        return self.label_from_gap(self.compare(prompts, a, b))
 
 
 JUDGE_TEMPLATE = ("You compare two answers to a user's question.\n\nQuestion: {prompt}\n\nAnswer A: {a}\n\n"
@@ -107,5 +114,8 @@ class LLMJudgeLabeler:
         d = self._logit_a_minus_b(prompts, first, second)
         return np.where(swap, -d, d)
 
+    def label_from_gap(self, gap: np.ndarray, rng=None) -> np.ndarray:
+        return np.asarray(gap) > 0
+
     def label(self, prompts, a, b, rng=None) -> np.ndarray:
-        return self.compare(prompts, a, b) > 0
+        return self.label_from_gap(self.compare(prompts, a, b))

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pandas as pd
 

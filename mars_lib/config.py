@@ -13,7 +13,8 @@ from pathlib import Path
 STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2")
 POOL_MODES = ("pool", "on_demand")
 RM_KINDS = ("head", "full", "lora")
-OPERATORS = ("paraphrase", "resample")
+OPERATORS = ("paraphrase", "refined_paraphrase", "resample")
+FLIP_FILTERS = ("off", "rm")
 LABELERS = ("gold", "rm")
 HUMAN_TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +65,21 @@ class RunConfig:
     cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
     track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
-    operator: str = "paraphrase"                # synthetic pairs: "paraphrase" (authors, WordNet offline) |
+    operator: str = "paraphrase"                # synthetic pairs: "paraphrase" (authors v1, WordNet offline) |
+                                                # "refined_paraphrase" (authors v2: semantic refinement of
+                                                # low-distance pairs, then paraphrase; mars_lib.refine) |
                                                 # "resample" (close pairs among fresh policy samples, AI-labelled)
     labeler: str = "gold"                       # resample: "gold" (simulated annotator, noise beta) | "rm" (self-training)
     gap_band: tuple[float, float] = (0.1, 0.5)  # resample: kept |labeler gap| between these quantiles
-    extra_operators: tuple[str, ...] = ("resample",)  # nb 03 also runs every strategy with these operators
+    extra_operators: tuple[str, ...] = ("refined_paraphrase", "resample")  # nb 03 also runs every strategy with these
+    refine_max_pairs: int | None = 120          # refined_paraphrase: rewrite at most this many low-distance pairs
+                                                # (a seeded random subset; None = all, as the authors) — SmolLM2
+                                                # rewrites cost ~4.7 s per pair on 2 CPU cores
+    refine_attempts: int = 5                    # tries per stage (rejected, then chosen) (authors: 5)
+    refine_model: str | None = None             # rewriter: None = SmolLM2-135M-Instruct (offline asset) or a
+                                                # local folder / hub id of a causal LM (authors: GPT-4.1)
+    flip_filter: str = "off"                    # drop synthetic pairs whose inherited label the labeler flips:
+                                                # "off" | "rm" (the no-augmentation head RM)
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
@@ -107,6 +118,10 @@ class RunConfig:
             bad("operator", f"choose one of {OPERATORS}")
         if any(o not in OPERATORS for o in self.extra_operators):
             bad("extra_operators", f"choose from {OPERATORS}")
+        if self.flip_filter not in FLIP_FILTERS:
+            bad("flip_filter", f"choose one of {FLIP_FILTERS}")
+        if self.refine_max_pairs is not None and self.refine_max_pairs < 1:
+            bad("refine_max_pairs", "must be >= 1 (or None for every low-distance pair)")
         if self.labeler not in LABELERS:
             bad("labeler", f"choose one of {LABELERS}")
         if len(self.gap_band) != 2 or not 0 <= self.gap_band[0] < self.gap_band[1] <= 1:
@@ -131,7 +146,7 @@ class RunConfig:
         if self.budget_ratio < 0:
             bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
         for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot",
-                     "hvp_pairs", "lanczos_iters", "hutchinson_samples", "grad_accum"):
+                     "hvp_pairs", "lanczos_iters", "hutchinson_samples", "grad_accum", "refine_attempts"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
         if not self.seeds:
@@ -196,7 +211,7 @@ class RunConfig:
 PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
-              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20,
+              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
@@ -204,19 +219,20 @@ PROFILES: dict[str, dict] = {
     "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": "hh-rlhf"},
+              "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None},
 }
 
 # The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set
 # size: B = budget_ratio × n_base (v1: 2000 / 1000, v2: 5000 / 1000); WoN's K = B / n_base follows.
 # `n_base` (authors: 1000) is the size parameter; on CPU the default keeps every base pair of the
-# task. v2's semantic refinement is not part of the preset (see README: not implemented yet).
+# task. v2 uses the semantically refined paraphrase pool (operator "refined_paraphrase").
 PRESETS: dict[str, dict] = {
     "v1": {"source": "[C1] v1 notebook: B=2000, alpha=0.1 on |margin|, 5 rounds x 1 epoch, WoN K=2",
            "budget_ratio": 2.0, "tau_v1": 0.1, "rounds": 5, "epochs_per_round": 1, "cumulative": False,
            "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v1")},
-    "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5",
-           "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
+    "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5, "
+                     "semantic-refined aug26 pool",
+           "operator": "refined_paraphrase", "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
            "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2")},
 }
 

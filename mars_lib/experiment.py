@@ -86,20 +86,97 @@ def paraphrase_pool_frame(cfg, base_df: pd.DataFrame) -> pd.DataFrame:
     return pool
 
 
-def synthetic_pool(cfg, base: Pairs, encoder: Encoder) -> Pairs:
-    """The paraphrase pool of `paraphrase_pool_frame`, with the source's labels and features."""
-    pool = paraphrase_pool_frame(cfg, base.df)
+def refinement(ctx: "Context", base_df: pd.DataFrame) -> pd.DataFrame:
+    """MARS v2's semantic refinement of the base pairs (mars_lib.refine), cached by content.
+
+    Every low-distance pair is rewritten when cfg.refine_max_pairs is None (the authors); otherwise a
+    seeded random subset of that many low-distance pairs (the threshold is the whole set's mean)."""
+    import io
+
+    from .io import atomic_write_bytes
+    from .refine import RefineConfig, semantic_distance, semantic_refine
+    cfg = ctx.cfg
+    rc = RefineConfig(attempts=cfg.refine_attempts, seed=cfg.label_seed)
+    key = json.dumps([base_df[["prompt", "chosen", "rejected"]].values.tolist(), cfg.refine_model,
+                      cfg.refine_max_pairs, ctx.encoder.encoder_id, repr(rc)])
+    path = cache_dir("refine") / f"refine-{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
+    if path.exists():
+        out = pd.read_parquet(path)
+        out.attrs.update(json.loads((path.with_suffix(".json")).read_text()))
+        return out
+    rows = None
+    if cfg.refine_max_pairs is not None:
+        d = semantic_distance(ctx.encoder, base_df.chosen.tolist(), base_df.rejected.tolist())
+        low = np.flatnonzero(d < d.mean())
+        if len(low) > cfg.refine_max_pairs:
+            rows = np.sort(np.random.default_rng(cfg.label_seed).choice(low, cfg.refine_max_pairs, replace=False))
+    gen = rewriter(cfg)
+    out = semantic_refine(base_df, ctx.encoder, gen, rc, rows=rows)
+    out.attrs["rewriter"] = gen.model_id
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(out.attrs, default=str).encode())
+    atomic_write_bytes(path, buf.getvalue())
+    return out
+
+
+def rewriter(cfg):
+    """The refinement's generator: SmolLM2 offline (cfg.refine_model None) or any local / hub causal LM."""
+    from .generation import GenerationCache, Generator
+    cache = GenerationCache(cache_dir() / "generations.sqlite")
+    if cfg.refine_model is None:
+        return Generator.smollm2(cache, device=cfg.device)
+    return Generator.from_pretrained(cfg.refine_model, cache, device=cfg.device)
+
+
+def source_frame(ctx: "Context", base: Pairs) -> pd.DataFrame:
+    """The texts synthetic pairs are built from: the base pairs, semantically refined for the
+    refined_paraphrase operator (same pair_id and labels; base training pairs stay original)."""
+    if ctx.cfg.operator != "refined_paraphrase":
+        return base.df
+    ref = refinement(ctx, base.df)
+    out = base.df.copy()
+    out["chosen"], out["rejected"] = ref.chosen.to_numpy(), ref.rejected.to_numpy()
+    out.attrs.update(ref.attrs)
+    out.attrs["refined_pairs"] = int(ref.refinement_kept.sum())
+    return out
+
+
+def drop_label_flips(cfg, ctx: "Context", base: Pairs, pool: Pairs) -> Pairs:
+    """cfg.flip_filter 'rm': drop synthetic pairs whose inherited label the no-augmentation head RM
+    reverses (its reward gap on the synthetic pair < 0); the count is in attrs['flip_dropped']."""
+    if cfg.flip_filter == "off" or len(pool.df) == 0:
+        return pool
+    rm = first_reward_model(cfg, base)
+    keep = rm.reward_gap(pool.phi_c, pool.phi_r) >= 0
+    out = pool.take(np.flatnonzero(keep))
+    out.df.attrs.update({**pool.df.attrs, "flip_filter": cfg.flip_filter, "flip_dropped": int((~keep).sum())})
+    return out
+
+
+def synthetic_pool(cfg, base: Pairs, encoder: Encoder, sources: pd.DataFrame | None = None) -> Pairs:
+    """The paraphrase pool of `paraphrase_pool_frame` (of `sources`' texts, default the base pairs),
+    with the source's labels and features."""
+    pool = paraphrase_pool_frame(cfg, base.df if sources is None else sources)
     # inherit the source's gold scores and label (the authors' assumption; nb 02 checks it)
     src = base.df.set_index("pair_id")
     for col in ("gold_chosen", "gold_rejected", "label_correct"):
         if col in src:
             pool[col] = src.loc[pool.source_id, col].to_numpy()
-    return featurize(pool, encoder, desc="features: synthetic pool")
+    out = featurize(pool, encoder, desc="features: synthetic pool")
+    if sources is not None:
+        out.df.attrs.update({k: v for k, v in sources.attrs.items() if k in ("refined_pairs", "threshold", "rewriter")})
+    return out
 
 
 def make_pool(cfg, ctx: "Context", base: Pairs) -> Pairs:
-    """The synthetic pool of `cfg.operator`: the paraphrase pool, or the resample pool."""
-    return synthetic_pool(cfg, base, ctx.encoder) if cfg.operator == "paraphrase" else resample_synthetic_pool(ctx, base)
+    """The synthetic pool of `cfg.operator` (paraphrase, refined_paraphrase or resample), then the
+    optional label-flip filter."""
+    if cfg.operator == "resample":
+        pool = resample_synthetic_pool(ctx, base)
+    else:
+        pool = synthetic_pool(cfg, base, ctx.encoder, source_frame(ctx, base))
+    return drop_label_flips(cfg, ctx, base, pool)
 
 
 def resample_synthetic_pool(ctx: "Context", base: Pairs) -> Pairs:
@@ -158,24 +235,27 @@ def run_extra_operators(ctx: "Context", base: Pairs, evals: dict[str, Pairs]) ->
 def pool_accounting(cfg, pool: Pairs) -> pd.DataFrame:
     """One row: what the synthetic pool cost and how faithful its labels are (gold where known)."""
     a = pool.df.attrs
-    row = {"operator": cfg.operator, "labeler": a.get("labeler", "inherited (paraphrase)"),
+    row = {"operator": cfg.operator, "labeler": a.get("labeler", f"inherited ({cfg.operator})"),
            "pool_pairs": len(pool.df), "labeler_calls": a.get("labeler_calls", 0),
            "generated_tokens": a.get("generated_tokens", 0), "candidates": a.get("candidates"),
-           "kept": a.get("kept"), "band": str(a.get("band_abs")) if "band_abs" in a else None}
+           "kept": a.get("kept"), "band": str(a.get("band_abs")) if "band_abs" in a else None,
+           "refined_sources": a.get("refined_pairs"), "flip_dropped": a.get("flip_dropped", 0)}
     if {"gold_chosen", "gold_rejected"} <= set(pool.df) and cfg.operator == "resample":
         row["label_agrees_with_gold"] = float((pool.df.gold_chosen > pool.df.gold_rejected).mean())
         row["mean_abs_gold_gap"] = float((pool.df.gold_chosen - pool.df.gold_rejected).abs().mean())
     return pd.DataFrame([row])
 
 
-def on_demand_builder(cfg, base: Pairs, encoder: Encoder):
-    """pool_mode 'on_demand': exactly b_i fresh paraphrase pairs for source i, featurized (cached)."""
+def on_demand_builder(cfg, base: Pairs, encoder: Encoder, sources: pd.DataFrame | None = None):
+    """pool_mode 'on_demand': exactly b_i fresh paraphrase pairs for source i (of `sources`' texts,
+    default the base pairs), featurized (cached)."""
     from .augment import draw_on_demand
     op = paraphrase_op(cfg)
     src = base.df.set_index("pair_id")
+    texts = base.df if sources is None else sources
 
     def build(budgets, round_seed: int) -> Pairs:
-        syn = draw_on_demand(base.df, budgets, op, round_seed)
+        syn = draw_on_demand(texts, budgets, op, round_seed)
         for col in ("gold_chosen", "gold_rejected", "label_correct"):
             if col in src and len(syn):
                 syn[col] = src.loc[syn.source_id, col].to_numpy()
@@ -214,10 +294,15 @@ def policy_candidates(ctx: Context, base: Pairs) -> Candidates:
 
 def train_strategies(cfg, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None,
                      desc: str = "strategies × seeds", policy: Candidates | None = None,
-                     strategies: tuple[str, ...] | None = None) -> dict[tuple[str, int], RunResult]:
-    """Every strategy × seed, same budget and schedule, with the RM kind of `cfg.rm`."""
+                     strategies: tuple[str, ...] | None = None, sources: pd.DataFrame | None = None
+                     ) -> dict[tuple[str, int], RunResult]:
+    """Every strategy × seed, same budget and schedule, with the RM kind of `cfg.rm`. `sources`: the
+    texts on-demand synthetic pairs are built from (`source_frame`; needed for refined_paraphrase)."""
     from tqdm.auto import tqdm
-    on_demand = on_demand_builder(cfg, base, encoder) if cfg.pool_mode == "on_demand" else None
+    if cfg.pool_mode == "on_demand" and cfg.operator == "refined_paraphrase" and sources is None:
+        raise ValueError("pool_mode='on_demand' with operator 'refined_paraphrase' needs the refined source "
+                         "texts: pass sources=experiment.source_frame(ctx, base)")
+    on_demand = on_demand_builder(cfg, base, encoder, sources) if cfg.pool_mode == "on_demand" else None
     make = model_factory(cfg)
     out = {}
     jobs = [(s, seed) for seed in cfg.seeds for s in (strategies or cfg.strategies)]

@@ -122,6 +122,21 @@ class Generator:
         return cls(model, tok, f"smollm2-135m-instruct-q4_1@{ASSETS['smollm2_gguf'].sha256[:12]}",
                    cache, batch_size=batch_size, device=device)
 
+    @classmethod
+    def from_pretrained(cls, path: str, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):
+        """Any causal LM with a chat template: a local folder or a hub id (safetensors only, no remote
+        code). Its cache id is the path / hub id plus the weights' commit or file size."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.chat_template is None:
+            raise ValueError(f"{path}: the tokenizer has no chat template; the generator needs an instruction "
+                             "(chat) model")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=False).to(device)
+        rev = getattr(model.config, "_commit_hash", None) or f"{sum(p.numel() for p in model.parameters())}p"
+        return cls(model, tok, f"{path}@{rev}", cache, batch_size=batch_size, device=device)
+
     def _chat(self, prompt: str) -> str:
         msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
         msgs.append({"role": "user", "content": prompt})

@@ -129,3 +129,20 @@ def test_evaluate_metric_loads_offline_and_matches():
     assert compute_metrics((np.array([[1.0, 0.0], [2.0, 2.0], [3.0, 4.0]]), None))["accuracy"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         compute_metrics((np.zeros((3, 3)), None))
+
+
+def test_draw_from_pool_per_source_budgets():
+    import pandas as pd
+
+    from mars_lib.augment import draw_from_pool
+    pool = pd.DataFrame({"source_id": ["a", "b", "a", "c", "a", "b"]})       # a: rows 0 2 4, b: 1 5, c: 3
+    pos = draw_from_pool(pool, ["a", "b", "c", "zz"], [2, 5, 0, 3], seed=1)
+    assert len(pos) == 10
+    a, b, z = pos[:2], pos[2:7], pos[7:]
+    assert set(a) <= {0, 2, 4} and len(set(a)) == 2                          # b_i <= pool: no duplicates
+    assert set(b) <= {1, 5}                                                   # b_i > pool: with replacement
+    assert ((z >= 0) & (z < len(pool))).all()                                 # no pool of its own: global pool
+    assert np.array_equal(pos, draw_from_pool(pool, ["a", "b", "c", "zz"], [2, 5, 0, 3], seed=1))
+    counts = np.bincount(np.concatenate([draw_from_pool(pool, ["a"], [1], seed=s) for s in range(3000)]), minlength=6)
+    assert counts[[1, 3, 5]].sum() == 0 and counts[[0, 2, 4]].min() > 900     # uniform within the source
+    assert len(draw_from_pool(pool, ["a"], [0], seed=0)) == 0

@@ -7,9 +7,10 @@
    `trl.RewardTrainer` on the same model (MiniLM-L6 as AutoModelForSequenceClassification,
    num_labels=1, full fine-tuning), the same pairs of the offline task, the same max length, micro
    batch, gradient accumulation, learning rate, fp32 on CPU, one epoch, no evaluation, no saving,
-   no logging integrations. Each trainer gets an untimed warm-up run first; timings are wall clock
-   of the training call only (TRL's dataset tokenization is done before the clock starts, ours
-   inside it — which only favours TRL).
+   no logging integrations, and the same dropout setting — twice: dropout on (the backbone's own,
+   as the authors' Trainer) and off (TRL's default `disable_dropout=True`). Each trainer gets an
+   untimed warm-up run first; timings are wall clock of the training call only (TRL's dataset
+   tokenization is done before the clock starts, ours inside it — which only favours TRL).
 2. MARS round vs uniform round with the same budget on the head model (scoring the base pairs,
    allocating, drawing from the pool, training one epoch): the time MARS adds is its scoring and
    allocation. Goal in issue 4: ≤ 1.15×.
@@ -33,9 +34,10 @@ def pairs_for_bench(n: int) -> pd.DataFrame:
     return load_task(ROOT / "data" / "gold_task_v2").split("train").sample(n=n, random_state=0).reset_index(drop=True)
 
 
-def ours(df, model_dir, a) -> float:
+def ours(df, model_dir, a, dropout: bool) -> float:
     from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
-    cfg = FinetuneConfig(str(model_dir), lr=a.lr, batch_size=a.batch, grad_accum=a.accum, max_length=a.max_length, seed=0)
+    cfg = FinetuneConfig(str(model_dir), lr=a.lr, batch_size=a.batch, grad_accum=a.accum, max_length=a.max_length, seed=0,
+                         dropout=dropout)
     FinetunedRewardModel(cfg).fit(df.head(a.batch * a.accum), progress=False)          # warm-up
     m = FinetunedRewardModel(cfg)
     t0 = time.perf_counter()
@@ -43,7 +45,7 @@ def ours(df, model_dir, a) -> float:
     return len(df) / (time.perf_counter() - t0)
 
 
-def trl(df, model_dir, a, tmp: Path) -> float:
+def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -64,7 +66,8 @@ def trl(df, model_dir, a, tmp: Path) -> float:
                             learning_rate=a.lr, num_train_epochs=1, max_length=a.max_length, use_cpu=True, report_to=[],
                             save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
                             dataloader_num_workers=0, seed=0, warmup_steps=0, weight_decay=0.0, lr_scheduler_type="linear",
-                            gradient_checkpointing=False, bf16=False, fp16=False)   # as ours: fp32, no checkpointing
+                            gradient_checkpointing=False, bf16=False, fp16=False,    # as ours: fp32, no checkpointing
+                            disable_dropout=not dropout)
         tr = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         torch.set_num_threads(a.threads)                                   # in case the trainer changed it
         t0 = time.perf_counter()
@@ -79,7 +82,7 @@ def round_overhead(a) -> pd.DataFrame:
     from mars_lib import experiment
     from mars_lib.config import RunConfig
     from mars_lib.training import run_strategy
-    cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False)
+    cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False, operator="paraphrase")
     ctx = experiment.setup(cfg)
     base, evals = ctx.pairs("train"), {}
     pool = experiment.synthetic_pool(cfg, base, ctx.encoder)
@@ -103,7 +106,7 @@ def main(argv=None):
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="repeats of the round-overhead timing")
+    ap.add_argument("--repeats", type=int, default=7, help="repeats of the round-overhead timing (median)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     ap.add_argument("--no-rounds", action="store_true", help="skip the round-overhead timing")
     a = ap.parse_args(argv)
@@ -114,10 +117,13 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     df = pairs_for_bench(a.pairs)
     model_dir = minilm_dir()
+    res = []
     with tempfile.TemporaryDirectory() as tmp:
-        res = [("mars_lib FinetunedRewardModel", ours(df, model_dir, a)), ("trl RewardTrainer", trl(df, model_dir, a, Path(tmp)))]
-    t = pd.DataFrame(res, columns=["trainer", "pairs_per_s"])
-    t["vs_trl"] = t.pairs_per_s / t.pairs_per_s.iloc[1]
+        for dropout in (True, False):
+            res += [("mars_lib FinetunedRewardModel", dropout, ours(df, model_dir, a, dropout)),
+                    ("trl RewardTrainer", dropout, trl(df, model_dir, a, Path(tmp), dropout))]
+    t = pd.DataFrame(res, columns=["trainer", "dropout", "pairs_per_s"])
+    t["vs_trl"] = t.pairs_per_s / t.groupby("dropout").pairs_per_s.transform("last")
     t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", pairs=a.pairs, batch=f"{a.batch}x{a.accum}",
                  max_length=a.max_length, precision="fp32", device=f"cpu, {a.threads} threads")
     a.out.mkdir(parents=True, exist_ok=True)

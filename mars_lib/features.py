@@ -127,6 +127,12 @@ class Pairs:
         if not (len(self.df) == len(self.phi_c) == len(self.phi_r)):
             raise ValueError("pair table and features differ in length")
 
+    def source_codes(self):
+        """`pd.factorize(df.source_id)`, computed once per Pairs (a synthetic pool is drawn from every round)."""
+        if getattr(self, "_codes", None) is None:
+            self._codes = pd.factorize(self.df.source_id.to_numpy())
+        return self._codes
+
     def take(self, pos) -> "Pairs":
         pos = np.asarray(pos, dtype=np.int64)
         return Pairs(self.df.iloc[pos].reset_index(drop=True), self.phi_c[pos], self.phi_r[pos])

@@ -52,6 +52,8 @@ class FinetuneConfig:
     device: str = "cpu"
     seed: int = 0
     score_batch_size: int = 64          # sequences per scoring forward
+    dropout: bool = True                # keep the backbone's dropout while training (authors' Trainer: yes;
+                                        # TRL's RewardTrainer turns it off by default, disable_dropout=True)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -96,6 +98,10 @@ class FinetunedRewardModel:
         if self.tokenizer.pad_token is None:            # decoder models (Llama) ship without one
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model.config.pad_token_id = self.tokenizer.pad_token_id
+        if not cfg.dropout:
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.Dropout):
+                    mod.p = 0.0
         if cfg.lora and not _is_peft(model):
             model = _add_lora(model, cfg)
         self.model = model.to(cfg.device)

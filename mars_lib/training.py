@@ -136,7 +136,7 @@ def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
         tau = cfg.tau_v1 if strategy == "mars_v1" else cfg.tau_v2
         q = allocation_probs(gaps, tau, MARS_GAP[strategy])
         b = integer_budgets(q, budget, seed=round_seed)
-        pos = draw_from_pool(pool.df, base.df.pair_id.to_numpy(), b, seed=round_seed + 1)
+        pos = draw_from_pool(pool.df, base.df.pair_id.to_numpy(), b, seed=round_seed + 1, codes=pool.source_codes())
         return pos, gaps, b
     raise ValueError(f"unknown strategy {strategy!r}")
 

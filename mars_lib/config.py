@@ -96,6 +96,17 @@ class RunConfig:
     fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
                                                 # the judge runs SmolLM2 over every text: ~3 texts/s)
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
+    dpo_strategies: tuple[str, ...] = ("none", "uniform", "mars_v1", "mars_v2")  # nb 05: RMs that label DPO
+                                                # pairs (one SmolLM2 LoRA policy each; () = skip DPO); only
+                                                # those among `strategies` run
+    dpo_seeds: tuple[int, ...] = (0,)           # nb 05: RM seeds used for DPO (each also seeds its DPO run);
+                                                # only those among `seeds` run
+    dpo_epochs: int = 1                         # DPO passes over the pairs (2 policy samples per train prompt)
+    dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): DPO on SmolLM2 runs at
+                                                # ~0.42 pairs/s on 2 CPU cores, so 64 pairs cost ~2.5 min per RM
+    dpo_eval_prompts: int = 48                  # held-out prompts each policy answers (gold-judged; ~2 s each)
+    dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
+                                                # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
     # --- paper profile identifiers (used where the fields above name hub models) -----------
     paper_rm_model: str = "microsoft/deberta-v3-base"
     paper_paraphraser: str = "humarin/chatgpt_paraphraser_on_T5_base"
@@ -140,17 +151,22 @@ class RunConfig:
             bad("human_track", f"choose one of {HUMAN_TRACKS} or 'off'")
         if self.human_max_pairs is not None and self.human_max_pairs < 2:
             bad("human_max_pairs", "need at least 2 pairs (or None for all)")
-        for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr"):
+        for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr", "dpo_lr"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
         if self.budget_ratio < 0:
             bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
         for name in ("rounds", "epochs_per_round", "batch_size", "n_paraphrases", "threads", "max_length", "n_boot",
-                     "hvp_pairs", "lanczos_iters", "hutchinson_samples", "grad_accum", "refine_attempts"):
+                     "hvp_pairs", "lanczos_iters", "hutchinson_samples", "grad_accum", "refine_attempts",
+                     "dpo_epochs", "dpo_eval_prompts"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 bad(name, "must be a positive integer")
         if not self.seeds:
             bad("seeds", "need at least one seed")
+        if any(x not in STRATEGIES for x in self.dpo_strategies):
+            bad("dpo_strategies", f"choose from {STRATEGIES}")
+        if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:
+            bad("dpo_train_prompts", "must be >= 1 (or None for all)")
         if self.n_prompts is not None and self.n_prompts < 2:
             bad("n_prompts", "need at least 2 prompts (or None for all)")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -212,6 +228,7 @@ PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
+              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8,
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
@@ -219,7 +236,8 @@ PROFILES: dict[str, dict] = {
     "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None},
+              "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None, "dpo_seeds": (42,),
+              "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5},
 }
 
 # The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set

@@ -427,7 +427,7 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
     cfg = ctx.cfg
     pool = ctx.task.responses[ctx.task.responses.split == split].copy()
     if cfg.bon_extra_samples > 0:
-        from .generation import GenerationCache, Generator, Request
+        from .generation import GenerationCache, Generator, Request, smollm2_model_id
         from .judge import GoldJudge
         from .tasks import ARMS
         gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
@@ -488,3 +488,98 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
         {"quantity": "lambda_3", "value": top[2], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
         {"quantity": "trace (Hutchinson)", "value": tr["trace"], "se": tr["se"], "iterations": hutchinson_samples,
          "seconds": t2 - t1}]).assign(params=dim, pairs=len(df))
+
+
+def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
+
+    For every (strategy, seed) in cfg.dpo_strategies × cfg.dpo_seeds, from the same base policy
+    (SmolLM2-135M-Instruct + fresh LoRA, `mars_lib.dpo`):
+    1. pairs: the first two committed policy samples of each train prompt (up to cfg.dpo_train_prompts);
+       the RM's higher-scored one is `chosen` — the RM is the only labeler, no gold is read;
+    2. cfg.dpo_epochs of DPO (same pairs, steps and seed for every RM: policies differ only through labels);
+    3. one answer per evaluation prompt (cfg.dpo_eval_prompts test prompts, the task's default sampling
+       arm, the same request seeds for every policy, and for the untrained base policy) judged by the gold judge.
+    Adapters are saved under results/05_downstream/dpo/<strategy>_seed<k>-<hash of pairs and settings>/
+    and reused when present (an interrupted run
+    resumes with the policies already trained); generations are cached by the policy's digest.
+    Returns tables: labels (each RM's label per pair, with gold agreement), train_log (per step),
+    answers (policy, prompt_id, response, finished, gold)."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .assets import smollm2_dir
+    from .dpo import DPOConfig, DPOPolicy
+    from .generation import GenerationCache, Generator, Request, smollm2_model_id
+    from .judge import GoldJudge
+    from .tasks import ARMS, load_policy_samples
+    cfg = ctx.cfg
+    samples = load_policy_samples(cfg.task_path)
+    train_pids = list(dict.fromkeys(ctx.task.split("train").prompt_id))
+    if cfg.dpo_train_prompts is not None:
+        train_pids = train_pids[:cfg.dpo_train_prompts]
+    s = samples[samples.prompt_id.isin(set(train_pids))].sort_values(["prompt_id", "sample"])
+    first2 = s.groupby("prompt_id").head(2)
+    a, b = first2.groupby("prompt_id").nth(0).reset_index(drop=True), first2.groupby("prompt_id").nth(1).reset_index(drop=True)
+    if len(a) == 0 or len(a) != len(b):
+        raise ValueError("dpo_downstream: need two policy samples per train prompt (python -m mars_lib.tasks samples)")
+    pa = ctx.encoder.embed_pairs(a.prompt.tolist(), a.response.tolist(), desc="features: DPO pairs")
+    pb = ctx.encoder.embed_pairs(b.prompt.tolist(), b.response.tolist(), desc="features: DPO pairs")
+    test_pids = list(dict.fromkeys(ctx.task.split("test").prompt_id))
+    rng = np.random.default_rng(cfg.label_seed)
+    eval_pids = sorted(rng.choice(test_pids, size=min(cfg.dpo_eval_prompts, len(test_pids)), replace=False))
+    prompts = ctx.task.split("test").drop_duplicates("prompt_id").set_index("prompt_id").loc[eval_pids, "prompt"].tolist()
+    dec = ARMS["default"]
+    reqs = [Request(p, dec, sample=0, seed=cfg.label_seed) for p in prompts]
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32).to(cfg.device)
+    cache = GenerationCache(cache_dir() / "generations.sqlite")
+    judge = GoldJudge.offline(encoder=ctx.encoder)
+    labels, logs, answers = [], [], []
+
+    def answer(model, model_id: str, policy: str):
+        gen = Generator(model, tok, model_id, cache, device=cfg.device)
+        out = gen.generate_with_info(reqs, desc=f"answers: {policy}")
+        g = judge.score(prompts, [t for t, _ in out], [f for _, f in out])
+        answers.append(pd.DataFrame({"policy": policy, "prompt_id": eval_pids, "prompt": prompts,
+                                     "response": [t for t, _ in out], "finished": [f for _, f in out], "gold": g}))
+
+    answer(base, smollm2_model_id(), "base")
+    for strategy in [x for x in cfg.dpo_strategies if x in cfg.strategies]:
+        for seed in [x for x in cfg.dpo_seeds if x in cfg.seeds]:
+            rm = heads.get((strategy, seed))
+            if rm is None:
+                raise ValueError(f"dpo_downstream: no saved reward model for ({strategy}, seed {seed}); "
+                                 "run notebook 03 with that strategy and seed")
+            a_wins = rm.score(pa) >= rm.score(pb)
+            pairs = pd.DataFrame({"prompt_id": a.prompt_id, "prompt": a.prompt,
+                                  "chosen": np.where(a_wins, a.response, b.response),
+                                  "rejected": np.where(a_wins, b.response, a.response)})
+            gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
+            labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
+                                                      agrees_with_gold=gold_agrees))
+            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, seed=seed)
+            # the folder is named by what the policy is trained from: a changed setting never reuses it
+            key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
+                                             smollm2_model_id()]).encode()).hexdigest()[:10]
+            folder = cfg.path("05_downstream", "dpo", f"{strategy}_seed{seed}-{key}", "x").parent
+            if (folder / "mars_dpo.json").exists():
+                policy = DPOPolicy.load(folder, copy.deepcopy(base), tok, device=cfg.device)
+                log = pd.read_csv(folder / "train_log.csv")
+            else:
+                policy = DPOPolicy(copy.deepcopy(base), tok, dcfg)
+                log = pd.DataFrame(policy.fit(pairs, seed=seed, progress=progress))
+                log["pairs_per_s"] = policy.stats.train_pairs_per_s
+                log.to_csv(folder / "train_log.csv", index=False)
+                policy.save(folder)                  # written last: its presence marks a finished policy
+            logs.append(log.assign(strategy=strategy, seed=seed))
+            answer(policy.merged(), f"smollm2-dpo@{policy.digest()}", f"{strategy}_seed{seed}")
+    if not labels:
+        raise ValueError(f"dpo_downstream: none of dpo_strategies {cfg.dpo_strategies} x dpo_seeds {cfg.dpo_seeds} "
+                         f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")
+    return {"labels": pd.concat(labels, ignore_index=True), "train_log": pd.concat(logs, ignore_index=True),
+            "answers": pd.concat(answers, ignore_index=True)}
+

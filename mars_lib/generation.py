@@ -80,6 +80,12 @@ class GenerationCache:
         return self._db.execute("SELECT COUNT(*) FROM gen").fetchone()[0]
 
 
+def smollm2_model_id() -> str:
+    """The cache id of the offline SmolLM2-135M-Instruct weights (dequantized from the Q4_1 GGUF asset)."""
+    from .assets import ASSETS
+    return f"smollm2-135m-instruct-q4_1@{ASSETS['smollm2_gguf'].sha256[:12]}"
+
+
 @dataclass
 class GenStats:
     requested: int = 0
@@ -115,12 +121,11 @@ class Generator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .assets import ASSETS, smollm2_dir
+        from .assets import smollm2_dir
         path = smollm2_dir()
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-        return cls(model, tok, f"smollm2-135m-instruct-q4_1@{ASSETS['smollm2_gguf'].sha256[:12]}",
-                   cache, batch_size=batch_size, device=device)
+        return cls(model, tok, smollm2_model_id(), cache, batch_size=batch_size, device=device)
 
     @classmethod
     def from_pretrained(cls, path: str, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):

@@ -42,7 +42,8 @@ class RunConfig:
     n_base: int | None = None                   # base (original) training pairs: a deterministic subset
                                                 # (authors: 1000 — the size parameter of the presets; None = all)
     # --- reward model (mars_lib.reward_model) ----------------------------------------------
-    encoder: str = "minilm"                     # RM backbone: "minilm" (offline asset, frozen + head) or a hub id
+    encoder: str = "minilm"                     # sentence encoder (head RM features, semantic distance): "minilm"
+                                                # (offline asset) or a local folder / hub id
     max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
     head_hidden: int = 0                        # 0 = linear head (the theory's model)
     lr: float = 1e-2                            # AdamW on the head (features are L2-normalised)
@@ -96,6 +97,8 @@ class RunConfig:
     fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
                                                 # the judge runs SmolLM2 over every text: ~3 texts/s)
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
+    policy_model: str | None = None             # nb 05 policy (extra Best-of-N samples, DPO): None = SmolLM2-135M-
+                                                # Instruct (offline asset) or a local folder / hub id of a chat LM
     dpo_strategies: tuple[str, ...] = ("none", "uniform", "mars_v1", "mars_v2")  # nb 05: RMs that label DPO
                                                 # pairs (one SmolLM2 LoRA policy each; () = skip DPO); only
                                                 # those among `strategies` run
@@ -237,7 +240,8 @@ PROFILES: dict[str, dict] = {
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
               "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None, "dpo_seeds": (42,),
-              "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5},
+              "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
+              "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0"},
 }
 
 # The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set

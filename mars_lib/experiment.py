@@ -38,16 +38,41 @@ class Context:
 def setup(cfg) -> Context:
     """Runtime settings, the task (labels drawn with cfg.beta), and the cached feature encoder."""
     cfg.apply_runtime()
-    if cfg.encoder != "minilm":
-        raise NotImplementedError(
-            f"encoder {cfg.encoder!r}: this version embeds with the offline MiniLM only (features, semantic "
-            "distance); hub encoders and the paper's hub datasets are not wired into the notebooks yet. "
-            "Fine-tuned reward models are (rm='full' or 'lora'). "
-            "`./run_all.sh --profile paper --dry-run` shows the resolved paper configuration.")
     task = load_task(cfg.task_path, beta=cfg.beta, label_seed=cfg.label_seed, n_prompts=cfg.n_prompts,
                      max_pairs_per_prompt=cfg.max_pairs_per_prompt)
-    enc = Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=cfg.max_length, device=cfg.device)
-    return Context(cfg, task, enc)
+    return Context(cfg, task, encoder_for(cfg))
+
+
+def encoder_for(cfg) -> Encoder:
+    """cfg.encoder: "minilm" (the offline asset) or a local folder / hub id of a sentence encoder
+    (mean pooling, L2-normalised — all-mpnet-base-v2 in the paper profile). Cached by content."""
+    cache = FeatureCache(cache_dir() / "features.sqlite")
+    if cfg.encoder == "minilm":
+        return Encoder.minilm(cache, max_length=cfg.max_length, device=cfg.device)
+    return Encoder.from_pretrained(cfg.encoder, cache, max_length=cfg.max_length, device=cfg.device)
+
+
+def policy_model(cfg):
+    """(model, tokenizer, cache id) of the policy: SmolLM2-135M-Instruct offline (cfg.policy_model None)
+    or any local folder / hub id of a chat causal LM (TinyLlama-1.1B-Chat in the paper profile)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .assets import smollm2_dir
+    from .generation import smollm2_model_id
+    path = str(smollm2_dir()) if cfg.policy_model is None else cfg.policy_model
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=False).to(cfg.device)
+    except OSError as e:
+        raise OSError(f"policy_model {cfg.policy_model!r} could not be loaded ({str(e).splitlines()[0][:160]}). "
+                      "Hub models need network access (the paper profile); offline, give a local folder or "
+                      "leave policy_model=None for the SmolLM2 asset.") from None
+    if cfg.policy_model is None:
+        return model, tok, smollm2_model_id()
+    rev = getattr(model.config, "_commit_hash", None) or f"{sum(p.numel() for p in model.parameters())}p"
+    return model, tok, f"{cfg.policy_model}@{rev}"
 
 
 def new_head(cfg, dim: int, seed: int) -> HeadRewardModel:
@@ -430,7 +455,8 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
         from .generation import GenerationCache, Generator, Request, smollm2_model_id
         from .judge import GoldJudge
         from .tasks import ARMS
-        gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
+        model, tok, model_id = policy_model(cfg)
+        gen = Generator(model, tok, model_id, GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
         prompts = pool.drop_duplicates("prompt_id")[["prompt_id", "prompt", "split"]]
         reqs = [(pid, p, Request(p, ARMS["default"], sample=s, seed=cfg.label_seed))
                 for pid, p in zip(prompts.prompt_id, prompts.prompt) for s in range(1, 1 + cfg.bon_extra_samples)]
@@ -438,8 +464,8 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
         extra = pd.DataFrame({"prompt_id": [a for a, _, _ in reqs], "prompt": [b for _, b, _ in reqs],
                               "arm": "default", "sample": [r.sample for _, _, r in reqs],
                               "response": [t for t, _ in outs], "finished": [f for _, f in outs], "split": split})
-        extra["gold"] = GoldJudge.offline(ctx.encoder, gen).score(extra.prompt.tolist(), extra.response.tolist(),
-                                                                   extra.finished.tolist())
+        judge = GoldJudge.offline(ctx.encoder, gen if cfg.policy_model is None else None)   # fluency: SmolLM2
+        extra["gold"] = judge.score(extra.prompt.tolist(), extra.response.tolist(), extra.finished.tolist())
         pool = pd.concat([pool, extra], ignore_index=True)
     phi = ctx.encoder.embed_pairs(pool.prompt.tolist(), pool.response.tolist(), desc="features: Best-of-N pool")
     return pool.reset_index(drop=True), phi
@@ -494,7 +520,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
 
     For every (strategy, seed) in cfg.dpo_strategies × cfg.dpo_seeds, from the same base policy
-    (SmolLM2-135M-Instruct + fresh LoRA, `mars_lib.dpo`):
+    (`policy_model`: SmolLM2-135M-Instruct offline, + fresh LoRA, `mars_lib.dpo`):
     1. pairs: the first two committed policy samples of each train prompt (up to cfg.dpo_train_prompts);
        the RM's higher-scored one is `chosen` — the RM is the only labeler, no gold is read;
     2. cfg.dpo_epochs of DPO (same pairs, steps and seed for every RM: policies differ only through labels);
@@ -507,12 +533,8 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     answers (policy, prompt_id, response, finished, gold)."""
     import copy
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .assets import smollm2_dir
     from .dpo import DPOConfig, DPOPolicy
-    from .generation import GenerationCache, Generator, Request, smollm2_model_id
+    from .generation import GenerationCache, Generator, Request
     from .judge import GoldJudge
     from .tasks import ARMS, load_policy_samples
     cfg = ctx.cfg
@@ -534,8 +556,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     dec = ARMS["default"]
     reqs = [Request(p, dec, sample=0, seed=cfg.label_seed) for p in prompts]
 
-    tok = AutoTokenizer.from_pretrained(smollm2_dir())
-    base = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32).to(cfg.device)
+    base, tok, base_id = policy_model(cfg)
     cache = GenerationCache(cache_dir() / "generations.sqlite")
     judge = GoldJudge.offline(encoder=ctx.encoder)
     labels, logs, answers = [], [], []
@@ -547,7 +568,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
         answers.append(pd.DataFrame({"policy": policy, "prompt_id": eval_pids, "prompt": prompts,
                                      "response": [t for t, _ in out], "finished": [f for _, f in out], "gold": g}))
 
-    answer(base, smollm2_model_id(), "base")
+    answer(base, base_id, "base")
     for strategy in [x for x in cfg.dpo_strategies if x in cfg.strategies]:
         for seed in [x for x in cfg.dpo_seeds if x in cfg.seeds]:
             rm = heads.get((strategy, seed))
@@ -564,7 +585,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, seed=seed)
             # the folder is named by what the policy is trained from: a changed setting never reuses it
             key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
-                                             smollm2_model_id()]).encode()).hexdigest()[:10]
+                                             base_id]).encode()).hexdigest()[:10]
             folder = cfg.path("05_downstream", "dpo", f"{strategy}_seed{seed}-{key}", "x").parent
             if (folder / "mars_dpo.json").exists():
                 policy = DPOPolicy.load(folder, copy.deepcopy(base), tok, device=cfg.device)
@@ -576,7 +597,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
                 log.to_csv(folder / "train_log.csv", index=False)
                 policy.save(folder)                  # written last: its presence marks a finished policy
             logs.append(log.assign(strategy=strategy, seed=seed))
-            answer(policy.merged(), f"smollm2-dpo@{policy.digest()}", f"{strategy}_seed{seed}")
+            answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}")
     if not labels:
         raise ValueError(f"dpo_downstream: none of dpo_strategies {cfg.dpo_strategies} x dpo_seeds {cfg.dpo_seeds} "
                          f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")

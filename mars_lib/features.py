@@ -65,7 +65,8 @@ class Encoder:
         from transformers import AutoModel, AutoTokenizer
         self.tok = AutoTokenizer.from_pretrained(path)
         self.tok.truncation_side = "left"
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                               trust_remote_code=False).to(device).eval()
         self.encoder_id, self.cache = encoder_id, cache
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.dim = self.model.config.hidden_size
@@ -76,6 +77,19 @@ class Encoder:
     def minilm(cls, cache: FeatureCache | None = None, **kw) -> "Encoder":
         from .assets import ASSETS, minilm_dir
         return cls(minilm_dir(), f"all-MiniLM-L6-v2@{ASSETS['minilm'].sha256[:12]}", cache, **kw)
+
+    @classmethod
+    def from_pretrained(cls, path: str, cache: FeatureCache | None = None, **kw) -> "Encoder":
+        """A local folder or hub id (e.g. sentence-transformers/all-mpnet-base-v2; safetensors only).
+        The cache id names the path and the weights' commit (or parameter count for a local folder)."""
+        try:
+            enc = cls(path, path, cache, **kw)
+        except OSError as e:
+            raise OSError(f"encoder {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
+                          "network access (the paper profile); offline, give a local folder or encoder='minilm'.") from None
+        rev = getattr(enc.model.config, "_commit_hash", None) or f"{sum(p.numel() for p in enc.model.parameters())}p"
+        enc.encoder_id = f"{path}@{rev}"
+        return enc
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self.encoder_id}|{self.max_length}|{text}".encode("utf-8")).hexdigest()

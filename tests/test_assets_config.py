@@ -88,10 +88,11 @@ def test_generation_is_cached_and_rerun_generates_nothing(tmp_path, tiny_generat
     assert len(GenerationCache(tmp_path / "g.sqlite")) == 4
 
 
-def test_paper_profile_fails_loudly_instead_of_using_offline_models():
+def test_paper_profile_without_hub_access_fails_clearly():
+    """Offline, the paper profile's hub encoder cannot load: a clear error naming it and the fix."""
     from mars_lib import experiment
-    with pytest.raises(NotImplementedError, match="not wired"):
-        experiment.setup(RunConfig.resolve("paper", threads=2))
+    with pytest.raises(OSError, match="all-mpnet-base-v2.*network access.*local folder"):
+        experiment.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32"))
 
 
 def test_runner_dry_run_validates_every_notebook(capsys):

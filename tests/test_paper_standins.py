@@ -1,0 +1,70 @@
+"""The paper profile's hub models, as tiny local stand-ins saved with save_pretrained in the hub's
+formats (issue 7): an MPNet sentence encoder (all-mpnet-base-v2's architecture) and a Llama chat
+policy (TinyLlama's). Only the identifiers differ from the paper profile; every loader and step runs.
+The DeBERTa-v2 reward model stand-in is in test_finetune.py."""
+import numpy as np
+import pytest
+import torch
+
+from mars_lib.assets import minilm_dir, smollm2_dir
+from mars_lib.config import RunConfig
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, MPNetConfig, MPNetModel
+    root = tmp_path_factory.mktemp("standins")
+    torch.manual_seed(0)
+    wtok = AutoTokenizer.from_pretrained(minilm_dir())
+    MPNetModel(MPNetConfig(vocab_size=len(wtok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=300)).save_pretrained(root / "mpnet")
+    wtok.save_pretrained(root / "mpnet")
+    ctok = AutoTokenizer.from_pretrained(smollm2_dir())
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(ctok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(root / "llama")
+    ctok.save_pretrained(root / "llama")
+    return root
+
+
+def _paper(standins, tmp_path, **kw):
+    kw = {"encoder": str(standins / "mpnet"), "policy_model": str(standins / "llama"), **kw}
+    return RunConfig.resolve("paper", device="cpu", precision="fp32", threads=2, n_prompts=12, seeds=[0],
+                             results_dir=str(tmp_path / "results"), **kw)
+
+
+def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
+    from mars_lib import experiment
+    from mars_lib.refine import semantic_distance
+    ctx = experiment.setup(_paper(standins, tmp_path))
+    assert ctx.encoder.encoder_id.startswith(str(standins / "mpnet") + "@")
+    e = ctx.encoder.embed(["a first text", "another one"], progress=False)
+    assert e.shape == (2, 32) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    d = semantic_distance(ctx.encoder, ["same words here"], ["same words here"])
+    assert abs(d[0]) < 1e-5
+
+
+def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
+    """The paper profile's policy path on a tiny Llama: policy_model loads it, DPO trains it on RM
+    labels, and each policy answers held-out prompts (dpo_downstream end to end)."""
+    from mars_lib import experiment
+    from mars_lib.reward_model import HeadConfig, HeadRewardModel
+    cfg = _paper(standins, tmp_path, encoder="minilm", strategies=["none", "mars_v1"], dpo_strategies=["none", "mars_v1"],
+                 dpo_seeds=[0], dpo_train_prompts=4, dpo_eval_prompts=2)
+    ctx = experiment.setup(cfg)
+    model, tok, model_id = experiment.policy_model(cfg)
+    assert type(model).__name__ == "LlamaForCausalLM" and model_id.startswith(str(standins / "llama"))
+    heads = {}
+    for s, w in (("none", 1.0), ("mars_v1", -1.0)):                  # two RMs that disagree on every pair
+        m = HeadRewardModel(ctx.encoder.dim, HeadConfig(seed=0))
+        with torch.no_grad():
+            m.net.weight.copy_(w * torch.linspace(-1, 1, ctx.encoder.dim)[None])
+        heads[(s, 0)] = m
+    out = experiment.dpo_downstream(ctx, heads, progress=False)
+    lab = out["labels"].pivot(index="prompt_id", columns="strategy", values="a_preferred")
+    assert len(lab) == 4 and (lab["none"] != lab["mars_v1"]).all()
+    assert set(out["answers"].policy) == {"base", "none_seed0", "mars_v1_seed0"}
+    assert out["answers"].groupby("policy").size().eq(2).all() and out["answers"].gold.notna().all()
+    assert np.isclose(out["train_log"].groupby("strategy").loss.first(), np.log(2), atol=1e-4).all()
+    # a rerun reuses the saved adapters (no training) and gives the same answers
+    again = experiment.dpo_downstream(ctx, heads, progress=False)
+    assert again["answers"].response.tolist() == out["answers"].response.tolist()

@@ -34,17 +34,40 @@ class ParaphraseOp:
     p_replace: float = 0.15            # WordNet replacement probability per content word
     seed: int = 0
     name: str = "paraphrase"
+    model: str | None = None           # None: WordNet (offline); else a seq2seq paraphraser, local folder or hub
+                                       # id (paper profile: the authors' T5, paraphrase.Seq2SeqParaphraser)
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.n < 1 or not 0 < self.p_replace <= 1:
             raise ValueError(f"invalid paraphrase operator: {self}")
 
-    def pool_for(self, pair: dict) -> list[dict]:
-        """All synthetic pairs of one source pair (deduplicated, originals excluded)."""
+    def seq2seq_texts(self, sources) -> dict[str, list[str]]:
+        """Batched model paraphrases of every text of `sources` (records or a DataFrame); {} for WordNet.
+        Authors: up to 128 new tokens for prompts, 192 for responses."""
+        if self.model is None:
+            return {}
+        from .paraphrase import seq2seq_paraphraser
+        recs = sources.to_dict("records") if hasattr(sources, "to_dict") else list(sources)
+        para = seq2seq_paraphraser(self.model, self.device)
+        out = para.paraphrase_many([r["chosen"] for r in recs] + [r["rejected"] for r in recs], self.n, 192)
+        if self.paraphrase_prompt:
+            out.update(para.paraphrase_many([r["prompt"] for r in recs], self.n, 128))
+        return out
+
+    def pool_for(self, pair: dict, texts: dict[str, list[str]] | None = None) -> list[dict]:
+        """All synthetic pairs of one source pair (deduplicated, originals excluded). `texts`: the
+        model paraphrases from `seq2seq_texts` (a seq2seq operator needs them)."""
         kw = {"p_replace": self.p_replace}
-        pp = paraphrases(pair["prompt"], self.n, self.seed, **kw) if self.paraphrase_prompt else []
-        cp = paraphrases(pair["chosen"], self.n, self.seed + 1, **kw)
-        rp = paraphrases(pair["rejected"], self.n, self.seed + 2, **kw)
+        if self.model is not None:
+            if texts is None:
+                texts = self.seq2seq_texts([pair])
+            pp = texts.get(pair["prompt"], [])[: self.n] if self.paraphrase_prompt else []
+            cp, rp = texts[pair["chosen"]][: self.n], texts[pair["rejected"]][: self.n]
+        else:
+            pp = paraphrases(pair["prompt"], self.n, self.seed, **kw) if self.paraphrase_prompt else []
+            cp = paraphrases(pair["chosen"], self.n, self.seed + 1, **kw)
+            rp = paraphrases(pair["rejected"], self.n, self.seed + 2, **kw)
         prompts = pp or [pair["prompt"]]
         cs = ([pair["chosen"]] if self.include_originals else []) + cp
         rs = ([pair["rejected"]] if self.include_originals else []) + rp
@@ -68,8 +91,9 @@ def build_pool(sources: pd.DataFrame, op: ParaphraseOp, progress: bool = True) -
     the source's gold scores where present (inherited label: gold of the *source* sides)."""
     from tqdm.auto import tqdm
     rows = []
+    texts = op.seq2seq_texts(sources)                   # one batched pass for a model paraphraser
     for rec in tqdm(sources.to_dict("records"), desc=f"{op.name} pool", disable=not progress, unit="pair"):
-        for k, syn in enumerate(op.pool_for(rec)):
+        for k, syn in enumerate(op.pool_for(rec, texts)):
             rows.append({**syn, "pair_id": f"{rec['pair_id']}#{op.name}{k}", "source_id": rec["pair_id"],
                          "origin": op.name, "syn_index": k})
     df = pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "pair_id", "source_id", "origin", "syn_index"])

@@ -83,6 +83,8 @@ class RunConfig:
                                                 # "off" | "rm" (the no-augmentation head RM)
     pool_mode: str = "pool"                     # "pool" (authors: pre-generated) | "on_demand"
     n_paraphrases: int = 5                      # per text; pool = n×n pairs per source (authors: 5 -> 25)
+    paraphraser: str | None = None              # None = WordNet (offline) | a seq2seq model, local folder or hub id
+                                                # (paper profile: the authors' T5, humarin/chatgpt_paraphraser_on_T5_base)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
                                                 # instead of 2n² (5x fewer encoder calls), see README
     # --- a real-human track beside the gold task (mars_lib.tracks; nb 03) -----------------
@@ -241,7 +243,8 @@ PROFILES: dict[str, dict] = {
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
               "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None, "dpo_seeds": (42,),
               "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
-              "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0"},
+              "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+              "paraphraser": "humarin/chatgpt_paraphraser_on_T5_base", "paraphrase_prompt": True},
 }
 
 # The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set

@@ -89,7 +89,8 @@ def first_reward_model(cfg, base: Pairs, seed: int | None = None) -> HeadRewardM
 
 
 def paraphrase_op(cfg) -> ParaphraseOp:
-    return ParaphraseOp(n=cfg.n_paraphrases, paraphrase_prompt=cfg.paraphrase_prompt, seed=cfg.label_seed)
+    return ParaphraseOp(n=cfg.n_paraphrases, paraphrase_prompt=cfg.paraphrase_prompt, seed=cfg.label_seed,
+                        model=cfg.paraphraser, device=cfg.device)
 
 
 def paraphrase_pool_frame(cfg, base_df: pd.DataFrame) -> pd.DataFrame:

@@ -119,3 +119,79 @@ def paraphrases(text: str, n: int, seed: int = 0, **kw) -> list[str]:
         if len(out) == n:
             break
     return out
+
+
+class Seq2SeqParaphraser:
+    """The authors' paraphraser [C2] for the paper profile: a seq2seq model
+    (`humarin/chatgpt_paraphraser_on_T5_base`) with input "paraphrase: " + text, beam search with
+    5 beams returning 5 sequences, no sampling, no_repeat_ngram_size 3, early stopping; input cut to
+    512 tokens (texts over 6,000 characters keep head and tail); up to 128 new tokens for prompts and
+    192 for responses; batches of 16. Duplicates and copies of the input are dropped and *counted*
+    (the authors repeat the last paraphrase to fill 5; we do not invent duplicates).
+
+    Outputs are cached by content in a `GenerationCache` (key: model id, text, decoding settings),
+    so a rerun generates nothing. Any local folder or hub id of a seq2seq model plugs in (safetensors
+    only, no remote code)."""
+
+    def __init__(self, path: str, cache=None, device: str = "cpu", batch_size: int = 16, prefix: str = "paraphrase: "):
+        import torch
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        try:
+            self.tok = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                               trust_remote_code=False).to(device).eval()
+        except OSError as e:
+            raise OSError(f"paraphraser {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
+                          "network access (the paper profile); offline, leave paraphraser=None (WordNet).") from None
+        rev = getattr(self.model.config, "_commit_hash", None) or f"{sum(p.numel() for p in self.model.parameters())}p"
+        self.model_id, self.cache, self.device = f"{path}@{rev}", cache, device
+        self.batch_size, self.prefix = batch_size, prefix
+        self.calls = 0
+        self.dropped = 0
+
+    @staticmethod
+    def _clip(text: str, n: int = 6000) -> str:
+        return text if len(text) <= n else text[: n // 2] + " " + text[-n // 2:]
+
+    def paraphrase_many(self, texts: list[str], n: int = 5, max_new_tokens: int = 192) -> dict[str, list[str]]:
+        """{text: up to n distinct paraphrases (≠ text)} for every distinct text, batched and cached."""
+        import json
+
+        import torch
+        uniq = list(dict.fromkeys(texts))
+        keys = {t: hashlib.sha256(json.dumps([self.model_id, self.prefix, t, n, max_new_tokens]).encode()).hexdigest()
+                for t in uniq}
+        have = self.cache.get_many(list(keys.values())) if self.cache is not None else {}
+        out = {t: json.loads(have[k][0]) for t, k in keys.items() if k in have}
+        todo = sorted([t for t in uniq if t not in out], key=len)          # length bucketing
+        for s in range(0, len(todo), self.batch_size):
+            chunk = todo[s:s + self.batch_size]
+            enc = self.tok([self.prefix + self._clip(t) for t in chunk], return_tensors="pt", padding=True,
+                           truncation=True, max_length=512).to(self.device)
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], num_beams=max(5, n), num_return_sequences=n, do_sample=False,
+                                          no_repeat_ngram_size=3, early_stopping=True, max_new_tokens=max_new_tokens)
+            self.calls += 1
+            dec = self.tok.batch_decode(gen, skip_special_tokens=True)
+            rows = []
+            for i, t in enumerate(chunk):
+                cands = [" ".join(c.split()) for c in dec[i * n:(i + 1) * n]]
+                kept = list(dict.fromkeys(c for c in cands if c and c != t))
+                self.dropped += n - len(kept)
+                out[t] = kept
+                rows.append((keys[t], json.dumps(kept), len(kept), True))
+            if self.cache is not None:
+                self.cache.put_many(rows)
+        return out
+
+
+_SEQ2SEQ: dict = {}
+
+
+def seq2seq_paraphraser(path: str, device: str = "cpu") -> Seq2SeqParaphraser:
+    """One loaded paraphraser per (model, device) per process, sharing the generation cache."""
+    if (path, device) not in _SEQ2SEQ:
+        from .assets import cache_dir
+        from .generation import GenerationCache
+        _SEQ2SEQ[(path, device)] = Seq2SeqParaphraser(path, GenerationCache(cache_dir() / "generations.sqlite"), device)
+    return _SEQ2SEQ[(path, device)]

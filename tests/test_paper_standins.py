@@ -68,3 +68,35 @@ def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
     # a rerun reuses the saved adapters (no training) and gives the same answers
     again = experiment.dpo_downstream(ctx, heads, progress=False)
     assert again["answers"].response.tolist() == out["answers"].response.tolist()
+
+
+def test_paper_paraphraser_standin_builds_the_pool_and_caches(standins, tmp_path, monkeypatch):
+    """The authors' T5 paraphraser path on a tiny T5 saved with save_pretrained: beam search, 5 x 5
+    pool per source, dedup counted, and a rerun served from the cache (no generate call)."""
+    import pandas as pd
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from mars_lib import paraphrase
+    from mars_lib.augment import ParaphraseOp, build_pool
+    monkeypatch.setenv("MARS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(paraphrase, "_SEQ2SEQ", {})
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
+                                        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                                        eos_token_id=tok.sep_token_id)).save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    src = pd.DataFrame({"pair_id": ["p0", "p1"], "prompt": ["How do I boil an egg?", "Name a colour."],
+                        "chosen": ["Put it in boiling water for nine minutes.", "Blue."],
+                        "rejected": ["Eggs are nice.", "I do not know any."]})
+    op = ParaphraseOp(n=3, paraphrase_prompt=True, model=str(tmp_path / "t5"))
+    pool = build_pool(src, op, progress=False)
+    p = paraphrase.seq2seq_paraphraser(str(tmp_path / "t5"))
+    assert p.calls >= 1 and len(pool) > 0 and set(pool.source_id) <= {"p0", "p1"}
+    assert pool.groupby("source_id").size().max() <= 9
+    assert not ((pool.chosen == pool.rejected).any())
+    calls = p.calls
+    monkeypatch.setattr(paraphrase, "_SEQ2SEQ", {})                  # a fresh process: model reloaded, cache kept
+    again = build_pool(src, op, progress=False)
+    assert paraphrase.seq2seq_paraphraser(str(tmp_path / "t5")).calls == 0 and calls > 0
+    pd.testing.assert_frame_equal(pool, again)

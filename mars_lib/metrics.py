@@ -99,6 +99,32 @@ def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> di
     return out
 
 
+def authors_protocol(r_chosen, r_rejected, seeds=(123, 124, 125), size: int = 100, n_boot: int = 300) -> dict:
+    """The authors' v1 RM evaluation (mars-method.md §4.5, [C1]): 3 rounds, each a random subsample of
+    `size` test pairs without replacement (numpy seeds 123, 124, 125); per round accuracy (strict),
+    ROC-AUC, mean and std margin, and 95 % bootstrap CIs of accuracy and AUC from `n_boot` resamples
+    over pairs; CIs and metrics averaged across rounds; SNR = mean of round means / mean of round
+    stds. Beside our full-test-set metrics, to show how noisy 100-pair estimates are."""
+    rc, rr = _arr(r_chosen), _arr(r_rejected)
+    if rc.shape != rr.shape or rc.ndim != 1:
+        raise ValueError(f"need two [N] score arrays, got {rc.shape} and {rr.shape}")
+    size = min(size, rc.size)
+    rounds = []
+    for sd in seeds:
+        idx = np.random.default_rng(sd).choice(rc.size, size=size, replace=False)
+        c, r = rc[idx], rr[idx]
+        acc_ci = bootstrap_ci(lambda i: pairwise_accuracy(c[i], r[i]), size, n_boot, seed=sd)
+        auc_ci = bootstrap_ci(lambda i: roc_auc(c[i], r[i]), size, n_boot, seed=sd)
+        g = gap_stats(c, r)
+        rounds.append({"accuracy": pairwise_accuracy(c, r), "acc_lo": acc_ci[0], "acc_hi": acc_ci[1],
+                       "roc_auc": roc_auc(c, r), "auc_lo": auc_ci[0], "auc_hi": auc_ci[1],
+                       "mean_margin": g["mean_gap"], "std_margin": g["std_gap"]})
+    out = {k: float(np.mean([x[k] for x in rounds])) for k in rounds[0]}
+    out["snr"] = out["mean_margin"] / out["std_margin"] if out["std_margin"] > 0 else float("nan")
+    out["pairs_per_round"], out["rounds"] = size, len(seeds)
+    return out
+
+
 def load_evaluate_metric():
     """The pairwise metrics as a Hugging Face `evaluate` metric, loaded from a local script (offline)."""
     from pathlib import Path

@@ -146,3 +146,18 @@ def test_draw_from_pool_per_source_budgets():
     counts = np.bincount(np.concatenate([draw_from_pool(pool, ["a"], [1], seed=s) for s in range(3000)]), minlength=6)
     assert counts[[1, 3, 5]].sum() == 0 and counts[[0, 2, 4]].min() > 900     # uniform within the source
     assert len(draw_from_pool(pool, ["a"], [0], seed=0)) == 0
+
+
+def test_authors_protocol_three_100_pair_rounds():
+    from mars_lib.metrics import authors_protocol
+    rng = np.random.default_rng(0)
+    rc, rr = rng.normal(0.5, 1, 2000), rng.normal(0, 1, 2000)
+    out = authors_protocol(rc, rr)
+    accs = [pairwise_accuracy(rc[i], rr[i]) for i in
+            (np.random.default_rng(s).choice(2000, 100, replace=False) for s in (123, 124, 125))]
+    assert out["accuracy"] == pytest.approx(np.mean(accs)) and out["pairs_per_round"] == 100 and out["rounds"] == 3
+    assert out["acc_lo"] <= out["accuracy"] <= out["acc_hi"] and out["auc_lo"] <= out["roc_auc"] <= out["auc_hi"]
+    assert out["snr"] == pytest.approx(out["mean_margin"] / out["std_margin"])
+    assert authors_protocol(rc[:50], rr[:50])["pairs_per_round"] == 50          # fewer pairs than 100: all of them
+    with pytest.raises(ValueError):
+        authors_protocol(rc, rr[:10])

@@ -12,10 +12,12 @@ pytestmark = pytest.mark.slow
 
 EXPECTED = {
     "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv"],
-    "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "fidelity_by_gap.csv"],
-    "03_rm_training": ["history.csv", "summary.csv", "paired.csv", "test_reward_gaps.csv"],
+    "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "fidelity_by_gap.csv", "refinement_summary.csv",
+                           "refinement_fidelity.csv", "fidelity_by_operator.csv"],
+    "03_rm_training": ["history.csv", "summary.csv", "paired.csv", "test_reward_gaps.csv", "authors_protocol.csv",
+                       "summary_by_operator.csv"],
     "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv"],
-    "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv"],
+    "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
 }
 
 

@@ -17,6 +17,11 @@ from its configuration with random weights:
     the full 80 tokens: tokens/s counts the same work a real model does when it does not stop).
 Tokenizer/config files are read from the installed assets, or from --assets DIR (a folder holding
 `minilm/` and `smollm2/` tokenizer + config files, for a machine without the asset packages).
+  - DPO (mars_lib.dpo, LoRA r16 on q/v): the same two Llama shapes, the task's real prompts and
+    responses, chosen + rejected in one forward, reference log-probs cached (as in notebook 05);
+  - paraphrasing (mars_lib.paraphrase.Seq2SeqParaphraser, the authors' decoding: 5 beams, 5
+    returns, no-repeat 3-grams, up to 192 new tokens): T5-base's shape (random weights never emit
+    EOS, so every text runs all 192 steps: a worst case).
 One table (rows: what, model, mode, precision, batch, items/s) is printed and written as CSV.
 """
 from __future__ import annotations
@@ -129,6 +134,63 @@ def gen_rows(device, smollm2: Path, prompts: list[str], batches, dtypes) -> list
     return rows
 
 
+def dpo_rows(device, smollm2: Path, pairs: pd.DataFrame, n_pairs: int, precisions, batches) -> list[dict]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from mars_lib.dpo import DPOConfig, DPOPolicy
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    rows = []
+    for name, extra in (("smollm2-135m", {}), ("tinyllama-1.1b", TINYLLAMA_1B)):
+        conf = AutoConfig.from_pretrained(smollm2)
+        for k, v in extra.items():
+            setattr(conf, k, v)
+        if extra:
+            conf.head_dim = conf.hidden_size // conf.num_attention_heads
+        for prec in precisions:
+            for bs in batches:
+                torch.manual_seed(0)
+                model = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
+                pol = DPOPolicy(model, tok, DPOConfig(batch_size=bs, precision=prec, device=device))
+                pol.fit(pairs.head(bs), steps=1, progress=False)              # warm-up (kernels, allocator)
+                sync(device)
+                pol.stats.pairs, pol.stats.train_seconds = 0, 0.0
+                pol.fit(pairs.head(n_pairs), epochs=1, progress=False)        # reference log-probs included
+                sync(device)
+                rows.append({"what": "dpo_train", "model": name, "mode": "lora", "precision": prec, "device": device,
+                             "batch": f"{bs}x1", "items": pol.stats.pairs, "seconds": pol.stats.train_seconds,
+                             "per_s": pol.stats.train_pairs_per_s, "unit": "pairs/s"})
+                print(rows[-1], flush=True)
+                del pol, model
+    return rows
+
+
+T5_BASE = dict(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, d_kv=64, vocab_size=32128,
+               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def t5_rows(device, minilm: Path, texts: list[str], dtypes) -> list[dict]:
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from mars_lib.paraphrase import Seq2SeqParaphraser
+    tok = AutoTokenizer.from_pretrained(minilm)          # T5's SentencePiece model is on the hub; ids < 30,522
+    rows = []
+    for dt in dtypes:
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(T5Config(**T5_BASE)).to(getattr(torch, dt))
+        p = Seq2SeqParaphraser("t5-base-random", None, device, batch_size=16, model=model, tokenizer=tok)
+        p.paraphrase_many(texts[:2], n=5, max_new_tokens=8)                   # warm-up
+        sync(device)
+        t0 = time.perf_counter()
+        p.paraphrase_many(texts, n=5, max_new_tokens=192)
+        sync(device)
+        sec = time.perf_counter() - t0
+        rows.append({"what": "paraphrase", "model": "t5-base", "mode": "beam5x5", "precision": dt, "device": device,
+                     "batch": "16", "items": len(texts), "seconds": sec, "per_s": len(texts) / sec, "unit": "texts/s"})
+        print(rows[-1], flush=True)
+        del model, p
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -136,7 +198,9 @@ def main(argv=None):
     ap.add_argument("--assets", default=None, help="folder with minilm/ and smollm2/ tokenizer+config files")
     ap.add_argument("--rm-pairs", type=int, default=None, help="pairs per RM measurement (default 1024 cuda / 64 cpu)")
     ap.add_argument("--gen-batches", type=int, nargs="+", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["rm", "gen"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["rm", "gen", "dpo", "t5"])
+    ap.add_argument("--dpo-pairs", type=int, default=None, help="pairs per DPO measurement (default 128 cuda / 8 cpu)")
+    ap.add_argument("--t5-texts", type=int, default=None, help="texts per paraphrase measurement (default 64 cuda / 4 cpu)")
     a = ap.parse_args(argv)
     cuda = a.device.startswith("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False       # fp32 means fp32
@@ -163,6 +227,14 @@ def main(argv=None):
     if "gen" not in a.skip:
         rows += gen_rows(a.device, smollm2, prompts, a.gen_batches or ((1, 32, 128) if cuda else (1, 32)),
                          ("float32", "bfloat16") if cuda else ("float32",))
+        save()
+    if "dpo" not in a.skip:
+        rows += dpo_rows(a.device, smollm2, pairs, a.dpo_pairs or (128 if cuda else 8),
+                         ("fp32", "bf16") if cuda else ("fp32",), (4, 16) if cuda else (4,))
+        save()
+    if "t5" not in a.skip:
+        texts = resp.response.drop_duplicates().head(a.t5_texts or (64 if cuda else 4)).tolist()
+        rows += t5_rows(a.device, minilm, texts, ("float32", "bfloat16") if cuda else ("float32",))
     df = save()
     (a.out / f"device_throughput_{tag}.json").write_text(json.dumps({"argv": sys.argv, "hardware": df.hardware.iloc[0]}))
     with pd.option_context("display.width", 200, "display.max_rows", 200):

@@ -133,9 +133,15 @@ class Seq2SeqParaphraser:
     so a rerun generates nothing. Any local folder or hub id of a seq2seq model plugs in (safetensors
     only, no remote code)."""
 
-    def __init__(self, path: str, cache=None, device: str = "cpu", batch_size: int = 16, prefix: str = "paraphrase: "):
+    def __init__(self, path: str, cache=None, device: str = "cpu", batch_size: int = 16, prefix: str = "paraphrase: ",
+                 model=None, tokenizer=None):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        if model is not None:                             # an already-built model (benchmarks)
+            self.tok, self.model = tokenizer, model.to(device).eval()
+            self.model_id, self.cache, self.device = path, cache, device
+            self.batch_size, self.prefix, self.calls, self.dropped = batch_size, prefix, 0, 0
+            return
         try:
             self.tok = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,

@@ -101,7 +101,7 @@ class RunConfig:
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
     policy_model: str | None = None             # nb 05 policy (extra Best-of-N samples, DPO): None = SmolLM2-135M-
                                                 # Instruct (offline asset) or a local folder / hub id of a chat LM
-    dpo_strategies: tuple[str, ...] = ("none", "uniform", "mars_v1", "mars_v2")  # nb 05: RMs that label DPO
+    dpo_strategies: tuple[str, ...] = ("none", "uniform", "won", "mars_v1", "mars_v2")  # nb 05: RMs labelling DPO
                                                 # pairs (one SmolLM2 LoRA policy each; () = skip DPO); only
                                                 # those among `strategies` run
     dpo_seeds: tuple[int, ...] = (0,)           # nb 05: RM seeds used for DPO (each also seeds its DPO run);

@@ -109,3 +109,30 @@ def test_won_pace_adds_nothing_before_the_rm_is_trained(setup):
     r = run_strategy("won_pace", base, pool, evals, cfg, seed=0, policy=_candidates(n=6))
     n_syn = r.history[r.history.metric == "n_synthetic"].sort_values("round").value.to_numpy()
     assert n_syn[0] == 0 and n_syn[1] == 60
+
+
+def test_flip_filter_drops_pairs_the_first_rm_reverses():
+    """flip_filter='rm': synthetic pairs whose features the no-augmentation RM orders against their
+    inherited label are dropped and counted; 'off' keeps everything."""
+    import dataclasses
+
+    import pandas as pd
+
+    from mars_lib import experiment
+    from mars_lib.config import RunConfig
+    from mars_lib.features import Pairs
+    rng = np.random.default_rng(0)
+    n, d = 60, 8
+    v = np.eye(d)[0].astype(np.float32)
+    noise = lambda k: 0.1 * rng.normal(size=(k, d)).astype(np.float32)      # noqa: E731
+    base = Pairs(pd.DataFrame({"pair_id": [f"b{i}" for i in range(n)], "prompt": "p", "chosen": "c", "rejected": "r"}),
+                 v + noise(n), -v + noise(n))
+    flipped = np.arange(2 * n) % 4 == 0                                        # a quarter carry a reversed label
+    sc = np.where(flipped[:, None], -v, v) + noise(2 * n)
+    pool = Pairs(pd.DataFrame({"pair_id": [f"s{i}" for i in range(2 * n)], "prompt": "p", "chosen": "c", "rejected": "r",
+                               "source_id": np.repeat(base.df.pair_id, 2).to_numpy()}), sc, -sc)
+    cfg = RunConfig.resolve("smoke", seeds=[0])
+    kept = experiment.drop_label_flips(dataclasses.replace(cfg, flip_filter="rm"), None, base, pool)
+    assert kept.df.attrs["flip_dropped"] == flipped.sum() and len(kept.df) == (~flipped).sum()
+    assert set(kept.df.pair_id) == set(pool.df.pair_id[~flipped])
+    assert experiment.drop_label_flips(cfg, None, base, pool) is pool

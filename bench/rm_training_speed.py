@@ -109,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7, help="repeats of the round-overhead timing (median)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     ap.add_argument("--no-rounds", action="store_true", help="skip the round-overhead timing")
+    ap.add_argument("--no-trainers", action="store_true", help="skip the ours-vs-TRL timing")
     a = ap.parse_args(argv)
     import tempfile
 
@@ -119,7 +120,7 @@ def main(argv=None):
     model_dir = minilm_dir()
     res = []
     with tempfile.TemporaryDirectory() as tmp:
-        for dropout in (True, False):
+        for dropout in ((True, False) if not a.no_trainers else ()):
             res += [("mars_lib FinetunedRewardModel", dropout, ours(df, model_dir, a, dropout)),
                     ("trl RewardTrainer", dropout, trl(df, model_dir, a, Path(tmp), dropout))]
     t = pd.DataFrame(res, columns=["trainer", "dropout", "pairs_per_s"])
@@ -127,13 +128,15 @@ def main(argv=None):
     t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", pairs=a.pairs, batch=f"{a.batch}x{a.accum}",
                  max_length=a.max_length, precision="fp32", device=f"cpu, {a.threads} threads")
     a.out.mkdir(parents=True, exist_ok=True)
-    t.to_csv(a.out / "rm_training_speed.csv", index=False)
+    if len(t):
+        t.to_csv(a.out / "rm_training_speed.csv", index=False)
     o = pd.DataFrame() if a.no_rounds else round_overhead(a)
     if len(o):
         o.to_csv(a.out / "round_overhead.csv", index=False)
     with pd.option_context("display.width", 200):
-        print(t.round(3).to_string(index=False))
-        print()
+        if len(t):
+            print(t.round(3).to_string(index=False))
+            print()
         print(o.round(3).to_string(index=False))
 
 

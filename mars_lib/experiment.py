@@ -531,10 +531,13 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     and reused when present (an interrupted run
     resumes with the policies already trained); generations are cached by the policy's digest.
     Returns tables: labels (each RM's label per pair, with gold agreement), train_log (per step),
-    answers (policy, prompt_id, response, finished, gold)."""
+    answers (policy, prompt_id, response, finished, gold, log_ratio). log_ratio = log π(y|x) −
+    log π_ref(y|x) of the policy's own answer (EOS appended); its mean over prompts estimates
+    KL(π ‖ π_ref) — approximately, since answers are drawn with top-p 0.95 and a repetition penalty,
+    not from π itself."""
     import copy
 
-    from .dpo import DPOConfig, DPOPolicy
+    from .dpo import DPOConfig, DPOPolicy, sequence_logprobs
     from .generation import GenerationCache, Generator, Request
     from .judge import GoldJudge
     from .tasks import ARMS, load_policy_samples
@@ -562,12 +565,21 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     judge = GoldJudge.offline(encoder=ctx.encoder)
     labels, logs, answers = [], [], []
 
-    def answer(model, model_id: str, policy: str):
+    def answer(model, model_id: str, policy: str, dpo: DPOPolicy | None = None):
         gen = Generator(model, tok, model_id, cache, device=cfg.device)
         out = gen.generate_with_info(reqs, desc=f"answers: {policy}")
-        g = judge.score(prompts, [t for t, _ in out], [f for _, f in out])
-        answers.append(pd.DataFrame({"policy": policy, "prompt_id": eval_pids, "prompt": prompts,
-                                     "response": [t for t, _ in out], "finished": [f for _, f in out], "gold": g}))
+        texts = [t for t, _ in out]
+        g = judge.score(prompts, texts, [f for _, f in out])
+        kl = np.zeros(len(texts))
+        if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
+            import torch
+            with torch.no_grad():
+                lp = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
+                with dpo.model.disable_adapter():
+                    lp_ref = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
+            kl = lp - lp_ref
+        answers.append(pd.DataFrame({"policy": policy, "prompt_id": eval_pids, "prompt": prompts, "response": texts,
+                                     "finished": [f for _, f in out], "gold": g, "log_ratio": kl}))
 
     answer(base, base_id, "base")
     for strategy in [x for x in cfg.dpo_strategies if x in cfg.strategies]:
@@ -598,7 +610,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
                 log.to_csv(folder / "train_log.csv", index=False)
                 policy.save(folder)                  # written last: its presence marks a finished policy
             logs.append(log.assign(strategy=strategy, seed=seed))
-            answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}")
+            answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}", policy)
     if not labels:
         raise ValueError(f"dpo_downstream: none of dpo_strategies {cfg.dpo_strategies} x dpo_seeds {cfg.dpo_seeds} "
                          f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")

@@ -110,6 +110,8 @@ class RunConfig:
     dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): DPO on SmolLM2 runs at
                                                 # ~0.42 pairs/s on 2 CPU cores, so 64 pairs cost ~2.5 min per RM
     dpo_eval_prompts: int = 48                  # held-out prompts each policy answers (gold-judged; ~2 s each)
+    judge_model: str | None = None              # nb 05: also judge the DPO answers with this chat LM (local folder
+                                                # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
     # --- paper profile identifiers (used where the fields above name hub models) -----------

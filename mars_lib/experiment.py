@@ -517,6 +517,9 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
          "seconds": t2 - t1}]).assign(params=dim, pairs=len(df))
 
 
+DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
+
+
 def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
     """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
 
@@ -558,7 +561,10 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     eval_pids = sorted(rng.choice(test_pids, size=min(cfg.dpo_eval_prompts, len(test_pids)), replace=False))
     prompts = ctx.task.split("test").drop_duplicates("prompt_id").set_index("prompt_id").loc[eval_pids, "prompt"].tolist()
     dec = ARMS["default"]
-    reqs = [Request(p, dec, sample=0, seed=cfg.label_seed) for p in prompts]
+    # sample index DPO_EVAL_SAMPLE keeps these requests apart from the task's own generations (sample 0
+    # of the default arm): otherwise the base policy's answers would be whatever an earlier task build
+    # left in the cache, and a fresh clone would get different ones
+    reqs = [Request(p, dec, sample=DPO_EVAL_SAMPLE, seed=cfg.label_seed) for p in prompts]
 
     base, tok, base_id = policy_model(cfg)
     cache = GenerationCache(cache_dir() / "generations.sqlite")
@@ -617,3 +623,29 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     return {"labels": pd.concat(labels, ignore_index=True), "train_log": pd.concat(logs, ignore_index=True),
             "answers": pd.concat(answers, ignore_index=True)}
 
+
+
+def llm_judge_win_rates(cfg, answers: pd.DataFrame, comparisons: list[tuple[str, str]], seed: int = 0) -> pd.DataFrame:
+    """Win rates of policy a over policy b on the same prompts under an LLM judge (cfg.judge_model:
+    a local folder or hub id of a chat LM; the paper's protocol uses a strong API model, which is the
+    user's own plug-in). Each prompt's two answers are shown once, in a randomized A/B order
+    (`labelers.LLMJudgeLabeler`, both_orders=False); a > b when the judge's log-odds favour a, ties
+    (log-odds exactly 0) count half. Columns as `downstream.win_rate` plus a, b, judge."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .downstream import win_rate
+    from .labelers import LLMJudgeLabeler
+    if cfg.judge_model is None:
+        raise ValueError("llm_judge_win_rates needs cfg.judge_model (a local folder or hub id of a chat LM)")
+    tok = AutoTokenizer.from_pretrained(cfg.judge_model)
+    model = AutoModelForCausalLM.from_pretrained(cfg.judge_model, dtype=torch.float32, use_safetensors=True,
+                                                 trust_remote_code=False).to(cfg.device)
+    judge = LLMJudgeLabeler(model, tok, both_orders=False, seed=seed, device=cfg.device)
+    piv = answers.pivot(index="prompt_id", columns="policy", values="response")
+    prompts = answers.drop_duplicates("prompt_id").set_index("prompt_id").loc[piv.index, "prompt"].tolist()
+    rows = []
+    for a, b in comparisons:
+        gap = judge.compare(prompts, piv[a].tolist(), piv[b].tolist())
+        rows.append({"a": a, "b": b, "judge": cfg.judge_model, **win_rate(np.sign(gap), np.zeros_like(gap))})
+    return pd.DataFrame(rows)

@@ -100,3 +100,19 @@ def test_paper_paraphraser_standin_builds_the_pool_and_caches(standins, tmp_path
     again = build_pool(src, op, progress=False)
     assert paraphrase.seq2seq_paraphraser(str(tmp_path / "t5")).calls == 0 and calls > 0
     pd.testing.assert_frame_equal(pool, again)
+
+
+def test_llm_judge_win_rates_on_a_standin(standins, tmp_path):
+    """The pluggable LLM judge (randomized A/B order) for the paper profile, on the tiny Llama."""
+    import pandas as pd
+
+    from mars_lib import experiment
+    cfg = _paper(standins, tmp_path, judge_model=str(standins / "llama"))
+    answers = pd.DataFrame({"policy": ["p", "p", "q", "q"], "prompt_id": ["x", "y", "x", "y"],
+                            "prompt": ["Say hi.", "Name a fruit.", "Say hi.", "Name a fruit."],
+                            "response": ["Hi there!", "Apple.", "Hello.", "A banana, probably."]})
+    wr = experiment.llm_judge_win_rates(cfg, answers, [("p", "q"), ("q", "p")])
+    assert list(wr.n) == [2, 2] and (wr.judge == cfg.judge_model).all()
+    assert (wr.wins + wr.ties + wr.losses == 2).all() and wr.win_rate.isin([0, 0.25, 0.5, 0.75, 1]).all()
+    with pytest.raises(ValueError, match="judge_model"):
+        experiment.llm_judge_win_rates(_paper(standins, tmp_path), answers, [("p", "q")])

@@ -39,8 +39,11 @@ def _run(cache, pause=0.0):
 
 
 def _rows(cache):
-    with sqlite3.connect(cache) as db:
-        return db.execute("SELECT COUNT(*) FROM gen").fetchone()[0]
+    try:
+        with sqlite3.connect(cache) as db:
+            return db.execute("SELECT COUNT(*) FROM gen").fetchone()[0]
+    except sqlite3.OperationalError:          # the file exists but its table is not created yet
+        return 0
 
 
 def test_generation_killed_mid_run_resumes_to_the_uninterrupted_texts(tmp_path):

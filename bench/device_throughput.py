@@ -103,16 +103,23 @@ def rm_rows(device, minilm: Path, pairs: pd.DataFrame, n_pairs: int, precisions)
     return rows
 
 
-def gen_rows(device, smollm2: Path, prompts: list[str], batches, dtypes) -> list[dict]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(smollm2)
-    rows = []
+def llama_shapes(smollm2: Path):
+    """(name, config) of the two policy shapes: SmolLM2-135M's own and TinyLlama-1.1B's."""
+    from transformers import AutoConfig
     for name, extra in (("smollm2-135m", {}), ("tinyllama-1.1b", TINYLLAMA_1B)):
         conf = AutoConfig.from_pretrained(smollm2)
         for k, v in extra.items():
             setattr(conf, k, v)
         if extra:
             conf.head_dim = conf.hidden_size // conf.num_attention_heads
+        yield name, conf
+
+
+def gen_rows(device, smollm2: Path, prompts: list[str], batches, dtypes) -> list[dict]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    rows = []
+    for name, conf in llama_shapes(smollm2):
         for dt in dtypes:
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(conf, dtype=getattr(torch, dt)).to(device)
@@ -135,17 +142,12 @@ def gen_rows(device, smollm2: Path, prompts: list[str], batches, dtypes) -> list
 
 
 def dpo_rows(device, smollm2: Path, pairs: pd.DataFrame, n_pairs: int, precisions, batches) -> list[dict]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mars_lib.dpo import DPOConfig, DPOPolicy
     tok = AutoTokenizer.from_pretrained(smollm2)
     rows = []
-    for name, extra in (("smollm2-135m", {}), ("tinyllama-1.1b", TINYLLAMA_1B)):
-        conf = AutoConfig.from_pretrained(smollm2)
-        for k, v in extra.items():
-            setattr(conf, k, v)
-        if extra:
-            conf.head_dim = conf.hidden_size // conf.num_attention_heads
+    for name, conf in llama_shapes(smollm2):
         for prec in precisions:
             for bs in batches:
                 torch.manual_seed(0)

@@ -72,6 +72,13 @@ def set_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def weights_id(path: str, model) -> str:
+    """Cache id of loaded weights: the path / hub id plus the hub commit (or, for a local folder, the
+    parameter count)."""
+    rev = getattr(model.config, "_commit_hash", None) or f"{sum(p.numel() for p in model.parameters())}p"
+    return f"{path}@{rev}"
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

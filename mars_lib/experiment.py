@@ -55,24 +55,12 @@ def encoder_for(cfg) -> Encoder:
 def policy_model(cfg):
     """(model, tokenizer, cache id) of the policy: SmolLM2-135M-Instruct offline (cfg.policy_model None)
     or any local folder / hub id of a chat causal LM (TinyLlama-1.1B-Chat in the paper profile)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .assets import smollm2_dir
-    from .generation import smollm2_model_id
-    path = str(smollm2_dir()) if cfg.policy_model is None else cfg.policy_model
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=False).to(cfg.device)
-    except OSError as e:
-        raise OSError(f"policy_model {cfg.policy_model!r} could not be loaded ({str(e).splitlines()[0][:160]}). "
-                      "Hub models need network access (the paper profile); offline, give a local folder or "
-                      "leave policy_model=None for the SmolLM2 asset.") from None
+    from .generation import load_causal_lm, smollm2_model_id
     if cfg.policy_model is None:
+        model, tok, _ = load_causal_lm(str(smollm2_dir()), cfg.device)
         return model, tok, smollm2_model_id()
-    rev = getattr(model.config, "_commit_hash", None) or f"{sum(p.numel() for p in model.parameters())}p"
-    return model, tok, f"{cfg.policy_model}@{rev}"
+    return load_causal_lm(cfg.policy_model, cfg.device)
 
 
 def new_head(cfg, dim: int, seed: int) -> HeadRewardModel:
@@ -631,16 +619,12 @@ def llm_judge_win_rates(cfg, answers: pd.DataFrame, comparisons: list[tuple[str,
     user's own plug-in). Each prompt's two answers are shown once, in a randomized A/B order
     (`labelers.LLMJudgeLabeler`, both_orders=False); a > b when the judge's log-odds favour a, ties
     (log-odds exactly 0) count half. Columns as `downstream.win_rate` plus a, b, judge."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from .downstream import win_rate
+    from .generation import load_causal_lm
     from .labelers import LLMJudgeLabeler
     if cfg.judge_model is None:
         raise ValueError("llm_judge_win_rates needs cfg.judge_model (a local folder or hub id of a chat LM)")
-    tok = AutoTokenizer.from_pretrained(cfg.judge_model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.judge_model, dtype=torch.float32, use_safetensors=True,
-                                                 trust_remote_code=False).to(cfg.device)
+    model, tok, _ = load_causal_lm(cfg.judge_model, cfg.device)
     judge = LLMJudgeLabeler(model, tok, both_orders=False, seed=seed, device=cfg.device)
     piv = answers.pivot(index="prompt_id", columns="policy", values="response")
     prompts = answers.drop_duplicates("prompt_id").set_index("prompt_id").loc[piv.index, "prompt"].tolist()

@@ -87,8 +87,8 @@ class Encoder:
         except OSError as e:
             raise OSError(f"encoder {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
                           "network access (the paper profile); offline, give a local folder or encoder='minilm'.") from None
-        rev = getattr(enc.model.config, "_commit_hash", None) or f"{sum(p.numel() for p in enc.model.parameters())}p"
-        enc.encoder_id = f"{path}@{rev}"
+        from .assets import weights_id
+        enc.encoder_id = weights_id(path, enc.model)
         return enc
 
     def _key(self, text: str) -> str:

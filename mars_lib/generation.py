@@ -80,6 +80,24 @@ class GenerationCache:
         return self._db.execute("SELECT COUNT(*) FROM gen").fetchone()[0]
 
 
+def load_causal_lm(path: str, device: str = "cpu"):
+    """(model, tokenizer, cache id) of a causal LM from a local folder or hub id: fp32, safetensors only,
+    no remote code; a clear error when it cannot be loaded (offline, a hub id cannot)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .assets import weights_id
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=False).to(device)
+    except OSError as e:
+        raise OSError(f"{path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need network "
+                      "access (the paper profile); offline, give a local folder or leave the field None for the "
+                      "SmolLM2 asset.") from None
+    return model, tok, weights_id(path, model)
+
+
 def smollm2_model_id() -> str:
     """The cache id of the offline SmolLM2-135M-Instruct weights (dequantized from the Q4_1 GGUF asset)."""
     from .assets import ASSETS
@@ -131,16 +149,11 @@ class Generator:
     def from_pretrained(cls, path: str, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):
         """Any causal LM with a chat template: a local folder or a hub id (safetensors only, no remote
         code). Its cache id is the path / hub id plus the weights' commit or file size."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(path)
+        model, tok, model_id = load_causal_lm(path, device)
         if tok.chat_template is None:
             raise ValueError(f"{path}: the tokenizer has no chat template; the generator needs an instruction "
                              "(chat) model")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=False).to(device)
-        rev = getattr(model.config, "_commit_hash", None) or f"{sum(p.numel() for p in model.parameters())}p"
-        return cls(model, tok, f"{path}@{rev}", cache, batch_size=batch_size, device=device)
+        return cls(model, tok, model_id, cache, batch_size=batch_size, device=device)
 
     def _chat(self, prompt: str) -> str:
         msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])

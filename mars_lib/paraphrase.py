@@ -149,8 +149,8 @@ class Seq2SeqParaphraser:
         except OSError as e:
             raise OSError(f"paraphraser {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
                           "network access (the paper profile); offline, leave paraphraser=None (WordNet).") from None
-        rev = getattr(self.model.config, "_commit_hash", None) or f"{sum(p.numel() for p in self.model.parameters())}p"
-        self.model_id, self.cache, self.device = f"{path}@{rev}", cache, device
+        from .assets import weights_id
+        self.model_id, self.cache, self.device = weights_id(path, self.model), cache, device
         self.batch_size, self.prefix = batch_size, prefix
         self.calls = 0
         self.dropped = 0

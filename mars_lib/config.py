@@ -89,7 +89,13 @@ class RunConfig:
                                                 # instead of 2n² (5x fewer encoder calls), see README
     # --- a real-human track beside the gold task (mars_lib.tracks; nb 03) -----------------
     human_track: str = "chitchat"               # "off" = skip; chitchat is offline, the others need the hub
-    human_max_pairs: int | None = None          # cap on train pairs of the track (None = all)
+    human_track_path: str | None = None         # where the track's data is: None = its hub id (tracks.HUB); a local
+                                                # HH .jsonl[.gz] file (hh-rlhf), or a local folder / other id in the
+                                                # hub's format (read with datasets.load_dataset)
+    human_max_pairs: int | None = None          # cap on train pairs of the track (None = all; authors: 1000)
+    human_eval_max_pairs: int | None = None     # cap on its val / test pairs each (None = all)
+    rewardbench: str | None = None              # nb 03: also score every RM on RewardBench (mars_lib.rewardbench):
+                                                # None = skip | "allenai/reward-bench" (hub) | a local copy in its format
     # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
@@ -104,7 +110,7 @@ class RunConfig:
     dpo_strategies: tuple[str, ...] = ("none", "uniform", "won", "mars_v1", "mars_v2")  # nb 05: RMs labelling DPO
                                                 # pairs (one SmolLM2 LoRA policy each; () = skip DPO); only
                                                 # those among `strategies` run
-    dpo_seeds: tuple[int, ...] = (0,)           # nb 05: RM seeds used for DPO (each also seeds its DPO run);
+    dpo_seeds: tuple[int, ...] | None = None    # nb 05: RM seeds used for DPO (None = the first of `seeds`; each also seeds its DPO run);
                                                 # only those among `seeds` run
     dpo_epochs: int = 1                         # DPO passes over the pairs (2 policy samples per train prompt)
     dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): DPO on SmolLM2 runs at
@@ -156,8 +162,9 @@ class RunConfig:
             bad("precision", "bf16 is for CUDA devices; use 'fp32' on CPU")
         if self.human_track not in HUMAN_TRACKS + ("off",):
             bad("human_track", f"choose one of {HUMAN_TRACKS} or 'off'")
-        if self.human_max_pairs is not None and self.human_max_pairs < 2:
-            bad("human_max_pairs", "need at least 2 pairs (or None for all)")
+        for name in ("human_max_pairs", "human_eval_max_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                bad(name, "need at least 2 pairs (or None for all)")
         for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr", "dpo_lr"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
@@ -233,7 +240,8 @@ class RunConfig:
 
 PROFILES: dict[str, dict] = {
     # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
-    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
+    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
+              "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
               "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8,
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
@@ -243,7 +251,8 @@ PROFILES: dict[str, dict] = {
     "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": "hh-rlhf", "refine_max_pairs": None, "dpo_seeds": (42,),
+              "budget_ratio": 2.0, "human_track": "hh-rlhf", "human_max_pairs": 1000, "refine_max_pairs": None,
+              "rewardbench": "allenai/reward-bench",
               "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
               "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
               "paraphraser": "humarin/chatgpt_paraphraser_on_T5_base", "paraphrase_prompt": True},

@@ -218,16 +218,19 @@ def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str = "skip",
-                limit: int | None = None) -> pd.DataFrame:
-    """HH-RLHF from the hub (`Anthropic/hh-rlhf`; paper profile). Needs network access.
+                limit: int | None = None, dataset: str = "Anthropic/hh-rlhf") -> pd.DataFrame:
+    """HH-RLHF read with `datasets.load_dataset(dataset, split=...)`: the hub's `Anthropic/hh-rlhf`
+    (paper profile; needs network access) or a local folder in the same format (chosen / rejected
+    dialogues; e.g. train.jsonl.gz and test.jsonl.gz).
 
-    In an offline profile (HF_DATASETS_OFFLINE=1) this fails with a message saying so, instead of
-    a 30-second time-out deep inside `datasets`.
+    From the hub in an offline profile (HF_DATASETS_OFFLINE=1) this fails with a message saying so,
+    instead of a 30-second time-out deep inside `datasets`.
     """
     import os
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+    local = os.path.exists(dataset)
+    if not local and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
         raise DataError("load_hh_hub: the hub is disabled in this process (HF_*_OFFLINE=1, the offline "
                         "profiles). Use a local file with load_hh_jsonl(path), or run the paper profile.")
     from datasets import load_dataset
-    ds = load_dataset("Anthropic/hh-rlhf", data_dir=data_dir, split=split)
-    return _hh_frame(enumerate(ds, start=1), f"Anthropic/hh-rlhf[{split}]", f"hh-{split}-", on_error, limit)
+    ds = load_dataset(dataset, data_dir=data_dir, split=split)
+    return _hh_frame(enumerate(ds, start=1), f"{dataset}[{split}]", f"hh-{split}-", on_error, limit)

@@ -330,16 +330,17 @@ def human_track(ctx: Context) -> tuple[Pairs, dict[str, Pairs]]:
 
     chitchat (offline): conversations from one starter prompt, chosen = higher human rating
     (rule in `mars_lib.tracks.chitchat_pairs`); the hub tracks need network access (paper profile).
-    `cfg.human_max_pairs` caps the train pairs (deterministic subset) and val/test at half of it.
+    `cfg.human_track_path` replaces the hub id (a local copy in the hub's format). `cfg.human_max_pairs`
+    caps the train pairs (a seeded subset; the authors' fixed 1k) and `cfg.human_eval_max_pairs` val / test.
     """
     from .tracks import load_track
     cfg = ctx.cfg
     df = load_track(cfg.human_track, "all") if cfg.human_track == "chitchat" else pd.concat(
-        [load_track(cfg.human_track, s) for s in ("train", "test")], ignore_index=True)
+        [load_track(cfg.human_track, s, path=cfg.human_track_path) for s in ("train", "test")], ignore_index=True)
     out = {}
     for split in ("train", "val", "test"):
         part = df[df.split == split]
-        cap = cfg.human_max_pairs if split == "train" else (cfg.human_max_pairs // 2 if cfg.human_max_pairs else None)
+        cap = cfg.human_max_pairs if split == "train" else cfg.human_eval_max_pairs
         if cap is not None and len(part) > cap:
             part = part.sample(n=cap, random_state=cfg.label_seed)
         if len(part):
@@ -402,6 +403,74 @@ def load_heads(cfg, dim: int, folder: str = "03_rm_training") -> dict[tuple[str,
     return out
 
 
+def saved_model_path(cfg, strategy: str, seed: int, folder: str = "03_rm_training"):
+    """Where notebook 03 saves a reward model: <folder>/models/<strategy>_seed<k>[.safetensors]."""
+    name = f"{strategy}_seed{seed}" + (".safetensors" if cfg.rm == "head" else "")
+    return cfg.path(folder, "models", name)
+
+
+def load_reward_models(cfg, dim: int, folder: str = "03_rm_training") -> dict:
+    """Every reward model notebook 03 saved for this config's strategies and seeds, of the kind
+    `cfg.rm`: linear heads ("head", `load_heads`) or fine-tuned models ("full" / "lora",
+    `FinetunedRewardModel.load` onto cfg.device). Score either with `score_responses`."""
+    if cfg.rm == "head":
+        return load_heads(cfg, dim, folder)
+    from .finetune import FinetunedRewardModel
+    out = {}
+    for s in cfg.strategies:
+        for seed in cfg.seeds:
+            p = saved_model_path(cfg, s, seed, folder)
+            if not (p / "mars_finetune.json").exists():
+                raise FileNotFoundError(f"{p} missing: run notebook 03 with rm={cfg.rm!r} first (./run_all.sh --only 03)")
+            out[(s, seed)] = FinetunedRewardModel.load(p, device=cfg.device)
+    return out
+
+
+def score_responses(rm, prompts, responses, phi: np.ndarray | None = None) -> np.ndarray:
+    """r(x, y) for every (prompt, response) with either RM kind: a head scores the encoder features
+    `phi` [N, D] of the same rows; a fine-tuned RM reads the texts. [N] float."""
+    if isinstance(rm, HeadRewardModel):
+        if phi is None:
+            raise ValueError("score_responses: a head reward model needs the features phi of the rows")
+        return rm.score(phi)
+    return rm.score(list(prompts), list(responses))
+
+
+def pair_scores_of(rm, df: pd.DataFrame, pairs: Pairs | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(r(chosen), r(rejected)) of a pair table with either RM kind (a head needs `pairs`, the featurized table)."""
+    if isinstance(rm, HeadRewardModel):
+        if pairs is None:
+            raise ValueError("pair_scores_of: a head reward model needs the featurized pairs")
+        return rm.pair_scores(pairs)
+    return rm.score_pairs(df)
+
+
+def rewardbench_eval(ctx: Context, models: dict, trained_on: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every reward model on RewardBench (cfg.rewardbench: hub id or local copy; mars_lib.rewardbench).
+
+    Ours: the whole `filtered` split, section scores with RewardBench's official weighting, per
+    (strategy, seed). The authors' [C2]: the `raw` split, two stratified 500-pair subsamples (seeds
+    188, 144), size-weighted sections, mean ± population std over the subsamples.
+    Returns (ours, authors) as tidy tables with columns strategy, seed, trained_on, section, ..."""
+    from .rewardbench import authors_protocol, load_rewardbench, section_scores
+    cfg = ctx.cfg
+    ours, rows_a, rows_o = {}, [], []
+    for split in ("filtered", "raw"):
+        df = load_rewardbench(cfg.rewardbench, split)
+        feats = featurize(df, ctx.encoder, desc=f"features: RewardBench {split}") if cfg.rm == "head" else None
+        ours[split] = (df, feats)
+    for (s, seed), m in models.items():
+        df, feats = ours["filtered"]
+        rc, rr = pair_scores_of(m, df, feats)
+        for sec, v in section_scores(df.subset, rc > rr).items():
+            rows_o.append({"strategy": s, "seed": seed, "trained_on": trained_on, "section": sec, "value": v,
+                           "pairs": int(df.section.eq(sec).sum()) if sec != "Core" else int(df.section.notna().sum())})
+        df, feats = ours["raw"]
+        rc, rr = pair_scores_of(m, df, feats)
+        rows_a.append(authors_protocol(df.subset, rc - rr).assign(strategy=s, seed=seed, trained_on=trained_on))
+    return pd.DataFrame(rows_o), pd.concat(rows_a, ignore_index=True)
+
+
 def label_fidelity(cfg, sources: Pairs, source_gap: np.ndarray, judge, encoder: Encoder) -> pd.DataFrame:
     """Gold-judge every synthetic pair of the given sources (what no published implementation measures).
 
@@ -460,16 +529,34 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
     return pool.reset_index(drop=True), phi
 
 
+def _last_layer_and_head(model) -> list:
+    """The parameters of the last transformer block and of the score head (classifier / score /
+    pooler), found by name for any AutoModelForSequenceClassification (BERT, DeBERTa, Llama, ...)."""
+    import re
+    named = list(model.named_parameters())
+    ids = [int(m.group(1)) for n, _ in named for m in [re.search(r"\.layers?\.(\d+)\.", n)] if m]
+    if not ids:
+        raise ValueError(f"{type(model).__name__}: no numbered transformer layers found among its parameters")
+    last = re.compile(rf"\.layers?\.{max(ids)}\.")
+    heads = ("classifier", "score", "pooler")
+    out = [p for n, p in named if last.search(n) or n.split(".")[0] in heads]
+    return out
+
+
 def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int = 12, hutchinson_samples: int = 12,
-                        max_length: int = 128, seed: int = 0) -> pd.DataFrame:
+                        max_length: int | None = None, seed: int = 0, model_path=None) -> pd.DataFrame:
     """Curvature of the BT loss for a *fine-tunable* transformer RM, by Hessian-vector products.
 
-    MiniLM as AutoModelForSequenceClassification(num_labels=1) with eager attention (SDPA has no
-    double backward on CPU), seeded score head; parameters = the last encoder layer + the head.
-    On a random batch of `n_pairs` pairs: Lanczos top-3 eigenvalues (`lanczos_iters` HVPs) and a
-    Hutchinson trace estimate (`hutchinson_samples` HVPs, with its standard error).
+    model_path None: the pretrained MiniLM as AutoModelForSequenceClassification(num_labels=1) with a
+    seeded score head (max_length default 128). Otherwise a reward model saved by notebook 03
+    (`FinetunedRewardModel.save`: full, or LoRA merged into its backbone) at its trained parameters
+    (max_length default cfg.max_length). Eager attention (SDPA has no double backward on CPU);
+    float64 on CPU, float32 on CUDA. Parameters = the last transformer block + the score head.
+    On a seeded random batch of `n_pairs` pairs: Lanczos top-3 eigenvalues (`lanczos_iters` HVPs) and
+    a Hutchinson trace estimate (`hutchinson_samples` HVPs, with its standard error).
     """
     import time
+    from pathlib import Path
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -478,19 +565,39 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
     from .curvature import bt_hvp_operator, hutchinson_trace, lanczos_top
     from .features import rm_text
     torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    dtype = torch.float64 if cfg.device == "cpu" else torch.float32
+    if model_path is None:
+        src, max_length = minilm_dir(), max_length or 128
+        tok = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, attn_implementation="eager",
+                                                                   dtype=dtype)
+    else:
+        meta = json.loads((Path(model_path) / "mars_finetune.json").read_text())
+        max_length = max_length or cfg.max_length
+        tok = AutoTokenizer.from_pretrained(model_path)
+        if meta.get("lora"):
+            from peft import PeftModel
+            base = AutoModelForSequenceClassification.from_pretrained(meta["model"], num_labels=1, dtype=dtype,
+                                                                      attn_implementation="eager", use_safetensors=True)
+            base.config.pad_token_id = tok.pad_token_id
+            model = PeftModel.from_pretrained(base, model_path).merge_and_unload()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=dtype, attn_implementation="eager",
+                                                                       use_safetensors=True)
     tok.truncation_side = "left"
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=1, attn_implementation="eager",
-                                                               dtype=torch.float64).eval()
-    params = list(model.bert.encoder.layer[-1].parameters()) + list(model.classifier.parameters())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    model = model.to(cfg.device).eval()
+    params = _last_layer_and_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
     rows = np.random.default_rng(seed).choice(len(pairs.df), size=min(n_pairs, len(pairs.df)), replace=False)
     df = pairs.df.iloc[rows]
-    enc = lambda col: dict(tok([rm_text(p, r) for p, r in zip(df.prompt, df[col])], padding=True, truncation=True,  # noqa: E731
-                               max_length=max_length, return_tensors="pt"))
+    enc = lambda col: {k: v.to(cfg.device) for k, v in tok([rm_text(p, r) for p, r in zip(df.prompt, df[col])],  # noqa: E731
+                       padding=True, truncation=True, max_length=max_length, return_tensors="pt").items()}
     t0 = time.perf_counter()
     matvec, dim = bt_hvp_operator(model, enc("chosen"), enc("rejected"), params)
     top = lanczos_top(matvec, dim, k=3, iters=lanczos_iters, seed=seed)
@@ -502,7 +609,7 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
         {"quantity": "lambda_2", "value": top[1], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
         {"quantity": "lambda_3", "value": top[2], "se": float("nan"), "iterations": lanczos_iters, "seconds": t1 - t0},
         {"quantity": "trace (Hutchinson)", "value": tr["trace"], "se": tr["se"], "iterations": hutchinson_samples,
-         "seconds": t2 - t1}]).assign(params=dim, pairs=len(df))
+         "seconds": t2 - t1}]).assign(params=dim, pairs=len(df), max_length=max_length)
 
 
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
@@ -511,7 +618,7 @@ DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task s
 def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
     """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
 
-    For every (strategy, seed) in cfg.dpo_strategies × cfg.dpo_seeds, from the same base policy
+    For every (strategy, seed) in cfg.dpo_strategies × cfg.dpo_seeds (None: the first of cfg.seeds), from the same base policy
     (`policy_model`: SmolLM2-135M-Instruct offline, + fresh LoRA, `mars_lib.dpo`):
     1. pairs: the first two committed policy samples of each train prompt (up to cfg.dpo_train_prompts);
        the RM's higher-scored one is `chosen` — the RM is the only labeler, no gold is read;
@@ -577,12 +684,12 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
 
     answer(base, base_id, "base")
     for strategy in [x for x in cfg.dpo_strategies if x in cfg.strategies]:
-        for seed in [x for x in cfg.dpo_seeds if x in cfg.seeds]:
+        for seed in [x for x in (cfg.dpo_seeds if cfg.dpo_seeds is not None else cfg.seeds[:1]) if x in cfg.seeds]:
             rm = heads.get((strategy, seed))
             if rm is None:
                 raise ValueError(f"dpo_downstream: no saved reward model for ({strategy}, seed {seed}); "
                                  "run notebook 03 with that strategy and seed")
-            a_wins = rm.score(pa) >= rm.score(pb)
+            a_wins = score_responses(rm, a.prompt, a.response, pa) >= score_responses(rm, b.prompt, b.response, pb)
             pairs = pd.DataFrame({"prompt_id": a.prompt_id, "prompt": a.prompt,
                                   "chosen": np.where(a_wins, a.response, b.response),
                                   "rejected": np.where(a_wins, b.response, a.response)})

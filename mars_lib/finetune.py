@@ -10,6 +10,10 @@ optimizer and schedule per `fit` call when `reset_optimizer` (the authors re-cre
 each round). Each micro-batch runs chosen and rejected texts through one forward pass with
 dynamic padding (pairs sorted into length buckets, then the buckets shuffled).
 
+Memory: on CUDA, `fit` first runs the epoch's longest micro-batch forward and backward
+(`fit_batch_probe`); if that runs out of memory, the micro-batch is halved and the accumulation
+doubled, so the effective batch and the optimisation are unchanged, and the change is printed.
+
 Precision is explicit: "fp32" (default; the only choice on CPU) or "bf16" autocast on CUDA — the
 weights stay fp32, so optimizer state is exact. LoRA (peft) trains the adapters *and* the score
 head (`modules_to_save`), and `save` writes both; `FinetunedRewardModel.load` rebuilds the same
@@ -54,6 +58,8 @@ class FinetuneConfig:
     score_batch_size: int = 64          # sequences per scoring forward
     dropout: bool = True                # keep the backbone's dropout while training (authors' Trainer: yes;
                                         # TRL's RewardTrainer turns it off by default, disable_dropout=True)
+    auto_batch: bool = True             # CUDA: before training, try the longest micro-batch; on out-of-memory
+                                        # halve batch_size and double grad_accum (same effective batch)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -182,6 +188,37 @@ class FinetunedRewardModel:
             batches += [w[k:k + bs] for k in range(0, len(w), bs)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    def fit_batch_probe(self, ids_c, ids_r) -> int:
+        """Run the longest micro-batch of `batch_size` pairs forward and backward (gradients then
+        dropped). On out-of-memory halve `batch_size` and double `grad_accum` until it fits (the
+        effective batch stays batch_size × grad_accum); at one pair per micro-batch, raise. Returns
+        the batch size that fits."""
+        lengths = np.array([max(len(c), len(r)) for c, r in zip(ids_c, ids_r)])
+        self.model.train()
+        while True:
+            idx = np.argsort(-lengths, kind="stable")[:self.cfg.batch_size]
+            try:
+                enc = self._collate([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
+                with self._autocast():
+                    r = self.model(**enc).logits[:, 0].float()
+                bt_loss(r[:len(idx)], r[len(idx):]).backward()
+                self.model.zero_grad(set_to_none=True)
+                return self.cfg.batch_size
+            except torch.cuda.OutOfMemoryError:
+                self.model.zero_grad(set_to_none=True)
+                if str(self.cfg.device).startswith("cuda"):
+                    torch.cuda.empty_cache()
+                if self.cfg.batch_size == 1:
+                    raise RuntimeError(f"fine-tuning {self.cfg.model}: one pair of {int(lengths.max())} tokens does "
+                                       f"not fit on {self.cfg.device}; lower max_length ({self.cfg.max_length}) or use "
+                                       "rm='lora' / precision='bf16'") from None
+                before = (self.cfg.batch_size, self.cfg.grad_accum)
+                self.cfg.batch_size //= 2
+                self.cfg.grad_accum = before[0] * before[1] // self.cfg.batch_size
+                print(f"[finetune] out of memory at {before[0]} pairs per micro-batch: now {self.cfg.batch_size} x "
+                      f"{self.cfg.grad_accum} accumulation (effective batch {before[0] * before[1]} unchanged, "
+                      f"up to {before[0] * before[1] - self.cfg.batch_size * self.cfg.grad_accum} pairs lost to rounding)")
+
     def fit(self, df: pd.DataFrame, epochs: int | None = None, reset_optimizer: bool = True, seed: int | None = None,
             label_margin: np.ndarray | None = None, progress: bool = True) -> list[float]:
         """BT training on a pair table; returns the mean loss per epoch."""
@@ -194,6 +231,8 @@ class FinetunedRewardModel:
         ids_c = self._encode([rm_text(p, c) for p, c in zip(df.prompt, df.chosen)])
         ids_r = self._encode([rm_text(p, r) for p, r in zip(df.prompt, df.rejected)])
         m = None if label_margin is None else torch.as_tensor(np.asarray(label_margin, np.float32))
+        if self.cfg.auto_batch and str(self.cfg.device).startswith("cuda"):
+            self.fit_batch_probe(ids_c, ids_r)
         per_epoch = math.ceil(math.ceil(len(df) / self.cfg.batch_size) / self.cfg.grad_accum)
         if reset_optimizer or self.optimizer is None:
             self._new_optimizer(per_epoch * epochs)

@@ -257,29 +257,34 @@ def _hub_error(name: str, split: str, why: str) -> DataError:
                      "paper). Offline tracks: chitchat, or hh-rlhf with path= a local .jsonl[.gz] file.")
 
 
-def _hub(name: str, split: str, load):
-    """Run `load()` (a hub read); any failure becomes a DataError that says what to do instead."""
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+def _hub(name: str, split: str, load, local: bool = False):
+    """Run `load()` (a hub read, or a local copy in the hub's format when `local`); any failure
+    becomes a DataError that says what to do instead."""
+    if not local and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
         raise _hub_error(name, split, "HF_*_OFFLINE=1 in this process")
     try:
         return load()
     except DataError:
         raise
     except Exception as e:  # network, missing split, auth: all surface as one clear error
+        if local:
+            raise DataError(f"track '{name}': cannot read the local copy [{split}] ({type(e).__name__}: {e})") from None
         raise _hub_error(name, split, f"{type(e).__name__}: {e}") from None
 
 
-def load_track(name: str, split: str = "train", **kw) -> pd.DataFrame:
+def load_track(name: str, split: str = "train", path: str | None = None, **kw) -> pd.DataFrame:
     """Pairs of one track and split (split="all" for chitchat returns every split).
 
     chitchat: `chitchat_pairs(**kw)` filtered to `split` (train / val / test).
-    hh-rlhf: with path=..., `data.load_hh_jsonl(path, **kw)` (the file is the split); otherwise
-      `data.load_hh_hub(split, **kw)` (hub).
-    ultrafeedback: hub split train_prefs / test_prefs ("train" / "test" map to them), then
-      `ultrafeedback_pairs(rows, **kw)`.
-    pku-saferlhf: hub split train / test, then `pku_saferlhf_pairs(rows, **kw)` (rule=...).
-    Hub failures raise a DataError saying the hub is unreachable and the track is for the paper
-    profile; an unknown name raises a DataError listing TRACKS. Adds a `split` column when absent.
+    hh-rlhf: `path` a .jsonl[.gz] file -> `data.load_hh_jsonl(path, **kw)` (the file is the split);
+      otherwise `data.load_hh_hub(split, dataset=path or "Anthropic/hh-rlhf", **kw)`.
+    ultrafeedback: split train_prefs / test_prefs ("train" / "test" map to them) of `path` or the hub
+      id, then `ultrafeedback_pairs(rows, **kw)`.
+    pku-saferlhf: split train / test of `path` or the hub id, then `pku_saferlhf_pairs(rows, **kw)` (rule=...).
+    `path` (a local folder in the hub's format, or another dataset id) replaces only the identifier:
+    the same loader and converter run. Hub failures raise a DataError saying the hub is unreachable
+    and the track is for the paper profile; an unknown name raises a DataError listing TRACKS. Adds a
+    `split` column when absent.
     """
     if name not in TRACKS:
         raise DataError(f"unknown track '{name}'; valid tracks: {', '.join(TRACKS)}")
@@ -292,18 +297,22 @@ def load_track(name: str, split: str = "train", **kw) -> pd.DataFrame:
         out = df[df.split == split].reset_index(drop=True)
         out.attrs = dict(df.attrs)
         return out
+    local = path is not None and os.path.exists(path)
+    source = path or HUB[name]
     if name == "hh-rlhf":
-        path = kw.pop("path", None)
-        df = load_hh_jsonl(path, **kw) if path else _hub(name, split, lambda: load_hh_hub(split, **kw))
+        if local and os.path.isfile(path):
+            df = load_hh_jsonl(path, **kw)
+        else:
+            df = _hub(name, split, lambda: load_hh_hub(split, dataset=source, **kw), local)
     else:
         hub_split = UF_SPLITS.get(split, split) if name == "ultrafeedback" else split
 
         def load():
             from datasets import load_dataset
-            return load_dataset(HUB[name], split=hub_split)
-        rows = _hub(name, split, load)
+            return load_dataset(source, split=hub_split)
+        rows = _hub(name, split, load, local)
         convert = ultrafeedback_pairs if name == "ultrafeedback" else pku_saferlhf_pairs
-        df = convert(rows, where=f"{HUB[name]}[{hub_split}]", id_prefix=f"{'uf' if name == 'ultrafeedback' else 'pku'}-{split}-", **kw)
+        df = convert(rows, where=f"{source}[{hub_split}]", id_prefix=f"{'uf' if name == 'ultrafeedback' else 'pku'}-{split}-", **kw)
     if "split" not in df:
         df["split"] = split
     return df

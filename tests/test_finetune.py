@@ -92,16 +92,8 @@ def test_rounds_loop_runs_a_finetuned_model():
 def test_paper_rm_architecture_on_a_tiny_standin(tmp_path, lora):
     """The paper's RM is DeBERTa-v3 (deberta-v2 architecture): a tiny one saved with save_pretrained in
     the hub's format runs the same fine-tune / save / load path (LoRA on query_proj / value_proj)."""
-    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    conf = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=128, relative_attention=True,
-                           position_buckets=32, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-                           num_labels=1, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    src = tmp_path / "tiny-deberta"
-    DebertaV2ForSequenceClassification(conf).save_pretrained(src, safe_serialization=True)
-    tok.save_pretrained(src)
+    import standins
+    src = standins.deberta(tmp_path)
     df = _df(8)
     m = FinetunedRewardModel(_cfg(model=str(src), lora=lora, lr=1e-3))
     losses = m.fit(df, epochs=2, progress=False)
@@ -112,3 +104,26 @@ def test_paper_rm_architecture_on_a_tiny_standin(tmp_path, lora):
     gap = m.reward_gap(df)
     m.save(tmp_path / "rm")
     np.testing.assert_array_equal(FinetunedRewardModel.load(tmp_path / "rm").reward_gap(df), gap)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(monkeypatch, capsys):
+    """The memory-aware batch size: a micro-batch of more than 2 pairs 'runs out of memory' (a CUDA
+    OOM raised by the forward), so the probe settles on 2 x 8 for the configured 8 x 2."""
+    m = FinetunedRewardModel(_cfg(batch_size=8, grad_accum=2))
+    forward = m.model.forward
+
+    def limited(*a, **kw):
+        if kw["input_ids"].shape[0] > 4:              # chosen + rejected of 2 pairs
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(*a, **kw)
+    monkeypatch.setattr(m.model, "forward", limited)
+    df = _df(8)
+    ids = m._encode(list(df.chosen)), m._encode(list(df.rejected))
+    assert m.fit_batch_probe(*ids) == 2
+    assert (m.cfg.batch_size, m.cfg.grad_accum) == (2, 8)
+    assert "effective batch 16 unchanged" in capsys.readouterr().out
+    assert all(p.grad is None for p in m.model.parameters())
+    assert np.isfinite(m.fit(df, epochs=1, progress=False)).all()   # trains at the size that fits
+    monkeypatch.setattr(m.model, "forward", lambda *a, **kw: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")))
+    with pytest.raises(RuntimeError, match="lower max_length"):
+        m.fit_batch_probe(*ids)

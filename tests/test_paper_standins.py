@@ -1,28 +1,21 @@
 """The paper profile's hub models, as tiny local stand-ins saved with save_pretrained in the hub's
 formats (issue 7): an MPNet sentence encoder (all-mpnet-base-v2's architecture) and a Llama chat
 policy (TinyLlama's). Only the identifiers differ from the paper profile; every loader and step runs.
-The DeBERTa-v2 reward model stand-in is in test_finetune.py."""
+The builders are in standins.py; the DeBERTa-v2 reward model stand-in is tested in test_finetune.py
+and every notebook of the paper profile on all stand-ins in test_paper_profile.py."""
 import numpy as np
 import pytest
 import torch
 
-from mars_lib.assets import minilm_dir, smollm2_dir
 from mars_lib.config import RunConfig
 
 
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, MPNetConfig, MPNetModel
+    import standins as build
     root = tmp_path_factory.mktemp("standins")
-    torch.manual_seed(0)
-    wtok = AutoTokenizer.from_pretrained(minilm_dir())
-    MPNetModel(MPNetConfig(vocab_size=len(wtok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=300)).save_pretrained(root / "mpnet")
-    wtok.save_pretrained(root / "mpnet")
-    ctok = AutoTokenizer.from_pretrained(smollm2_dir())
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(ctok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(root / "llama")
-    ctok.save_pretrained(root / "llama")
+    build.mpnet(root)
+    build.llama(root)
     return root
 
 
@@ -74,18 +67,13 @@ def test_paper_paraphraser_standin_builds_the_pool_and_caches(standins, tmp_path
     """The authors' T5 paraphraser path on a tiny T5 saved with save_pretrained: beam search, 5 x 5
     pool per source, dedup counted, and a rerun served from the cache (no generate call)."""
     import pandas as pd
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     from mars_lib import paraphrase
     from mars_lib.augment import ParaphraseOp, build_pool
     monkeypatch.setenv("MARS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(paraphrase, "_SEQ2SEQ", {})
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
-                                        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
-                                        eos_token_id=tok.sep_token_id)).save_pretrained(tmp_path / "t5")
-    tok.save_pretrained(tmp_path / "t5")
+    import standins as build
+    build.t5(tmp_path)
     src = pd.DataFrame({"pair_id": ["p0", "p1"], "prompt": ["How do I boil an egg?", "Name a colour."],
                         "chosen": ["Put it in boiling water for nine minutes.", "Blue."],
                         "rejected": ["Eggs are nice.", "I do not know any."]})

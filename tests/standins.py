@@ -1,0 +1,106 @@
+"""Tiny local stand-ins for the paper profile's hub models and datasets, saved in the hub's formats
+(issue 7): only the identifiers differ from the paper profile, so every loader and step runs offline.
+
+Models (random weights, save_pretrained): an MPNet sentence encoder (all-mpnet-base-v2's
+architecture), a DeBERTa-v2 sequence classifier (DeBERTa-v3-base's), a T5 paraphraser (the
+authors' T5's) and a Llama chat LM (TinyLlama's). Datasets: HH-RLHF (train / test .jsonl.gz of
+chosen / rejected dialogues) and RewardBench (`raw` and `filtered` splits declared in the README's
+YAML header, as on the hub), both filled with real texts from the committed gold task.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+from mars_lib.assets import minilm_dir, smollm2_dir
+
+
+def mpnet(root: Path) -> Path:
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+    out = Path(root) / "mpnet"
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(0)
+    MPNetModel(MPNetConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=300)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def deberta(root: Path) -> Path:
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
+    out = Path(root) / "deberta"
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    conf = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=128, relative_attention=True,
+                           position_buckets=32, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                           num_labels=1, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    DebertaV2ForSequenceClassification(conf).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def t5(root: Path) -> Path:
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+    out = Path(root) / "t5"
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
+                                        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                                        eos_token_id=tok.sep_token_id)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def llama(root: Path) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    out = Path(root) / "llama"
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _task_pairs(n: int):
+    from mars_lib.config import RunConfig
+    from mars_lib.tasks import load_task
+    task = load_task(RunConfig().task_path, beta=1.0, label_seed=0)
+    return task.pairs.drop_duplicates("prompt").head(n).reset_index(drop=True)
+
+
+def hh_rlhf(root: Path, n_train: int = 40, n_test: int = 20) -> Path:
+    """Anthropic/hh-rlhf's layout: train.jsonl.gz and test.jsonl.gz of {"chosen", "rejected"} dialogues."""
+    out = Path(root) / "hh-rlhf"
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = _task_pairs(n_train + n_test)
+    dia = lambda p, r: f"\n\nHuman: {p}\n\nAssistant: {r}"            # noqa: E731
+    for split, part in (("train", pairs.iloc[:n_train]), ("test", pairs.iloc[n_train:])):
+        with gzip.open(out / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for r in part.itertuples():
+                f.write(json.dumps({"chosen": dia(r.prompt, r.chosen), "rejected": dia(r.prompt, r.rejected)}) + "\n")
+    return out
+
+
+def reward_bench(root: Path, per_subset: int = 2) -> Path:
+    """allenai/reward-bench's layout: splits `raw` and `filtered` declared in the README's YAML header,
+    rows {id, prompt, chosen, rejected, subset, ...}; `raw` also holds a subset outside the sections."""
+    from mars_lib.rewardbench import SECTION_OF
+    out = Path(root) / "reward-bench"
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    subsets = list(SECTION_OF)
+    pairs = _task_pairs(per_subset * (len(subsets) + 1))
+    rows = [{"id": i, "prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected,
+             "subset": (subsets + ["donotanswer-extra"])[i // per_subset], "chosen_model": "x", "rejected_model": "y"}
+            for i, r in enumerate(pairs.itertuples())]
+    for split, part in (("raw", rows), ("filtered", [r for r in rows if r["subset"] in SECTION_OF])):
+        with open(out / "data" / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in part)
+    (out / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                   "  - split: raw\n    path: data/raw.jsonl\n"
+                                   "  - split: filtered\n    path: data/filtered.jsonl\n---\n# stand-in\n")
+    return out

@@ -1,0 +1,77 @@
+"""The paper profile end to end (issue 7): `./run_all.sh --profile paper` with every hub model and
+data set replaced by a tiny local stand-in in the hub's format (tests/standins.py), on CPU in fp32 and
+with tiny sizes. Only identifiers, device, precision and sizes are overridden; every other value is
+the paper profile's (DeBERTa-architecture RM fully fine-tuned, MPNet encoder, T5 paraphraser with the
+prompt paraphrased, Llama policy and rewriter, HH-RLHF track, RewardBench, DPO, fine-tuned HVPs).
+The hub stays disabled (HF_*_OFFLINE=1): a step that reached for it would fail here."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import standins
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = {
+    "01_margins": ["task_summary.csv", "reward_gaps.csv", "human_track_summary.csv"],
+    "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "refinement_summary.csv"],
+    "03_rm_training": ["history.csv", "summary.csv", "authors_protocol.csv", "history_human_track.csv",
+                       "authors_protocol_human_track.csv", "rewardbench.csv", "rewardbench_authors.csv",
+                       "rewardbench_summary.csv", "models.csv"],
+    "04_curvature": ["curvature.csv", "finetuned_hvp.csv", "finetuned_sigma_prime.csv"],
+    "05_downstream": ["bon_curve.csv", "win_rates.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
+}
+
+
+def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
+    root = tmp_path / "standins"
+    llama = standins.llama(root)
+    params = {
+        # identifiers: the hub ids of the paper profile -> local stand-ins in the same formats
+        "encoder": standins.mpnet(root), "rm_model": standins.deberta(root), "paraphraser": standins.t5(root),
+        "policy_model": llama, "refine_model": llama, "human_track_path": standins.hh_rlhf(root),
+        "rewardbench": standins.reward_bench(root),
+        # a CPU and a few minutes
+        "device": "cpu", "precision": "fp32", "threads": 2, "results_dir": tmp_path / "results",
+        "n_prompts": 12, "n_base": 12, "seeds": [0], "rounds": 1, "max_length": 64, "batch_size": 4, "grad_accum": 2,
+        "n_paraphrases": 2, "human_max_pairs": 12, "human_eval_max_pairs": 8, "refine_max_pairs": 2,
+        "refine_attempts": 1, "fidelity_sources": 4, "dpo_train_prompts": 3, "dpo_eval_prompts": 2,
+        "dpo_strategies": ["none", "mars_v1"], "hvp_pairs": 4, "lanczos_iters": 3, "hutchinson_samples": 3,
+        "n_boot": 50,
+    }
+    cmd = [sys.executable, "-m", "mars_lib.runner", "--profile", "paper", "--force"]
+    for k, v in params.items():
+        cmd += ["-p", k, repr(v) if isinstance(v, (list, int, float)) else str(v)]
+    dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    out = tmp_path / "results"
+    for nb, tables in EXPECTED.items():
+        for t in tables:
+            df = pd.read_csv(out / nb / t)
+            assert len(df) > 0, f"{nb}/{t} is empty"
+        cfg = json.loads((out / nb / "config.json").read_text())
+        assert cfg["profile"] == "paper" and cfg["encoder"] == str(params["encoder"])
+    cfg3 = json.loads((out / "03_rm_training" / "config.json").read_text())
+    # the paper profile's own values, untouched by the overrides
+    assert cfg3["rm"] == "full" and cfg3["human_track"] == "hh-rlhf" and cfg3["paraphrase_prompt"] is True
+    assert cfg3["ft_lr"] == 2e-5 and cfg3["rm_model"] == str(params["rm_model"])
+    # fine-tuned RMs were saved whole and reloaded by notebooks 04 and 05
+    models = pd.read_csv(out / "03_rm_training" / "models.csv")
+    assert all((out.parent / p / "mars_finetune.json").exists() for p in models.path)
+    hvp = pd.read_csv(out / "04_curvature" / "finetuned_hvp.csv")
+    assert set(hvp.rm) == set(models.strategy) and hvp.value.notna().all()
+    # RewardBench: four sections + Core per RM, trained on the HH track; the authors' two subsamples
+    rb = pd.read_csv(out / "03_rm_training" / "rewardbench.csv")
+    assert set(rb.section) == {"Chat", "Chat Hard", "Safety", "Reasoning", "Core"}
+    assert (rb.trained_on == "hh-rlhf").all() and rb.value.between(0, 1).all()
+    auth = pd.read_csv(out / "03_rm_training" / "rewardbench_authors.csv")
+    assert (auth.seeds == 2).all()
+    # DPO ran with the Llama stand-in policy
+    stats = pd.read_csv(out / "05_downstream" / "dpo_policy_stats.csv")
+    assert set(stats.policy) == {"base", "none_seed0", "mars_v1_seed0"}

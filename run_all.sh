@@ -9,11 +9,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 source "$ROOT/scripts/runtime_env.sh"
-for arg in "$@"; do
-  if [ "$arg" = "paper" ]; then
-    # the paper profile loads hub models and datasets: let the hub through
-    unset HF_HUB_OFFLINE HF_DATASETS_OFFLINE TRANSFORMERS_OFFLINE
-  fi
-done
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m mars_lib.runner "$@"

@@ -72,6 +72,14 @@ def set_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def set_online() -> None:
+    """Allow hub look-ups in this process (RunConfig.offline False: the paper profile). Takes full
+    effect only before transformers / datasets are imported; the runner sets it before each kernel."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.pop(var, None)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def weights_id(path: str, model) -> str:
     """Cache id of loaded weights: the path / hub id plus the hub commit (or, for a local folder, the
     parameter count)."""

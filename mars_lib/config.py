@@ -32,6 +32,8 @@ class RunConfig:
     results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
     device: str = "cpu"                         # explicit; no hidden accelerator or bf16
     threads: int = 2                            # torch threads (2-core laptop)
+    offline: bool = True                        # HF_*_OFFLINE=1 in this process: nothing is looked up on the hub
+                                                # (paper profile: False, its models and data sets come from the hub)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)    # RM training seeds (also label draws of synthetic sampling)
     # --- task (mars_lib.tasks) -------------------------------------------------------------
     task_dir: str = "data/gold_task_v2"         # committed offline task (prompts, responses, gold scores)
@@ -230,12 +232,20 @@ class RunConfig:
         return p if p.is_absolute() else REPO_ROOT / p
 
     def apply_runtime(self) -> None:
-        """Threads and offline mode for this process (offline unless the profile is online)."""
+        """Threads, offline mode (`offline`) and a check that the device and precision exist here:
+        device "cuda" needs a CUDA build of torch and a visible GPU, bf16 a GPU that supports it
+        (checked now rather than at resolve, so that --dry-run validates on any machine)."""
         import torch
         torch.set_num_threads(self.threads)
-        if self.profile != "paper":
-            from .assets import set_offline
-            set_offline()
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"config field 'device' = {self.device!r}: torch {torch.__version__} sees no CUDA GPU "
+                              "here; install the CUDA build (README, 'Installing torch') or run with -p device cpu "
+                              "-p precision fp32")
+        if self.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"config field 'precision' = 'bf16': {torch.cuda.get_device_name()} has no bf16 "
+                              "support; run with -p precision fp32")
+        from .assets import set_offline, set_online
+        set_offline() if self.offline else set_online()
 
 
 PROFILES: dict[str, dict] = {
@@ -248,10 +258,10 @@ PROFILES: dict[str, dict] = {
     # the reference run: the whole offline task
     "cpu": {},
     # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
-    "paper": {"results_dir": "results/paper", "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
+    "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": "hh-rlhf", "human_max_pairs": 1000, "refine_max_pairs": None,
+              "budget_ratio": 2.0, "human_track": "hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
               "rewardbench": "allenai/reward-bench",
               "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
               "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",

@@ -288,4 +288,5 @@ class DPOPolicy:
         model = PeftModel.from_pretrained(base_model, path, is_trainable=True)
         policy = cls(model, tokenizer or AutoTokenizer.from_pretrained(path), DPOConfig(**d))
         policy.steps = meta["steps"]
+        policy.model.eval()          # is_trainable=True leaves peft in train mode: LoRA dropout would make scores random
         return policy

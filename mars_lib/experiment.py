@@ -674,6 +674,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
         kl = np.zeros(len(texts))
         if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
             import torch
+            dpo.model.eval()       # deterministic: no LoRA dropout in the log-probabilities
             with torch.no_grad():
                 lp = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
                 with dpo.model.disable_adapter():
@@ -696,7 +697,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
             labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
                                                       agrees_with_gold=gold_agrees))
-            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, seed=seed)
+            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, precision=cfg.precision, seed=seed)
             # the folder is named by what the policy is trained from: a changed setting never reuses it
             key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
                                              base_id]).encode()).hexdigest()[:10]

@@ -112,6 +112,8 @@ def main(argv=None) -> int:
         if not a.force and out.exists() and stamp.exists() and stamp.read_text() == fp:
             print(f"[run_all] {nb.name}: up to date, skipped (--force to re-run)")
             continue
+        from .assets import set_offline, set_online
+        set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
         print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),

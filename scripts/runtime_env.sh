@@ -1,6 +1,6 @@
 # Environment for every offline run (sourced by run_all.sh and run_tests.sh).
 # Offline: nothing may touch the hub (architecture.md §4: without these, failed look-ups cost 25-50 s).
-# The paper profile unsets the two *_OFFLINE variables itself (run_all.sh --profile paper).
+# A config with offline=False (the paper profile) lifts them for its notebooks (mars_lib.runner).
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"

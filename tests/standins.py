@@ -18,52 +18,44 @@ import torch
 from mars_lib.assets import minilm_dir, smollm2_dir
 
 
-def mpnet(root: Path) -> Path:
-    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
-    out = Path(root) / "mpnet"
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
+def _build(root: Path, name: str, tokenizer_dir, make) -> Path:
+    """make(tokenizer) -> a seeded random model, saved with its tokenizer under root/name."""
+    from transformers import AutoTokenizer
+    out = Path(root) / name
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    MPNetModel(MPNetConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=300)).save_pretrained(out)
+    make(tok).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def mpnet(root: Path) -> Path:
+    from transformers import MPNetConfig, MPNetModel
+    return _build(root, "mpnet", minilm_dir(), lambda tok: MPNetModel(MPNetConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=300)))
 
 
 def deberta(root: Path) -> Path:
-    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
-    out = Path(root) / "deberta"
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    conf = DebertaV2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=128, relative_attention=True,
-                           position_buckets=32, pos_att_type=["p2c", "c2p"], position_biased_input=False,
-                           num_labels=1, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    DebertaV2ForSequenceClassification(conf).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+    return _build(root, "deberta", minilm_dir(), lambda tok: DebertaV2ForSequenceClassification(DebertaV2Config(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"],
+        position_biased_input=False, num_labels=1, pad_token_id=tok.pad_token_id)))
 
 
 def t5(root: Path) -> Path:
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-    out = Path(root) / "t5"
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
-                                        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
-                                        eos_token_id=tok.sep_token_id)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    from transformers import T5Config, T5ForConditionalGeneration
+    return _build(root, "t5", minilm_dir(), lambda tok: T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tok), d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
+        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id)))
 
 
 def llama(root: Path) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    out = Path(root) / "llama"
-    tok = AutoTokenizer.from_pretrained(smollm2_dir())
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    from transformers import LlamaConfig, LlamaForCausalLM
+    return _build(root, "llama", smollm2_dir(), lambda tok: LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2)))
 
 
 def _task_pairs(n: int):

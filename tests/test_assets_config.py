@@ -92,7 +92,24 @@ def test_paper_profile_without_hub_access_fails_clearly():
     """Offline, the paper profile's hub encoder cannot load: a clear error naming it and the fix."""
     from mars_lib import experiment
     with pytest.raises(OSError, match="all-mpnet-base-v2.*network access.*local folder"):
-        experiment.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32"))
+        experiment.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32", offline=True))
+
+
+def test_paper_profile_is_online_and_a_missing_gpu_fails_clearly(monkeypatch):
+    """The paper profile lifts the offline variables (offline=False); device cuda on a machine whose
+    torch sees no GPU stops at setup with the fix, while --dry-run still validates anywhere."""
+    import torch
+    paper = RunConfig.resolve("paper")
+    assert paper.offline is False and RunConfig.resolve("cpu").offline is True
+    assert (paper.device, paper.precision) == ("cuda", "bf16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device.*no CUDA GPU.*-p device cpu"):
+        RunConfig.resolve("paper", threads=2, offline=True).apply_runtime()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(ConfigError, match="Tesla T4 has no bf16"):
+        RunConfig.resolve("paper", threads=2, offline=True).apply_runtime()
 
 
 def test_runner_dry_run_validates_every_notebook(capsys):

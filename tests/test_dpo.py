@@ -118,9 +118,10 @@ def test_save_load_identical_logprobs(tok, tmp_path):
     assert not any(f.endswith(".bin") for f in files)
     q = DPOPolicy.load(tmp_path / "dpo", _model(tok))
     assert q.steps == 3 and q.cfg == p.cfg and q.digest() == p.digest()
+    assert not any(m.training for m in q.model.modules())      # loaded in eval mode: no LoRA dropout in scores
     args = (list(df.prompt), list(df.chosen))
     with torch.no_grad():
-        a, b = sequence_logprobs(p.model.eval(), tok, *args), sequence_logprobs(q.model.eval(), tok, *args)
+        a, b = sequence_logprobs(p.model.eval(), tok, *args), sequence_logprobs(q.model, tok, *args)
         base = sequence_logprobs(_model(tok), tok, *args)
         merged = sequence_logprobs(p.merged(), tok, *args)
     assert torch.equal(a, b) and not torch.allclose(a, base)  # the adapters were saved, and they matter

@@ -3,7 +3,7 @@ data set replaced by a tiny local stand-in in the hub's format (tests/standins.p
 with tiny sizes. Only identifiers, device, precision and sizes are overridden; every other value is
 the paper profile's (DeBERTa-architecture RM fully fine-tuned, MPNet encoder, T5 paraphraser with the
 prompt paraphrased, Llama policy and rewriter, HH-RLHF track, RewardBench, DPO, fine-tuned HVPs).
-The hub stays disabled (HF_*_OFFLINE=1): a step that reached for it would fail here."""
+The hub stays disabled (`-p offline True`, HF_*_OFFLINE=1): a step that reached for it would fail here."""
 import json
 import subprocess
 import sys
@@ -37,6 +37,7 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
         "rewardbench": standins.reward_bench(root),
         # a CPU and a few minutes
         "device": "cpu", "precision": "fp32", "threads": 2, "results_dir": tmp_path / "results",
+        "offline": True,         # the paper profile air-gapped on local copies: no hub look-up is even attempted
         "n_prompts": 12, "n_base": 12, "seeds": [0], "rounds": 1, "max_length": 64, "batch_size": 4, "grad_accum": 2,
         "n_paraphrases": 2, "human_max_pairs": 12, "human_eval_max_pairs": 8, "refine_max_pairs": 2,
         "refine_attempts": 1, "fidelity_sources": 4, "dpo_train_prompts": 3, "dpo_eval_prompts": 2,
@@ -60,7 +61,7 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
     cfg3 = json.loads((out / "03_rm_training" / "config.json").read_text())
     # the paper profile's own values, untouched by the overrides
     assert cfg3["rm"] == "full" and cfg3["human_track"] == "hh-rlhf" and cfg3["paraphrase_prompt"] is True
-    assert cfg3["ft_lr"] == 2e-5 and cfg3["rm_model"] == str(params["rm_model"])
+    assert cfg3["ft_lr"] == 2e-5 and cfg3["rm_model"] == str(params["rm_model"]) and cfg3["offline"] is True
     # fine-tuned RMs were saved whole and reloaded by notebooks 04 and 05
     models = pd.read_csv(out / "03_rm_training" / "models.csv")
     assert all((out.parent / p / "mars_finetune.json").exists() for p in models.path)

@@ -21,7 +21,7 @@ def standins(tmp_path_factory):
 
 def _paper(standins, tmp_path, **kw):
     kw = {"encoder": str(standins / "mpnet"), "policy_model": str(standins / "llama"), **kw}
-    return RunConfig.resolve("paper", device="cpu", precision="fp32", threads=2, n_prompts=12, seeds=[0],
+    return RunConfig.resolve("paper", device="cpu", precision="fp32", threads=2, n_prompts=12, seeds=[0], offline=True,
                              results_dir=str(tmp_path / "results"), **kw)
 
 

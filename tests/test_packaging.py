@@ -16,7 +16,8 @@ def _pins(lines):
 
 def test_environment_matches_pyproject():
     py = tomllib.loads((REPO / "pyproject.toml").read_text())
-    deps = py["project"]["dependencies"] + py["project"]["optional-dependencies"]["test"]
+    extras = py["project"]["optional-dependencies"]
+    deps = py["project"]["dependencies"] + extras["test"] + extras["paper"]
     want = _pins(deps)
     got = _pins((REPO / "environment.yml").read_text().splitlines())
     assert want, "no pins parsed from pyproject"

@@ -173,3 +173,24 @@ def test_hub_tracks_fail_clearly_offline(name, monkeypatch):
 def test_hh_track_from_local_file(hh_sample):
     df = load_track("hh-rlhf", "test", path=hh_sample, on_error="skip", limit=20)
     assert len(df) == 20 and set(df.split) == {"test"}
+
+
+@pytest.mark.parametrize("name,rows,splits", [("ultrafeedback", UF_ROWS, ("train_prefs", "test_prefs")),
+                                              ("pku-saferlhf", PKU_ROWS, ("train", "test"))])
+def test_hub_tracks_from_a_local_copy_in_the_hub_layout(name, rows, splits, tmp_path):
+    """human_track_path: a folder laid out like the hub repository (splits named in the README's YAML
+    header) goes through the same load_dataset call and converter, with the hub disabled."""
+    import json
+    for s in splits:
+        (tmp_path / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        f"  - split: {s}\n    path: {s}.jsonl\n" for s in splits) + "---\n")
+    convert = ultrafeedback_pairs if name == "ultrafeedback" else pku_saferlhf_pairs
+    for split in ("train", "test"):
+        df = load_track(name, split, path=str(tmp_path))
+        assert set(df.split) == {split}
+        pd.testing.assert_frame_equal(df.drop(columns=["split", "pair_id", "source_id"]).reset_index(drop=True),
+                                      convert(rows).drop(columns=["pair_id", "source_id"]).reset_index(drop=True),
+                                      check_dtype=False)
+    with pytest.raises(DataError, match="local copy"):
+        load_track(name, "test", path=str(tmp_path / "README.md"))         # a file, not a data set

@@ -122,11 +122,6 @@ class RunConfig:
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
-    # --- paper profile identifiers (used where the fields above name hub models) -----------
-    paper_rm_model: str = "microsoft/deberta-v3-base"
-    paper_paraphraser: str = "humarin/chatgpt_paraphraser_on_T5_base"
-    paper_policy: str = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-    paper_dataset: str = "Anthropic/hh-rlhf"
 
     def __post_init__(self):
         def bad(name, why):
@@ -257,7 +252,8 @@ PROFILES: dict[str, dict] = {
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
-    # the paper's setting on one GPU (mars-method.md §4); hub models via the paper_* fields
+    # the paper's setting on one GPU (mars-method.md §4; README "The paper profile"): hub ids in rm_model, encoder,
+    # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,

@@ -378,12 +378,11 @@ def save_heads(results: dict, cfg, folder: str = "03_rm_training") -> pd.DataFra
     from safetensors.torch import save_file
     rows = []
     for (s, seed), r in results.items():
-        if not isinstance(r.model, HeadRewardModel):
-            p = r.model.save(cfg.path(folder, "models", f"{s}_seed{seed}", "x").parent)
-            rows.append({"strategy": s, "seed": seed, "path": str(p.relative_to(cfg.path(folder).parent.parent))})
-            continue
-        p = cfg.path(folder, "models", f"{s}_seed{seed}.safetensors")
-        save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, str(p))
+        p = saved_model_path(cfg, s, seed, folder)
+        if isinstance(r.model, HeadRewardModel):
+            save_file({k: v.contiguous() for k, v in r.model.state_dict().items()}, str(p))
+        else:
+            r.model.save(p)
         rows.append({"strategy": s, "seed": seed, "path": str(p.relative_to(cfg.path(folder).parent.parent))})
     return pd.DataFrame(rows)
 
@@ -394,7 +393,7 @@ def load_heads(cfg, dim: int, folder: str = "03_rm_training") -> dict[tuple[str,
     out = {}
     for s in cfg.strategies:
         for seed in cfg.seeds:
-            p = cfg.path(folder, "models", f"{s}_seed{seed}.safetensors")
+            p = saved_model_path(cfg, s, seed, folder)
             if not p.exists():
                 raise FileNotFoundError(f"{p} missing: run notebook 03 first (./run_all.sh --only 03)")
             m = new_head(cfg, dim, seed)
@@ -454,18 +453,18 @@ def rewardbench_eval(ctx: Context, models: dict, trained_on: str) -> tuple[pd.Da
     Returns (ours, authors) as tidy tables with columns strategy, seed, trained_on, section, ..."""
     from .rewardbench import authors_protocol, load_rewardbench, section_scores
     cfg = ctx.cfg
-    ours, rows_a, rows_o = {}, [], []
+    data, rows_a, rows_o = {}, [], []
     for split in ("filtered", "raw"):
         df = load_rewardbench(cfg.rewardbench, split)
         feats = featurize(df, ctx.encoder, desc=f"features: RewardBench {split}") if cfg.rm == "head" else None
-        ours[split] = (df, feats)
+        data[split] = (df, feats)
     for (s, seed), m in models.items():
-        df, feats = ours["filtered"]
+        df, feats = data["filtered"]
         rc, rr = pair_scores_of(m, df, feats)
         for sec, v in section_scores(df.subset, rc > rr).items():
             rows_o.append({"strategy": s, "seed": seed, "trained_on": trained_on, "section": sec, "value": v,
                            "pairs": int(df.section.eq(sec).sum()) if sec != "Core" else int(df.section.notna().sum())})
-        df, feats = ours["raw"]
+        df, feats = data["raw"]
         rc, rr = pair_scores_of(m, df, feats)
         rows_a.append(authors_protocol(df.subset, rc - rr).assign(strategy=s, seed=seed, trained_on=trained_on))
     return pd.DataFrame(rows_o), pd.concat(rows_a, ignore_index=True)

@@ -435,15 +435,6 @@ def score_responses(rm, prompts, responses, phi: np.ndarray | None = None) -> np
     return rm.score(list(prompts), list(responses))
 
 
-def pair_scores_of(rm, df: pd.DataFrame, pairs: Pairs | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(r(chosen), r(rejected)) of a pair table with either RM kind (a head needs `pairs`, the featurized table)."""
-    if isinstance(rm, HeadRewardModel):
-        if pairs is None:
-            raise ValueError("pair_scores_of: a head reward model needs the featurized pairs")
-        return rm.pair_scores(pairs)
-    return rm.score_pairs(df)
-
-
 def rewardbench_eval(ctx: Context, models: dict, trained_on: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every reward model on RewardBench (cfg.rewardbench: hub id or local copy; mars_lib.rewardbench).
 
@@ -453,20 +444,18 @@ def rewardbench_eval(ctx: Context, models: dict, trained_on: str) -> tuple[pd.Da
     Returns (ours, authors) as tidy tables with columns strategy, seed, trained_on, section, ..."""
     from .rewardbench import authors_protocol, load_rewardbench, section_scores
     cfg = ctx.cfg
-    data, rows_a, rows_o = {}, [], []
-    for split in ("filtered", "raw"):
-        df = load_rewardbench(cfg.rewardbench, split)
-        feats = featurize(df, ctx.encoder, desc=f"features: RewardBench {split}") if cfg.rm == "head" else None
-        data[split] = (df, feats)
+    # featurized like every evaluation set (cached by content), so both RM kinds score through pair_scores
+    data = {split: featurize(load_rewardbench(cfg.rewardbench, split), ctx.encoder, desc=f"features: RewardBench {split}")
+            for split in ("filtered", "raw")}
+    rows_a, rows_o = [], []
     for (s, seed), m in models.items():
-        df, feats = data["filtered"]
-        rc, rr = pair_scores_of(m, df, feats)
+        df = data["filtered"].df
+        rc, rr = m.pair_scores(data["filtered"])
         for sec, v in section_scores(df.subset, rc > rr).items():
             rows_o.append({"strategy": s, "seed": seed, "trained_on": trained_on, "section": sec, "value": v,
                            "pairs": int(df.section.eq(sec).sum()) if sec != "Core" else int(df.section.notna().sum())})
-        df, feats = data["raw"]
-        rc, rr = pair_scores_of(m, df, feats)
-        rows_a.append(authors_protocol(df.subset, rc - rr).assign(strategy=s, seed=seed, trained_on=trained_on))
+        rc, rr = m.pair_scores(data["raw"])
+        rows_a.append(authors_protocol(data["raw"].df.subset, rc - rr).assign(strategy=s, seed=seed, trained_on=trained_on))
     return pd.DataFrame(rows_o), pd.concat(rows_a, ignore_index=True)
 
 
@@ -509,7 +498,7 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
     cfg = ctx.cfg
     pool = ctx.task.responses[ctx.task.responses.split == split].copy()
     if cfg.bon_extra_samples > 0:
-        from .generation import GenerationCache, Generator, Request, smollm2_model_id
+        from .generation import GenerationCache, Generator, Request
         from .judge import GoldJudge
         from .tasks import ARMS
         model, tok, model_id = policy_model(cfg)
@@ -555,7 +544,6 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
     a Hutchinson trace estimate (`hutchinson_samples` HVPs, with its standard error).
     """
     import time
-    from pathlib import Path
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -570,24 +558,14 @@ def finetuned_curvature(cfg, pairs: Pairs, n_pairs: int = 16, lanczos_iters: int
         tok = AutoTokenizer.from_pretrained(src)
         model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, attn_implementation="eager",
                                                                    dtype=dtype)
+        tok.truncation_side = "left"
     else:
-        meta = json.loads((Path(model_path) / "mars_finetune.json").read_text())
-        max_length = max_length or cfg.max_length
-        tok = AutoTokenizer.from_pretrained(model_path)
-        if meta.get("lora"):
-            from peft import PeftModel
-            base = AutoModelForSequenceClassification.from_pretrained(meta["model"], num_labels=1, dtype=dtype,
-                                                                      attn_implementation="eager", use_safetensors=True)
-            base.config.pad_token_id = tok.pad_token_id
-            model = PeftModel.from_pretrained(base, model_path).merge_and_unload()
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(model_path, dtype=dtype, attn_implementation="eager",
-                                                                       use_safetensors=True)
-    tok.truncation_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model.config.pad_token_id = tok.pad_token_id
-    model = model.to(cfg.device).eval()
+        from .finetune import FinetunedRewardModel, _is_peft
+        rm = FinetunedRewardModel.load(model_path, device="cpu")      # pad token and truncation side set there
+        tok, model, max_length = rm.tokenizer, rm.model.to(dtype), max_length or cfg.max_length
+        model = model.merge_and_unload() if _is_peft(model) else model      # merged in the HVP's dtype
+        model.set_attn_implementation("eager")
+    model = model.to(device=cfg.device, dtype=dtype).eval()
     params = _last_layer_and_head(model)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -673,7 +651,6 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
         kl = np.zeros(len(texts))
         if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
             import torch
-            dpo.model.eval()       # deterministic: no LoRA dropout in the log-probabilities
             with torch.no_grad():
                 lp = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
                 with dpo.model.disable_adapter():
@@ -717,7 +694,6 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
                          f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")
     return {"labels": pd.concat(labels, ignore_index=True), "train_log": pd.concat(logs, ignore_index=True),
             "answers": pd.concat(answers, ignore_index=True)}
-
 
 
 def llm_judge_win_rates(cfg, answers: pd.DataFrame, comparisons: list[tuple[str, str]], seed: int = 0) -> pd.DataFrame:

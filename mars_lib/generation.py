@@ -136,13 +136,8 @@ class Generator:
 
     @classmethod
     def smollm2(cls, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from .assets import smollm2_dir
-        path = smollm2_dir()
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+        model, tok, _ = load_causal_lm(str(smollm2_dir()), device)
         return cls(model, tok, smollm2_model_id(), cache, batch_size=batch_size, device=device)
 
     @classmethod

@@ -137,20 +137,19 @@ class Seq2SeqParaphraser:
                  model=None, tokenizer=None):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        if model is not None:                             # an already-built model (benchmarks)
-            self.tok, self.model = tokenizer, model.to(device).eval()
-            self.model_id, self.cache, self.device = path, cache, device
-            self.batch_size, self.prefix, self.calls, self.dropped = batch_size, prefix, 0, 0
-            return
-        try:
-            self.tok = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                               trust_remote_code=False).to(device).eval()
-        except OSError as e:
-            raise OSError(f"paraphraser {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
-                          "network access (the paper profile); offline, leave paraphraser=None (WordNet).") from None
-        from .assets import weights_id
-        self.model_id, self.cache, self.device = weights_id(path, self.model), cache, device
+        model_id = path                                   # an already-built model (benchmarks): named by `path`
+        if model is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                              trust_remote_code=False)
+            except OSError as e:
+                raise OSError(f"paraphraser {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models "
+                              "need network access (the paper profile); offline, leave paraphraser=None (WordNet).") from None
+            from .assets import weights_id
+            model_id = weights_id(path, model)
+        self.tok, self.model = tokenizer, model.to(device).eval()
+        self.model_id, self.cache, self.device = model_id, cache, device
         self.batch_size, self.prefix = batch_size, prefix
         self.calls = 0
         self.dropped = 0

@@ -6,7 +6,7 @@ The paper fine-tunes DeBERTa-v3-base; the offline CPU default trains a linear he
 MiniLM features. This script runs the rounds loop of `mars_lib.training` with
 `FinetunedRewardModel` (full fine-tuning of all-MiniLM-L6-v2 as AutoModelForSequenceClassification)
 on the committed offline task, with the paraphrase pool of notebook 03 (built on CPU by
-`experiment.paraphrase_pool_frame`, cached by content) — the paper-profile code path on the offline
+`pools.paraphrase_pool_frame`, cached by content) — the paper-profile code path on the offline
 assets. It reads everything from files (no asset packages needed), so it runs on a machine that
 only has torch / transformers / pandas. Output: tidy history + summary CSVs and timings.
 """
@@ -42,7 +42,7 @@ def main(argv=None):
     import torch
 
     from mars_lib.config import RunConfig
-    from mars_lib.experiment import model_factory
+    from mars_lib.context import model_factory
     from mars_lib.features import Pairs
     from mars_lib.tasks import load_task
     from mars_lib.training import run_strategy

@@ -79,13 +79,13 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
 
 
 def round_overhead(a) -> pd.DataFrame:
-    from mars_lib import experiment
+    from mars_lib import context, pools
     from mars_lib.config import RunConfig
     from mars_lib.training import run_strategy
     cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False, operator="paraphrase")
-    ctx = experiment.setup(cfg)
+    ctx = context.setup(cfg)
     base, evals = ctx.pairs("train"), {}
-    pool = experiment.synthetic_pool(cfg, base, ctx.encoder)
+    pool = pools.synthetic_pool(cfg, base, ctx.encoder)
     rows = []
     for rep in range(a.repeats):
         for s in ("uniform", "mars_v1", "mars_v2", "won"):

@@ -83,7 +83,7 @@ def _gaps(args):
     df = _load(args)
     pairs = featurize(df, _encoder(args))
     rm = _load_rm(Path(args.rm), pairs.phi_c.shape[1])
-    return df, pairs, rm.score(pairs.phi_c), rm.score(pairs.phi_r)
+    return (df, pairs, *rm.pair_scores(pairs))
 
 
 def cmd_score(args) -> int:

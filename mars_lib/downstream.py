@@ -10,10 +10,16 @@ KL of best-of-n to the policy: KL_bon = log n − (n − 1)/n (Stiennon et al. 2
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from math import comb, log
 
 import numpy as np
 import pandas as pd
+
+from .assets import cache_dir
+from .config import RunConfig
+from .context import Context, policy_model
 
 
 def kl_bon(n: int) -> float:
@@ -66,3 +72,160 @@ def win_rate(gold_a, gold_b) -> dict:
     s = (a > b).astype(float) + 0.5 * (a == b)
     return {"win_rate": float(s.mean()), "se": float(s.std(ddof=1) / np.sqrt(s.size)) if s.size > 1 else float("nan"),
             "wins": int((a > b).sum()), "ties": int((a == b).sum()), "losses": int((a < b).sum()), "n": int(s.size)}
+
+
+# --------------------------------------------------------------------------- the stages of notebook 05
+# Best-of-N candidates, DPO with each reward model as the labeler, and LLM-judge win rates.
+
+def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarray]:
+    """Best-of-N candidates: every policy sample of the task for the split's prompts (+ optional
+    extra samples at the 'default' arm, generated, cached and gold-judged). Returns the pool (one
+    row per sample) and its RM features φ(x, y) [rows, D]."""
+    cfg = ctx.cfg
+    pool = ctx.task.responses[ctx.task.responses.split == split].copy()
+    if cfg.bon_extra_samples > 0:
+        from .generation import GenerationCache, Generator, Request
+        from .judge import GoldJudge
+        from .tasks import ARMS
+        model, tok, model_id = policy_model(cfg)
+        gen = Generator(model, tok, model_id, GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
+        prompts = pool.drop_duplicates("prompt_id")[["prompt_id", "prompt", "split"]]
+        reqs = [(pid, p, Request(p, ARMS["default"], sample=s, seed=cfg.label_seed))
+                for pid, p in zip(prompts.prompt_id, prompts.prompt) for s in range(1, 1 + cfg.bon_extra_samples)]
+        outs = gen.generate_with_info([r for _, _, r in reqs], desc="Best-of-N samples")
+        extra = pd.DataFrame({"prompt_id": [a for a, _, _ in reqs], "prompt": [b for _, b, _ in reqs],
+                              "arm": "default", "sample": [r.sample for _, _, r in reqs],
+                              "response": [t for t, _ in outs], "finished": [f for _, f in outs], "split": split})
+        judge = GoldJudge.offline(ctx.encoder, gen if cfg.policy_model is None else None)   # fluency: SmolLM2
+        extra["gold"] = judge.score(extra.prompt.tolist(), extra.response.tolist(), extra.finished.tolist())
+        pool = pd.concat([pool, extra], ignore_index=True)
+    phi = ctx.encoder.embed_pairs(pool.prompt.tolist(), pool.response.tolist(), desc="features: Best-of-N pool")
+    return pool.reset_index(drop=True), phi
+
+
+DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
+
+
+def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
+
+    For every (strategy, seed) in cfg.dpo_strategies × cfg.dpo_seeds (None: the first of cfg.seeds), from the same base policy
+    (`policy_model`: SmolLM2-135M-Instruct offline, + fresh LoRA, `mars_lib.dpo`):
+    1. pairs: the first two committed policy samples of each train prompt (up to cfg.dpo_train_prompts);
+       the RM's higher-scored one is `chosen` — the RM is the only labeler, no gold is read;
+    2. cfg.dpo_epochs of DPO (same pairs, steps and seed for every RM: policies differ only through labels);
+    3. one answer per evaluation prompt (cfg.dpo_eval_prompts test prompts, the task's default sampling
+       arm, the same request seeds for every policy, and for the untrained base policy) judged by the gold judge.
+    Adapters are saved under results/05_downstream/dpo/<strategy>_seed<k>-<hash of pairs and settings>/
+    and reused when present (an interrupted run
+    resumes with the policies already trained); generations are cached by the policy's digest.
+    Returns tables: labels (each RM's label per pair, with gold agreement), train_log (per step),
+    answers (policy, prompt_id, response, finished, gold, log_ratio). log_ratio = log π(y|x) −
+    log π_ref(y|x) of the policy's own answer (EOS appended); its mean over prompts estimates
+    KL(π ‖ π_ref) — approximately, since answers are drawn with top-p 0.95 and a repetition penalty,
+    not from π itself."""
+    import copy
+
+    from .dpo import DPOConfig, DPOPolicy, sequence_logprobs
+    from .generation import GenerationCache, Generator, Request
+    from .judge import GoldJudge
+    from .tasks import ARMS, load_policy_samples
+    cfg = ctx.cfg
+    samples = load_policy_samples(cfg.task_path)
+    train_pids = list(dict.fromkeys(ctx.task.split("train").prompt_id))
+    if cfg.dpo_train_prompts is not None:
+        train_pids = train_pids[:cfg.dpo_train_prompts]
+    s = samples[samples.prompt_id.isin(set(train_pids))].sort_values(["prompt_id", "sample"])
+    first2 = s.groupby("prompt_id").head(2)
+    a, b = first2.groupby("prompt_id").nth(0).reset_index(drop=True), first2.groupby("prompt_id").nth(1).reset_index(drop=True)
+    if len(a) == 0 or len(a) != len(b):
+        raise ValueError("dpo_downstream: need two policy samples per train prompt (python -m mars_lib.tasks samples)")
+    pa = ctx.encoder.embed_pairs(a.prompt.tolist(), a.response.tolist(), desc="features: DPO pairs")
+    pb = ctx.encoder.embed_pairs(b.prompt.tolist(), b.response.tolist(), desc="features: DPO pairs")
+    test_pids = list(dict.fromkeys(ctx.task.split("test").prompt_id))
+    rng = np.random.default_rng(cfg.label_seed)
+    eval_pids = sorted(rng.choice(test_pids, size=min(cfg.dpo_eval_prompts, len(test_pids)), replace=False))
+    prompts = ctx.task.split("test").drop_duplicates("prompt_id").set_index("prompt_id").loc[eval_pids, "prompt"].tolist()
+    dec = ARMS["default"]
+    # sample index DPO_EVAL_SAMPLE keeps these requests apart from the task's own generations (sample 0
+    # of the default arm): otherwise the base policy's answers would be whatever an earlier task build
+    # left in the cache, and a fresh clone would get different ones
+    reqs = [Request(p, dec, sample=DPO_EVAL_SAMPLE, seed=cfg.label_seed) for p in prompts]
+
+    base, tok, base_id = policy_model(cfg)
+    cache = GenerationCache(cache_dir() / "generations.sqlite")
+    judge = GoldJudge.offline(encoder=ctx.encoder)
+    labels, logs, answers = [], [], []
+
+    def answer(model, model_id: str, policy: str, dpo: DPOPolicy | None = None):
+        gen = Generator(model, tok, model_id, cache, device=cfg.device)
+        out = gen.generate_with_info(reqs, desc=f"answers: {policy}")
+        texts = [t for t, _ in out]
+        g = judge.score(prompts, texts, [f for _, f in out])
+        kl = np.zeros(len(texts))
+        if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
+            import torch
+            with torch.no_grad():
+                lp = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
+                with dpo.model.disable_adapter():
+                    lp_ref = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
+            kl = lp - lp_ref
+        answers.append(pd.DataFrame({"policy": policy, "prompt_id": eval_pids, "prompt": prompts, "response": texts,
+                                     "finished": [f for _, f in out], "gold": g, "log_ratio": kl}))
+
+    answer(base, base_id, "base")
+    for strategy in [x for x in cfg.dpo_strategies if x in cfg.strategies]:
+        for seed in [x for x in (cfg.dpo_seeds if cfg.dpo_seeds is not None else cfg.seeds[:1]) if x in cfg.seeds]:
+            rm = heads.get((strategy, seed))
+            if rm is None:
+                raise ValueError(f"dpo_downstream: no saved reward model for ({strategy}, seed {seed}); "
+                                 "run notebook 03 with that strategy and seed")
+            a_wins = rm.score(a.prompt, a.response, pa) >= rm.score(b.prompt, b.response, pb)
+            pairs = pd.DataFrame({"prompt_id": a.prompt_id, "prompt": a.prompt,
+                                  "chosen": np.where(a_wins, a.response, b.response),
+                                  "rejected": np.where(a_wins, b.response, a.response)})
+            gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
+            labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
+                                                      agrees_with_gold=gold_agrees))
+            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, precision=cfg.precision, seed=seed)
+            # the folder is named by what the policy is trained from: a changed setting never reuses it
+            key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
+                                             base_id]).encode()).hexdigest()[:10]
+            folder = cfg.path("05_downstream", "dpo", f"{strategy}_seed{seed}-{key}", "x").parent
+            if (folder / "mars_dpo.json").exists():
+                policy = DPOPolicy.load(folder, copy.deepcopy(base), tok, device=cfg.device)
+                log = pd.read_csv(folder / "train_log.csv")
+            else:
+                policy = DPOPolicy(copy.deepcopy(base), tok, dcfg)
+                log = pd.DataFrame(policy.fit(pairs, seed=seed, progress=progress))
+                log["pairs_per_s"] = policy.stats.train_pairs_per_s
+                log.to_csv(folder / "train_log.csv", index=False)
+                policy.save(folder)                  # written last: its presence marks a finished policy
+            logs.append(log.assign(strategy=strategy, seed=seed))
+            answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}", policy)
+    if not labels:
+        raise ValueError(f"dpo_downstream: none of dpo_strategies {cfg.dpo_strategies} x dpo_seeds {cfg.dpo_seeds} "
+                         f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")
+    return {"labels": pd.concat(labels, ignore_index=True), "train_log": pd.concat(logs, ignore_index=True),
+            "answers": pd.concat(answers, ignore_index=True)}
+
+
+def llm_judge_win_rates(cfg: RunConfig, answers: pd.DataFrame, comparisons: list[tuple[str, str]], seed: int = 0) -> pd.DataFrame:
+    """Win rates of policy a over policy b on the same prompts under an LLM judge (cfg.judge_model:
+    a local folder or hub id of a chat LM; the paper's protocol uses a strong API model, which is the
+    user's own plug-in). Each prompt's two answers are shown once, in a randomized A/B order
+    (`labelers.LLMJudgeLabeler`, both_orders=False); a > b when the judge's log-odds favour a, ties
+    (log-odds exactly 0) count half. Columns as `downstream.win_rate` plus a, b, judge."""
+    from .generation import load_causal_lm
+    from .labelers import LLMJudgeLabeler
+    if cfg.judge_model is None:
+        raise ValueError("llm_judge_win_rates needs cfg.judge_model (a local folder or hub id of a chat LM)")
+    model, tok, _ = load_causal_lm(cfg.judge_model, cfg.device)
+    judge = LLMJudgeLabeler(model, tok, both_orders=False, seed=seed, device=cfg.device)
+    piv = answers.pivot(index="prompt_id", columns="policy", values="response")
+    prompts = answers.drop_duplicates("prompt_id").set_index("prompt_id").loc[piv.index, "prompt"].tolist()
+    rows = []
+    for a, b in comparisons:
+        gap = judge.compare(prompts, piv[a].tolist(), piv[b].tolist())
+        rows.append({"a": a, "b": b, "judge": cfg.judge_model, **win_rate(np.sign(gap), np.zeros_like(gap))})
+    return pd.DataFrame(rows)

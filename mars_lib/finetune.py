@@ -1,8 +1,8 @@
 """The fine-tuned reward model: `AutoModelForSequenceClassification(num_labels=1)`, full or LoRA.
 
-This is the paper's reward model (DeBERTa-v3-base in [C1][C2]; architecture.md §6) on the same
-interface as the head model of `mars_lib.reward_model`: `score`, `reward_gap`, `fit` on a pair
-table (columns prompt / chosen / rejected), so the rounds loop of `mars_lib.training` runs either.
+This is the paper's reward model (DeBERTa-v3-base in [C1][C2]) and implements the package's one
+reward-model interface (`reward_model.RewardModel`: score, pair_scores, pair_gap, fit_pairs,
+linear_theta, save), so the rounds loop of `mars_lib.training` and every later stage run either kind.
 
 Training follows the authors' Trainer settings (mars-method.md §4.3): AdamW, linear decay with no
 warm-up, weight decay 0, per-device batch × gradient accumulation = effective batch, a fresh
@@ -146,8 +146,12 @@ class FinetunedRewardModel:
         self.stats.score_seconds += time.perf_counter() - t0
         return out
 
-    def score(self, prompts, responses) -> np.ndarray:
+    def score(self, prompts, responses, phi: np.ndarray | None = None) -> np.ndarray:
+        """r(x, y) of rows given by texts (and features, which a fine-tuned model does not read)."""
         return self.score_texts([rm_text(p, r) for p, r in zip(prompts, responses)])
+
+    def linear_theta(self) -> None:
+        return None
 
     def score_pairs(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         n = len(df)
@@ -159,7 +163,7 @@ class FinetunedRewardModel:
         rc, rr = self.score_pairs(df)
         return rc - rr
 
-    # the pair-table interface of the rounds loop (features.Pairs: text columns are what is used)
+    # the RewardModel interface of mars_lib.reward_model (features.Pairs: the text columns are read)
     def pair_scores(self, pairs) -> tuple[np.ndarray, np.ndarray]:
         return self.score_pairs(pairs.df)
 

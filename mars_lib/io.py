@@ -1,11 +1,15 @@
 """Atomic file writes (temp file + rename): an interrupted run never leaves a half-written file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -49,3 +53,33 @@ def open_sqlite(path, schema: str):
                            "delete it and it is rebuilt on the next run") from None
     return db
 
+
+
+def content_key(*parts: Any) -> str:
+    """A short sha256 of JSON-serialisable parts: the name of a result cached by its content."""
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def cached_frame(path: str | Path, compute) -> "pd.DataFrame":
+    """The table at `path` (parquet) if present, else `compute()` written there atomically.
+
+    Name `path` by content (`content_key` of everything the table is computed from), so a changed
+    input is a new file and never a stale hit. The frame's `attrs` (JSON-serialisable) are kept in a
+    `.json` file beside it, written first: the parquet file's presence marks a finished entry."""
+    import io
+
+    import pandas as pd
+    path = Path(path)
+    meta = path.with_suffix(".json")
+    if path.exists():
+        out = pd.read_parquet(path)
+        if meta.exists():
+            out.attrs.update(json.loads(meta.read_text()))
+        return out
+    out = compute()
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    if out.attrs:
+        atomic_write_bytes(meta, json.dumps(out.attrs, default=str).encode())
+    atomic_write_bytes(path, buf.getvalue())
+    return out

@@ -9,7 +9,13 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 def _arr(x) -> np.ndarray:
@@ -140,3 +146,26 @@ def compute_metrics(eval_pred) -> dict:
     if preds.ndim != 2 or preds.shape[1] != 2:
         raise ValueError(f"expected predictions of shape [B, 2] (chosen, rejected), got {preds.shape}")
     return rm_metrics(preds[:, 0], preds[:, 1])
+
+
+# --------------------------------------------------------------------------- run summaries
+
+def final_summary(history: pd.DataFrame, cfg: "RunConfig", split: str = "test") -> pd.DataFrame:
+    """Mean and 95 % bootstrap CI over seeds of each metric at the last round."""
+    last = history[(history["round"] == history["round"].max()) & (history.split == split)]
+    rows = []
+    for (s, m), g in last.groupby(["strategy", "metric"], sort=False):
+        rows.append({"strategy": s, "metric": m, **mean_ci(g.sort_values("seed").value.to_numpy(), n_boot=cfg.n_boot)})
+    return pd.DataFrame(rows)
+
+
+def paired_vs(history: pd.DataFrame, cfg: "RunConfig", target: str, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
+    """`target` vs every other strategy on the same seeds: difference, CI, P(improvement)."""
+    last = history[(history["round"] == history["round"].max()) & (history.split == split) & (history.metric == metric)]
+    piv = last.pivot_table(index="seed", columns="strategy", values="value")
+    rows = []
+    for other in piv.columns:
+        if other != target and target in piv:
+            rows.append({"strategy": target, "vs": other, "metric": metric,
+                         **paired_comparison(piv[target].to_numpy(), piv[other].to_numpy(), n_boot=cfg.n_boot)})
+    return pd.DataFrame(rows)

@@ -8,6 +8,8 @@ r = θᵀφ of the paper's theory, so its curvature has a closed form (mars_lib.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -45,6 +47,36 @@ def _as_vector(t: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
+@runtime_checkable
+class RewardModel(Protocol):
+    """What every reward model of the package implements; the rounds loop, the checkpoints, the
+    downstream stages and the CLI use only this, never the model's kind.
+
+    Kinds: `HeadRewardModel` (a trained head on frozen, cached encoder features: reads `phi`) and
+    `finetune.FinetunedRewardModel` (a fine-tuned sequence classifier: reads the texts). Each row
+    is given with both its texts and its features, and each kind takes what it needs.
+    """
+
+    def score(self, prompts, responses, phi: np.ndarray | None = None) -> np.ndarray:
+        """r(x, y) for every row: prompts, responses (sequences of str) and their features phi [N, D]."""
+
+    def pair_scores(self, pairs) -> tuple[np.ndarray, np.ndarray]:
+        """(r(x, y+), r(x, y−)) for a `features.Pairs`."""
+
+    def pair_gap(self, pairs) -> np.ndarray:
+        """Δ = r(x, y+) − r(x, y−) for a `features.Pairs`."""
+
+    def fit_pairs(self, pairs, epochs: int | None = None, reset_optimizer: bool = True,
+                  seed: int | None = None) -> list[float]:
+        """Bradley-Terry training on a `features.Pairs`; the loss per epoch."""
+
+    def linear_theta(self) -> np.ndarray | None:
+        """θ of a linear model r = θᵀφ (closed-form curvature), None for any other model."""
+
+    def save(self, path) -> Path:
+        """Write the model to `path` (a file for a head, a folder for a fine-tuned model)."""
+
+
 @dataclass
 class HeadConfig:
     """Trainable head on frozen features (defaults: the linear model of the theory)."""
@@ -54,6 +86,12 @@ class HeadConfig:
     batch_size: int = 64         # pairs per step (the authors' effective batch is 64)
     epochs: int = 1              # passes over the training set per call of `fit`
     seed: int = 0
+
+    @classmethod
+    def from_run(cls, cfg, seed: int) -> "HeadConfig":
+        """The head settings of a run config (`config.RunConfig`) for one training seed."""
+        return cls(hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
+                   epochs=cfg.epochs_per_round, seed=seed)
 
     def __post_init__(self):
         if self.hidden < 0 or self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 1 or self.epochs < 1:
@@ -120,18 +158,45 @@ class HeadRewardModel(torch.nn.Module):
         return losses
 
     @torch.no_grad()
-    def score(self, phi: np.ndarray) -> np.ndarray:
+    def score_features(self, phi: np.ndarray) -> np.ndarray:
         """Rewards for features [N, D] -> [N] float64."""
         return self.forward(torch.as_tensor(phi, dtype=torch.float32)).double().numpy()
 
     def reward_gap(self, phi_c: np.ndarray, phi_r: np.ndarray) -> np.ndarray:
         """Δ = r(x, y+) − r(x, y−) per pair, [N]."""
-        return self.score(phi_c) - self.score(phi_r)
+        return self.score_features(phi_c) - self.score_features(phi_r)
 
-    # --- the pair-table interface shared with mars_lib.finetune.FinetunedRewardModel ---------
+    # --- the RewardModel interface (shared with mars_lib.finetune.FinetunedRewardModel) -------
+    def score(self, prompts, responses, phi: np.ndarray | None = None) -> np.ndarray:
+        """r(x, y) of rows given by texts and features: a head reads the features phi [N, D]."""
+        if phi is None:
+            raise ValueError("a head reward model scores encoder features: pass phi, the features of the rows")
+        return self.score_features(phi)
+
+    def linear_theta(self) -> np.ndarray | None:
+        return None if self.cfg.hidden else self.theta
+
+    def save(self, path) -> Path:
+        """The head's weights as one safetensors file (D + 1 floats for the linear head)."""
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+        return path
+
+    @classmethod
+    def load(cls, path, cfg: HeadConfig) -> "HeadRewardModel":
+        """A head saved by `save`; `cfg` must describe the same architecture (hidden size)."""
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+        dim = state["net.weight" if "net.weight" in state else "net.0.weight"].shape[1]
+        m = cls(dim, cfg)
+        m.load_state_dict(state)
+        return m
+
     def pair_scores(self, pairs) -> tuple[np.ndarray, np.ndarray]:
         """(r(x, y+), r(x, y−)) for a `features.Pairs`."""
-        return self.score(pairs.phi_c), self.score(pairs.phi_r)
+        return self.score_features(pairs.phi_c), self.score_features(pairs.phi_r)
 
     def pair_gap(self, pairs) -> np.ndarray:
         return self.reward_gap(pairs.phi_c, pairs.phi_r)

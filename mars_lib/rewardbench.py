@@ -149,3 +149,27 @@ def authors_protocol(subsets, reward_gap, seeds=AUTHORS_SEEDS, size: int = 500) 
                         for idx in (stratified_sample(subsets, size, s) for s in seeds)])
     return pd.DataFrame({"section": per.columns, "mean": per.mean().to_numpy(), "std": per.std(ddof=0).to_numpy(),
                          "seeds": len(seeds), "subsample": size})
+
+
+def rewardbench_eval(ctx, models: dict, trained_on: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every reward model on RewardBench (cfg.rewardbench: hub id or local copy; mars_lib.rewardbench).
+
+    Ours: the whole `filtered` split, section scores with RewardBench's official weighting, per
+    (strategy, seed). The authors' [C2]: the `raw` split, two stratified 500-pair subsamples (seeds
+    188, 144), size-weighted sections, mean ± population std over the subsamples.
+    Returns (ours, authors) as tidy tables with columns strategy, seed, trained_on, section, ..."""
+    from .features import featurize
+    cfg = ctx.cfg
+    # featurized like every evaluation set (cached by content), so both RM kinds score through pair_scores
+    data = {split: featurize(load_rewardbench(cfg.rewardbench, split), ctx.encoder, desc=f"features: RewardBench {split}")
+            for split in ("filtered", "raw")}
+    rows_a, rows_o = [], []
+    for (s, seed), m in models.items():
+        df = data["filtered"].df
+        rc, rr = m.pair_scores(data["filtered"])
+        for sec, v in section_scores(df.subset, rc > rr).items():
+            rows_o.append({"strategy": s, "seed": seed, "trained_on": trained_on, "section": sec, "value": v,
+                           "pairs": int(df.section.eq(sec).sum()) if sec != "Core" else int(df.section.notna().sum())})
+        rc, rr = m.pair_scores(data["raw"])
+        rows_a.append(authors_protocol(data["raw"].df.subset, rc - rr).assign(strategy=s, seed=seed, trained_on=trained_on))
+    return pd.DataFrame(rows_o), pd.concat(rows_a, ignore_index=True)

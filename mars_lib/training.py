@@ -23,7 +23,7 @@ from .augment import draw_from_pool
 from .curvature import curvature_summary
 from .features import Pairs
 from .metrics import rm_metrics
-from .reward_model import HeadConfig, HeadRewardModel
+from .reward_model import HeadConfig, HeadRewardModel, RewardModel
 from .selection import allocation_probs, concentration, integer_budgets, west_of_n_top
 
 MARS_GAP = {"mars_v1": "abs", "mars_v2": "signed"}
@@ -46,10 +46,7 @@ def west_of_n_pace(model, cand: Candidates, budget: int, seed: int) -> Pairs:
     all C(N, 2) pairs ranked by the RM's reward gap, largest first — so (best, worst) always comes
     first. Labels come from the RM alone (no gold score, no human label is read).
     """
-    if isinstance(model, HeadRewardModel):
-        r = model.score(cand.phi)
-    else:
-        r = model.score(cand.df.prompt.tolist(), cand.df.response.tolist())
+    r = model.score(cand.df.prompt.tolist(), cand.df.response.tolist(), cand.phi)
     codes, uniq = pd.factorize(cand.df.prompt_id)
     groups = [np.flatnonzero(codes == k) for k in range(len(uniq))]
     b = integer_budgets(np.full(len(groups), 1.0 / len(groups)), budget, seed=seed)
@@ -73,7 +70,7 @@ def west_of_n_pace(model, cand: Candidates, budget: int, seed: int) -> Pairs:
 
 @dataclass
 class RunResult:
-    model: HeadRewardModel
+    model: RewardModel
     history: pd.DataFrame           # strategy, seed, round, split, metric, value
     allocations: pd.DataFrame       # strategy, seed, round, pair_id, reward_gap, budget, label_correct
     synthetic_counts: dict = field(default_factory=dict)
@@ -90,7 +87,7 @@ def evaluate(model, sets: dict[str, Pairs]) -> list[dict]:
     return rows
 
 
-def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: Pairs, budget: int,
+def select_synthetic(strategy: str, model: RewardModel, base: Pairs, pool: Pairs, budget: int,
                      cfg, round_seed: int, on_demand=None, policy: Candidates | None = None
                      ) -> tuple[Pairs, np.ndarray, np.ndarray]:
     """This round's synthetic pairs, plus base reward gaps [N] and per-source budgets [N].
@@ -102,13 +99,13 @@ def select_synthetic(strategy: str, model: HeadRewardModel, base: Pairs, pool: P
     """
     if strategy == "won_pace":
         if policy is None:
-            raise ValueError("strategy 'won_pace' needs policy samples (experiment.policy_candidates)")
+            raise ValueError("strategy 'won_pace' needs policy samples (pools.policy_candidates)")
         return (west_of_n_pace(model, policy, budget, round_seed), model.pair_gap(base),
                 np.zeros(len(base.df), np.int64))
     pos, gaps, b = _select_positions(strategy, model, base, pool, budget, cfg, round_seed)
     if cfg.pool_mode == "on_demand" and strategy in ("uniform", "mars_v1", "mars_v2"):
         if on_demand is None:
-            raise ValueError("pool_mode='on_demand' needs an on_demand builder (experiment.on_demand_builder)")
+            raise ValueError("pool_mode='on_demand' needs an on_demand builder (pools.on_demand_builder)")
         return on_demand(b, round_seed), gaps, b
     return pool.take(pos), gaps, b
 
@@ -149,12 +146,9 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
     `pair_scores`, `pair_gap` and `fit_pairs` works, e.g. `finetune.FinetunedRewardModel`.
     """
     if make_model is None:
-        model = HeadRewardModel(base.phi_c.shape[1], HeadConfig(
-            hidden=cfg.head_hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-            epochs=cfg.epochs_per_round, seed=seed))
+        model = HeadRewardModel(base.phi_c.shape[1], HeadConfig.from_run(cfg, seed))
     else:
         model = make_model(seed)
-    linear = isinstance(model, HeadRewardModel) and not cfg.head_hidden
     budget = int(round(cfg.budget_ratio * len(base.df)))
     hist, allocs, kept = [], [], []
     n_syn = {}
@@ -175,10 +169,10 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
             syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand, policy)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
         train = Pairs.concat([base] + kept)
-        if cfg.track_curvature and linear:
+        th = model.linear_theta() if cfg.track_curvature else None
+        if th is not None:
             # BT curvature of this round's realised training set vs the base set, both at the
             # allocating model's θ (mars-method.md §3: the claim compares data distributions at one θ)
-            th = model.theta
             c_train = curvature_summary(train.phi_c - train.phi_r, th)
             c_base = curvature_summary(base.phi_c - base.phi_r, th)
             log(t, [{"split": "curvature", "metric": k, "value": c_train[k]} for k in _CURV_KEYS]

@@ -90,9 +90,9 @@ def test_generation_is_cached_and_rerun_generates_nothing(tmp_path, tiny_generat
 
 def test_paper_profile_without_hub_access_fails_clearly():
     """Offline, the paper profile's hub encoder cannot load: a clear error naming it and the fix."""
-    from mars_lib import experiment
+    from mars_lib import context
     with pytest.raises(OSError, match="all-mpnet-base-v2.*network access.*local folder"):
-        experiment.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32", offline=True))
+        context.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32", offline=True))
 
 
 def test_paper_profile_is_online_and_a_missing_gpu_fails_clearly(monkeypatch):

@@ -118,7 +118,7 @@ def test_head_rm_learns_separable_preferences():
     m = HeadRewardModel(16, HeadConfig(lr=0.05, epochs=30, seed=0))
     losses = m.fit(Xc, Xr)
     assert losses[-1] < losses[0] * 0.5
-    assert pairwise_accuracy(m.score(Xc), m.score(Xr)) > 0.95
+    assert pairwise_accuracy(m.score_features(Xc), m.score_features(Xr)) > 0.95
 
 
 def test_evaluate_metric_loads_offline_and_matches():

@@ -130,24 +130,32 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(monk
 
 
 def test_notebook_03_saves_fine_tuned_rms_that_04_and_05_reload(tmp_path):
-    """save_heads -> load_reward_models round trip for rm="full", and score_responses on both kinds."""
-    from mars_lib import experiment
-    from mars_lib.reward_model import HeadConfig, HeadRewardModel
+    """save_models -> load_reward_models round trip for rm="full" and rm="head", and the one
+    scoring call `model.score(prompts, responses, phi)` on both kinds."""
+    from mars_lib import checkpoints
+    from mars_lib.reward_model import HeadConfig, HeadRewardModel, RewardModel
     from mars_lib.training import RunResult
     cfg = RunConfig.resolve("cpu", rm="full", strategies=["none", "mars_v1"], seeds=[0], results_dir=str(tmp_path))
     df = _df(6)
     models = {(s, 0): FinetunedRewardModel(_cfg(seed=k)) for k, s in enumerate(cfg.strategies)}
-    table = experiment.save_heads({k: RunResult(m, pd.DataFrame(), pd.DataFrame()) for k, m in models.items()}, cfg)
+    table = checkpoints.save_models({k: RunResult(m, pd.DataFrame(), pd.DataFrame()) for k, m in models.items()}, cfg)
     assert list(table.strategy) == ["none", "mars_v1"] and all((tmp_path.parent / p).is_dir() for p in table.path)
-    loaded = experiment.load_reward_models(cfg, dim=384)
+    loaded = checkpoints.load_reward_models(cfg)
     for k, m in models.items():
-        np.testing.assert_allclose(experiment.score_responses(loaded[k], df.prompt, df.chosen),
+        assert isinstance(loaded[k], RewardModel)
+        np.testing.assert_allclose(loaded[k].score(df.prompt, df.chosen),
                                    m.score(list(df.prompt), list(df.chosen)), rtol=0, atol=1e-6)
     head = HeadRewardModel(4, HeadConfig(seed=0))
     phi = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
-    np.testing.assert_array_equal(experiment.score_responses(head, df.prompt, df.chosen, phi), head.score(phi))
+    np.testing.assert_array_equal(head.score(df.prompt, df.chosen, phi), head.score_features(phi))
     with pytest.raises(ValueError, match="features"):
-        experiment.score_responses(head, df.prompt, df.chosen)
+        head.score(df.prompt, df.chosen)
+    hcfg = RunConfig.resolve("cpu", strategies=["none"], seeds=[3], results_dir=str(tmp_path / "h"))
+    head = HeadRewardModel(4, HeadConfig.from_run(hcfg, 3))
+    head.fit(phi, phi[::-1].copy(), epochs=2)
+    checkpoints.save_models({("none", 3): RunResult(head, pd.DataFrame(), pd.DataFrame())}, hcfg)
+    back = checkpoints.load_reward_models(hcfg)[("none", 3)]
+    np.testing.assert_array_equal(back.score(None, None, phi), head.score_features(phi))
     with pytest.raises(FileNotFoundError, match="rm='full'"):
-        experiment.load_reward_models(RunConfig.resolve("cpu", rm="full", strategies=["uniform"], seeds=[0],
-                                                        results_dir=str(tmp_path)), dim=384)
+        checkpoints.load_reward_models(RunConfig.resolve("cpu", rm="full", strategies=["uniform"], seeds=[0],
+                                                         results_dir=str(tmp_path)))

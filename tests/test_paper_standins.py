@@ -26,9 +26,9 @@ def _paper(standins, tmp_path, **kw):
 
 
 def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
-    from mars_lib import experiment
+    from mars_lib import context
     from mars_lib.refine import semantic_distance
-    ctx = experiment.setup(_paper(standins, tmp_path))
+    ctx = context.setup(_paper(standins, tmp_path))
     assert ctx.encoder.encoder_id.startswith(str(standins / "mpnet") + "@")
     e = ctx.encoder.embed(["a first text", "another one"], progress=False)
     assert e.shape == (2, 32) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
@@ -39,12 +39,12 @@ def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
 def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
     """The paper profile's policy path on a tiny Llama: policy_model loads it, DPO trains it on RM
     labels, and each policy answers held-out prompts (dpo_downstream end to end)."""
-    from mars_lib import experiment
+    from mars_lib import context, downstream
     from mars_lib.reward_model import HeadConfig, HeadRewardModel
     cfg = _paper(standins, tmp_path, encoder="minilm", strategies=["none", "mars_v1"], dpo_strategies=["none", "mars_v1"],
                  dpo_seeds=[0], dpo_train_prompts=4, dpo_eval_prompts=2)
-    ctx = experiment.setup(cfg)
-    model, tok, model_id = experiment.policy_model(cfg)
+    ctx = context.setup(cfg)
+    model, tok, model_id = context.policy_model(cfg)
     assert type(model).__name__ == "LlamaForCausalLM" and model_id.startswith(str(standins / "llama"))
     heads = {}
     for s, w in (("none", 1.0), ("mars_v1", -1.0)):                  # two RMs that disagree on every pair
@@ -52,14 +52,14 @@ def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
         with torch.no_grad():
             m.net.weight.copy_(w * torch.linspace(-1, 1, ctx.encoder.dim)[None])
         heads[(s, 0)] = m
-    out = experiment.dpo_downstream(ctx, heads, progress=False)
+    out = downstream.dpo_downstream(ctx, heads, progress=False)
     lab = out["labels"].pivot(index="prompt_id", columns="strategy", values="a_preferred")
     assert len(lab) == 4 and (lab["none"] != lab["mars_v1"]).all()
     assert set(out["answers"].policy) == {"base", "none_seed0", "mars_v1_seed0"}
     assert out["answers"].groupby("policy").size().eq(2).all() and out["answers"].gold.notna().all()
     assert np.isclose(out["train_log"].groupby("strategy").loss.first(), np.log(2), atol=1e-4).all()
     # a rerun reuses the saved adapters (no training) and gives the same answers
-    again = experiment.dpo_downstream(ctx, heads, progress=False)
+    again = downstream.dpo_downstream(ctx, heads, progress=False)
     assert again["answers"].response.tolist() == out["answers"].response.tolist()
 
 
@@ -94,13 +94,13 @@ def test_llm_judge_win_rates_on_a_standin(standins, tmp_path):
     """The pluggable LLM judge (randomized A/B order) for the paper profile, on the tiny Llama."""
     import pandas as pd
 
-    from mars_lib import experiment
+    from mars_lib import downstream
     cfg = _paper(standins, tmp_path, judge_model=str(standins / "llama"))
     answers = pd.DataFrame({"policy": ["p", "p", "q", "q"], "prompt_id": ["x", "y", "x", "y"],
                             "prompt": ["Say hi.", "Name a fruit.", "Say hi.", "Name a fruit."],
                             "response": ["Hi there!", "Apple.", "Hello.", "A banana, probably."]})
-    wr = experiment.llm_judge_win_rates(cfg, answers, [("p", "q"), ("q", "p")])
+    wr = downstream.llm_judge_win_rates(cfg, answers, [("p", "q"), ("q", "p")])
     assert list(wr.n) == [2, 2] and (wr.judge == cfg.judge_model).all()
     assert (wr.wins + wr.ties + wr.losses == 2).all() and wr.win_rate.isin([0, 0.25, 0.5, 0.75, 1]).all()
     with pytest.raises(ValueError, match="judge_model"):
-        experiment.llm_judge_win_rates(_paper(standins, tmp_path), answers, [("p", "q")])
+        downstream.llm_judge_win_rates(_paper(standins, tmp_path), answers, [("p", "q")])

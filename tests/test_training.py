@@ -92,10 +92,10 @@ def test_west_of_n_pace_spends_the_budget_on_the_rms_most_confident_pairs():
     from mars_lib.training import west_of_n_pace
     cand = _candidates()
     model = HeadRewardModel(8)
-    torch_seed_scores = model.score(cand.phi)
+    torch_seed_scores = model.score_features(cand.phi)
     syn = west_of_n_pace(model, cand, budget=12, seed=0)
     assert len(syn.df) == 12 and (syn.df.groupby("source_id").size() <= 6).all()
-    rc, rr = model.score(syn.phi_c), model.score(syn.phi_r)
+    rc, rr = model.pair_scores(syn)
     assert (rc >= rr).all()                                     # labelled by the RM's own order
     for pid, g in syn.df.groupby("source_id", sort=False):      # (best, worst) of the prompt comes first
         s = pd.Series(torch_seed_scores, index=cand.df.response)[cand.df.prompt_id.eq(pid).to_numpy()]
@@ -118,7 +118,7 @@ def test_flip_filter_drops_pairs_the_first_rm_reverses():
 
     import pandas as pd
 
-    from mars_lib import experiment
+    from mars_lib import pools
     from mars_lib.config import RunConfig
     from mars_lib.features import Pairs
     rng = np.random.default_rng(0)
@@ -132,7 +132,7 @@ def test_flip_filter_drops_pairs_the_first_rm_reverses():
     pool = Pairs(pd.DataFrame({"pair_id": [f"s{i}" for i in range(2 * n)], "prompt": "p", "chosen": "c", "rejected": "r",
                                "source_id": np.repeat(base.df.pair_id, 2).to_numpy()}), sc, -sc)
     cfg = RunConfig.resolve("smoke", seeds=[0])
-    kept = experiment.drop_label_flips(dataclasses.replace(cfg, flip_filter="rm"), None, base, pool)
+    kept = pools.drop_label_flips(dataclasses.replace(cfg, flip_filter="rm"), None, base, pool)
     assert kept.df.attrs["flip_dropped"] == flipped.sum() and len(kept.df) == (~flipped).sum()
     assert set(kept.df.pair_id) == set(pool.df.pair_id[~flipped])
-    assert experiment.drop_label_flips(cfg, None, base, pool) is pool
+    assert pools.drop_label_flips(cfg, None, base, pool) is pool

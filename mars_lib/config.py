@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2")
+STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2",
+              # controls under the same budget and schedule (training.CONTROLS): is MARS more than extra
+              # steps, reweighting, easy-first, dropping likely-mislabelled pairs or self-training?
+              "none_matched", "reweight", "easy_first", "hard_filter", "self_train")
+POLICY_STRATEGIES = ("won_pace", "self_train")   # need the task's policy samples: gold task only
+CONTROL_OF = ("mars_v1", "mars_v2")
 POOL_MODES = ("pool", "on_demand")
 RM_KINDS = ("head", "full", "lora")
 OPERATORS = ("paraphrase", "refined_paraphrase", "resample")
@@ -34,7 +39,8 @@ class RunConfig:
     threads: int = 2                            # torch threads (2-core laptop)
     offline: bool = True                        # HF_*_OFFLINE=1 in this process: nothing is looked up on the hub
                                                 # (paper profile: False, its models and data sets come from the hub)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)    # RM training seeds (also label draws of synthetic sampling)
+    seeds: tuple[int, ...] = tuple(range(10))   # RM training seeds (init, order, synthetic draws); >= 10 for
+                                                # head RMs so that seed variation is estimated, not guessed
     # --- task (mars_lib.tasks) -------------------------------------------------------------
     task_dir: str = "data/gold_task_v2"         # committed offline task (prompts, responses, gold scores)
     beta: float = 1.0                           # label-noise temperature of the BT annotator (gold units)
@@ -64,6 +70,12 @@ class RunConfig:
     budget_ratio: float = 2.0                   # B / N_base synthetic pairs per round (v1: 2000 / 1000)
     tau_v1: float = 0.1                         # v1: q ∝ exp(-τ|Δ|) [C1]
     tau_v2: float = 0.5                         # v2: q ∝ exp(-τΔ), signed [C2]
+    reweight_like: str = "mars_v1"              # reweight / easy_first / hard_filter use this MARS version's
+                                                # reward-gap transform and tau (v2 preset: mars_v2)
+    tau_grid: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # nb 03 τ sweep of MARS v1 / v2
+                                                # (head RMs, every seed; contains the authors' 0.1 / 0.5)
+    hard_filter_frac: float = 0.1               # hard_filter: drop this share of base pairs with the most negative
+                                                # reward gap each round (likely label noise, as Selective DPO)
     warm_start: bool = False                    # train on the base set before the first allocation?
     cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
@@ -90,10 +102,13 @@ class RunConfig:
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
                                                 # instead of 2n² (5x fewer encoder calls), see README
     # --- a real-human track beside the gold task (mars_lib.tracks; nb 03) -----------------
-    human_track: str = "chitchat"               # "off" = skip; chitchat is offline, the others need the hub
-    human_track_path: str | None = None         # where the track's data is: None = its hub id (tracks.HUB); a local
-                                                # HH .jsonl[.gz] file (hh-rlhf), or a local folder / other id in the
-                                                # hub's format (read with datasets.load_dataset)
+    human_track: tuple[str, ...] = ("chitchat", "hh-rlhf")  # real-human tracks beside the gold task ("off" or
+                                                # () = none; a single name is accepted): chitchat and hh-rlhf
+                                                # are offline (hh-rlhf: the committed data/hh_rlhf_harmless copy)
+    human_track_path: str | None = None         # where the (single) track's data is: None = the track's default
+                                                # (committed copy for hh-rlhf, hub id for the others); a hub id, a
+                                                # local HH .jsonl[.gz] file with a split field, or a local folder
+                                                # in the hub's format
     human_max_pairs: int | None = None          # cap on train pairs of the track (None = all; authors: 1000)
     human_eval_max_pairs: int | None = None     # cap on its val / test pairs each (None = all)
     rewardbench: str | None = None              # nb 03: also score every RM on RewardBench (mars_lib.rewardbench):
@@ -126,6 +141,19 @@ class RunConfig:
     def __post_init__(self):
         def bad(name, why):
             raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
+        tracks = self.human_track
+        tracks = () if tracks in ("off", None) else (tracks,) if isinstance(tracks, str) else tuple(tracks)
+        object.__setattr__(self, "human_track", tracks)
+        if any(t not in HUMAN_TRACKS for t in tracks) or len(set(tracks)) != len(tracks):
+            bad("human_track", f"choose from {HUMAN_TRACKS} (each once), or 'off'")
+        if self.human_track_path is not None and len(tracks) != 1:
+            bad("human_track_path", "names the data of one track: set human_track to that single track")
+        if self.reweight_like not in CONTROL_OF:
+            bad("reweight_like", f"choose one of {CONTROL_OF}")
+        if not self.tau_grid or any(not t > 0 for t in self.tau_grid):
+            bad("tau_grid", "need at least one tau, each > 0")
+        if not 0 < self.hard_filter_frac < 1:
+            bad("hard_filter_frac", "must be in (0, 1)")
         if self.profile not in PROFILES:
             bad("profile", f"unknown profile; choose one of {sorted(PROFILES)}")
         if self.preset is not None and self.preset not in PRESETS:
@@ -157,8 +185,6 @@ class RunConfig:
             bad("precision", "choose 'fp32' or 'bf16'")
         if self.precision == "bf16" and not self.device.startswith("cuda"):
             bad("precision", "bf16 is for CUDA devices; use 'fp32' on CPU")
-        if self.human_track not in HUMAN_TRACKS + ("off",):
-            bad("human_track", f"choose one of {HUMAN_TRACKS} or 'off'")
         for name in ("human_max_pairs", "human_eval_max_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 bad(name, "need at least 2 pairs (or None for all)")
@@ -248,7 +274,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
               "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
-              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8,
+              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
@@ -257,7 +283,7 @@ PROFILES: dict[str, dict] = {
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
               "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": "hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
+              "budget_ratio": 2.0, "human_track": ("hh-rlhf",), "human_track_path": "Anthropic/hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
               "rewardbench": "allenai/reward-bench",
               "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
               "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
@@ -275,6 +301,7 @@ PRESETS: dict[str, dict] = {
     "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5, "
                      "semantic-refined aug26 pool",
            "operator": "refined_paraphrase", "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
-           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2")},
+           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2"),
+           "reweight_like": "mars_v2"},
 }
 

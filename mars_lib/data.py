@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -55,6 +57,12 @@ def check_pair(rec: dict, path=None, row=None) -> None:
         v = rec.get(col)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
             raise DataError(f"{_where(path, row)}: '{col}' must be a finite number, got {v!r}")
+
+
+def prompt_id(prompt: str) -> str:
+    """Stable id of a prompt text (HH: the dialogue prefix): 'p-' + the first 16 hex digits of its
+    UTF-8 sha256. Pairs with the same prompt share it (statistics resample prompts by this id)."""
+    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
 def split_hh(dialogue_chosen: str, dialogue_rejected: str) -> tuple[str, str, str]:
@@ -149,8 +157,13 @@ def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = 
     return df
 
 
-def _hh_frame(rows, where, id_prefix: str, on_error: str, limit: int | None) -> pd.DataFrame:
-    """HH dialogue rows (n, {"chosen", "rejected"}) -> validated pairs; unparseable rows raise or are counted."""
+def _hh_frame(rows, where, id_prefix: str, on_error: str, limit: int | None,
+              splits: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """HH dialogue rows (n, {"chosen", "rejected"[, "split"]}) -> validated pairs with a `prompt_id`
+    column; unparseable rows raise (naming `where` and the row) or are counted, per `on_error`.
+    `splits`: every row must have a field `split` with one of these values (kept as a column)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     recs, pre = [], Counter()
     for n, rec in rows:
         if limit is not None and len(recs) >= limit:
@@ -160,20 +173,40 @@ def _hh_frame(rows, where, id_prefix: str, on_error: str, limit: int | None) -> 
             if bad:
                 raise DataError(f"missing or non-text column(s) {bad} (the HH format needs 'chosen' and "
                                 "'rejected' dialogues)")
+            if splits is not None and rec.get("split") not in splits:
+                raise DataError(f"missing or unknown 'split' field (need one of {list(splits)}, "
+                                f"got {rec.get('split')!r})")
             p, c, r = split_hh(rec["chosen"], rec["rejected"])
         except DataError as e:
             if on_error == "raise":
                 raise DataError(f"{where}, row {n}: {e}") from None
             pre[str(e).split(" (")[0]] += 1
             continue
-        recs.append((n, {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"{id_prefix}{n}"}))
-    return _finish(recs, where, on_error, pre_skipped=pre)
+        out = {"prompt": p, "chosen": c, "rejected": r, "pair_id": f"{id_prefix}{n}"}
+        if isinstance(rec.get("split"), str):
+            out["split"] = rec["split"]
+        if on_error == "raise":
+            check_pair(out, where, n)          # so that "raise" names the first bad row in file order
+        recs.append((n, out))
+    df = _finish(recs, where, on_error, pre_skipped=pre)
+    df["prompt_id"] = df["prompt"].map(prompt_id)
+    return df
 
 
-def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None) -> pd.DataFrame:
-    """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz]."""
+def load_hh_jsonl(path: str | Path, on_error: str = "raise", limit: int | None = None,
+                  splits: tuple[str, ...] | None = None, id_prefix: str = "hh-") -> pd.DataFrame:
+    """HH-RLHF dialogue format (`{"chosen": dialogue, "rejected": dialogue}` per line), .jsonl[.gz].
+
+    Columns: prompt, chosen, rejected, pair_id (`id_prefix` + row number), source_id, origin,
+    prompt_id (`prompt_id(prompt)`), and `split` when the rows have that field. `splits`: require
+    a `split` field with one of these values on every row (a row without one is a row error).
+    on_error="raise" stops at the first bad row naming the file and the row; "skip" drops it and
+    counts the reason in df.attrs["skipped"].
+    """
     path = Path(path)
-    return _hh_frame(_read_jsonl(path), path, "hh-", on_error, limit)
+    if not path.exists():
+        raise DataError(f"path {path} does not exist")
+    return _hh_frame(_read_jsonl(path), path, id_prefix, on_error, limit, splits)
 
 
 def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
@@ -217,20 +250,54 @@ def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+_DATA_SUFFIXES = (".jsonl", ".json", ".gz", ".csv", ".tsv", ".parquet", ".arrow", ".zip")
+
+
+def looks_like_path(path) -> bool:
+    """Whether a `path=` argument is meant as a filesystem path rather than a hub id.
+
+    A filesystem path: a `pathlib.Path`; or a string that is "." or "..", starts with "/", "./",
+    "../", "~" (or ".\\", "..\\"), contains a backslash or a drive ("C:"), contains more than one
+    "/", or ends with a data-file suffix (.jsonl, .json, .gz, .csv, .tsv, .parquet, .arrow, .zip).
+    Anything else ("Anthropic/hh-rlhf": at most one "/") is a hub id unless it exists on disk; write
+    a relative local folder as "./folder" so that a typo is reported as a missing path.
+    """
+    if isinstance(path, os.PathLike):
+        return True
+    s = str(path)
+    return (s in (".", "..") or s.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in s
+            or (len(s) > 1 and s[1] == ":") or (os.sep != "/" and os.sep in s) or s.count("/") > 1
+            or s.lower().endswith(_DATA_SUFFIXES))
+
+
+def resolve_source(path) -> tuple[str, bool]:
+    """(source, is_local) of a `path=` argument: an existing file or folder is local; a string that
+    `looks_like_path` but does not exist raises DataError "path ... does not exist" (never a hub
+    error); anything else is a hub id."""
+    s = os.path.expanduser(os.fspath(path))
+    if os.path.exists(s):
+        return s, True
+    if looks_like_path(path):
+        raise DataError(f"path {path} does not exist (resolved to {os.path.abspath(s)}); check the spelling "
+                        "(a hub id is written 'owner/name')")
+    return str(path), False
+
+
 def load_hh_hub(split: str = "test", data_dir: str | None = None, on_error: str = "skip",
                 limit: int | None = None, dataset: str = "Anthropic/hh-rlhf") -> pd.DataFrame:
     """HH-RLHF read with `datasets.load_dataset(dataset, split=...)`: the hub's `Anthropic/hh-rlhf`
     (paper profile; needs network access) or a local folder in the same format (chosen / rejected
-    dialogues; e.g. train.jsonl.gz and test.jsonl.gz).
+    dialogues; e.g. train.jsonl.gz and test.jsonl.gz). A `dataset` that looks like a filesystem path
+    (`looks_like_path`) and does not exist raises "path ... does not exist".
 
     From the hub in an offline profile (HF_DATASETS_OFFLINE=1) this fails with a message saying so,
     instead of a 30-second time-out deep inside `datasets`.
     """
-    import os
-    local = os.path.exists(dataset)
+    dataset, local = resolve_source(dataset)
     if not local and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
         raise DataError("load_hh_hub: the hub is disabled in this process (HF_*_OFFLINE=1, the offline "
-                        "profiles). Use a local file with load_hh_jsonl(path), or run the paper profile.")
+                        "profiles). Use the committed copy (load_track('hh-rlhf', split)), a local file with "
+                        "load_hh_jsonl(path), or run the paper profile.")
     from datasets import load_dataset
     ds = load_dataset(dataset, data_dir=data_dir, split=split)
     return _hh_frame(enumerate(ds, start=1), f"{dataset}[{split}]", f"hh-{split}-", on_error, limit)

@@ -14,11 +14,16 @@ import numpy as np
 import pandas as pd
 
 COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "won_pace": "#B07AA1",
-          "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B"}
+          "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B",
+          "none_matched": "#8CD17D", "reweight": "#9D7660", "easy_first": "#BAB0AC", "hard_filter": "#D37295",
+          "self_train": "#499894"}
 LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N (authors)", "won_pace": "West-of-N (Pace)",
           "mars_v1": "MARS v1 (|Δ|)",
-          "mars_v2": "MARS v2 (signed Δ)"}
-ORDER = ["none", "uniform", "won", "won_pace", "mars_v1", "mars_v2"]
+          "mars_v2": "MARS v2 (signed Δ)",
+          "none_matched": "No aug., same steps", "reweight": "Reweight (MARS q)", "easy_first": "Easy-first",
+          "hard_filter": "Hard-filter", "self_train": "Self-training"}
+ORDER = ["none", "none_matched", "uniform", "won", "won_pace", "reweight", "easy_first", "hard_filter", "self_train",
+         "mars_v1", "mars_v2"]
 
 
 def style() -> None:
@@ -66,9 +71,12 @@ def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None
     pad = 0.15 * (hi - lo + 1e-3)
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(ylabel or metric)
-    n = int(s["n"].max())
-    ax.set_title(f"{ylabel or metric}\nmean, 95% bootstrap CI over {n} seeds", fontsize=10)
-    ax.tick_params(axis="x", rotation=15)
+    if "n_clusters" in s:        # mars_lib.stats intervals: test prompts x seeds
+        how = f"95% interval over {int(s.n_clusters.max())} test prompts x {int(s.n_seeds.max())} seeds"
+    else:
+        how = f"95% bootstrap CI over {int(s['n'].max())} seeds (test set fixed)"
+    ax.set_title(f"{ylabel or metric}\nmean, {how}", fontsize=10)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return ax
 
 

@@ -33,9 +33,18 @@ def frame_sha256(df: pd.DataFrame) -> str:
 
 
 def save_table(df: pd.DataFrame, path: str | Path, config=None, inputs: dict | None = None) -> Path:
-    """Write a tidy CSV atomically, and its `.meta.json` (config, versions, input checksums)."""
+    """Write a tidy table atomically (CSV; `.parquet` for large per-pair tables), and its `.meta.json`
+    (config, versions, input checksums)."""
     path = Path(path)
-    atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
+    if path.suffix == ".parquet":
+        import io
+
+        from .io import atomic_write_bytes
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False, compression="zstd")
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
     meta = {"table": path.name, "rows": len(df), "columns": list(df.columns),
             "config": config.to_dict() if hasattr(config, "to_dict") else config,
             "inputs": inputs or {}, "environment": environment_info()}
@@ -48,7 +57,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the notebook that writes it first "
                                 f"(./run_all.sh --only {path.parent.name[:2]})")
-    return pd.read_csv(path)
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 def save_json(obj, path: str | Path) -> Path:

@@ -10,8 +10,11 @@ import numpy as np
 GAP_TRANSFORMS = ("abs", "signed")
 
 
-def allocation_probs(reward_gap, tau: float, gap: str = "abs") -> np.ndarray:
+def allocation_probs(reward_gap, tau: float, gap: str = "abs", easy: bool = False) -> np.ndarray:
     """MARS sampling distribution q_i = softmax(−τ · g(Δ_i)) over the original pairs.
+
+    easy=True gives the easy-first control, q_i = softmax(+τ · g(Δ_i)): the budget goes where the
+    RM is already confident (the opposite of MARS).
 
     g(Δ) = |Δ| in v1 (mars-method.md §2.1 step 2, [S-zh1][C1]); g(Δ) = Δ in v2 (signed: mis-ranked
     pairs, Δ < 0, get the most weight; §2.2, [C2]). Numerically stable softmax. τ → 0 gives the
@@ -28,7 +31,7 @@ def allocation_probs(reward_gap, tau: float, gap: str = "abs") -> np.ndarray:
     if gap not in GAP_TRANSFORMS:
         raise ValueError(f"gap must be one of {GAP_TRANSFORMS}, got {gap!r}")
     g = np.abs(d) if gap == "abs" else d
-    s = -tau * g
+    s = (tau if easy else -tau) * g
     s -= s.max()
     q = np.exp(s)
     return q / q.sum()
@@ -62,16 +65,19 @@ def uniform_budgets(n: int, budget: int, seed: int | None = 0) -> np.ndarray:
 
 
 def concentration(b) -> dict:
-    """How concentrated an allocation is: share of budget in the top 10 % of pairs, Gini, max/mean."""
+    """How concentrated an allocation (budgets, or probabilities) over N pairs is: share of the total
+    in the top 10 % of pairs, Gini, max/mean, and the effective sample size over N,
+    ESS/N = (Σb)² / (N Σb²) — 1 for a uniform allocation, 1/N when one pair takes everything."""
     b = np.sort(np.asarray(b, dtype=float))[::-1]
     tot = b.sum()
     if tot == 0:
-        return {"top10_share": 0.0, "gini": 0.0, "max_over_mean": 0.0}
+        return {"top10_share": 0.0, "gini": 0.0, "max_over_mean": 0.0, "ess_over_n": 0.0}
     k = max(1, int(np.ceil(0.1 * b.size)))
     x = np.sort(b)
     n = x.size
     gini = (2 * np.arange(1, n + 1) - n - 1) @ x / (n * tot)
-    return {"top10_share": float(b[:k].sum() / tot), "gini": float(gini), "max_over_mean": float(b[0] / b.mean())}
+    return {"top10_share": float(b[:k].sum() / tot), "gini": float(gini), "max_over_mean": float(b[0] / b.mean()),
+            "ess_over_n": float(tot ** 2 / (n * (b ** 2).sum()))}
 
 
 def west_of_n_top(reward_gap_syn, source_index, k: int, n_sources: int, seed: int = 0) -> np.ndarray:

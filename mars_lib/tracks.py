@@ -2,14 +2,18 @@
 
 TRACKS
   chitchat      offline: pairs of human Chit-Chat Challenge conversations ranked by their human ratings
-  hh-rlhf       Anthropic/hh-rlhf; a local file (path=...) offline, else the hub (paper profile)
+  hh-rlhf       offline: the committed harmless-base copy (data/hh_rlhf_harmless, 2,304 pairs split
+                1000 train / 304 val / 1000 test by prompt, `mars_lib.hh`); path="Anthropic/hh-rlhf"
+                the hub (paper profile); or a local folder in the hub's layout, or one local file
+                with a split (a `split` field, or split_seed=...)
   ultrafeedback HuggingFaceH4/ultrafeedback_binarized, hub only (paper profile)
   pku-saferlhf  PKU-Alignment/PKU-SafeRLHF, hub only (paper profile)
 
 The hub converters (`ultrafeedback_pairs`, `pku_saferlhf_pairs`) are pure functions on rows (a
 `datasets.Dataset`, a list of dicts or a DataFrame), so they are tested offline on hand-made rows.
 Like the loaders in `mars_lib.data`, rows that cannot form a pair are skipped and counted in
-`df.attrs["skipped"]` (on_error="skip", the default here) or raise a `DataError` (on_error="raise").
+`df.attrs["skipped"]` (on_error="skip", the default here) or raise a `DataError` naming the file and
+the row (on_error="raise"); one policy for every form of every track, applied when the data are loaded.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from collections import Counter
 import pandas as pd
 
 from .assets import asset_path
-from .data import DataError, _finish, load_hh_hub, load_hh_jsonl
+from .data import DataError, _finish, load_hh_hub, resolve_source
+from .hh import load_harmless, load_hh_file
 from .prompts import split_prompts
 
 TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
@@ -250,44 +255,80 @@ HUB = {"ultrafeedback": "HuggingFaceH4/ultrafeedback_binarized", "pku-saferlhf":
 UF_SPLITS = {"train": "train_prefs", "test": "test_prefs"}
 
 
-def _hub_error(name: str, split: str, why: str) -> DataError:
-    return DataError(f"track '{name}': cannot load {HUB[name]} [{split}] from the Hugging Face hub ({why}). "
-                     "The hub is unreachable or disabled here; the tracks hh-rlhf (without path=), "
-                     "ultrafeedback and pku-saferlhf are for the paper profile (run_all.sh --profile "
-                     "paper). Offline tracks: chitchat, or hh-rlhf with path= a local .jsonl[.gz] file.")
+def _hub_error(name: str, split: str, why: str, source: str | None = None) -> DataError:
+    return DataError(f"track '{name}': cannot load {source or HUB[name]} [{split}] from the Hugging Face hub ({why}). "
+                     "The hub is unreachable or disabled here; hub ids (hh-rlhf with path='Anthropic/hh-rlhf', "
+                     "ultrafeedback, pku-saferlhf) are for the paper profile (run_all.sh --profile paper). "
+                     "Offline tracks: chitchat, and hh-rlhf without path= (the committed harmless-base copy) "
+                     "or with path= a local folder in the hub's layout or a local .jsonl[.gz] file with a split.")
 
 
-def _hub(name: str, split: str, load, local: bool = False):
+def _hub(name: str, split: str, load, local: bool = False, source: str | None = None):
     """Run `load()` (a hub read, or a local copy in the hub's format when `local`); any failure
     becomes a DataError that says what to do instead."""
     if not local and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
-        raise _hub_error(name, split, "HF_*_OFFLINE=1 in this process")
+        raise _hub_error(name, split, "HF_*_OFFLINE=1 in this process", source)
     try:
         return load()
     except DataError:
         raise
     except Exception as e:  # network, missing split, auth: all surface as one clear error
         if local:
-            raise DataError(f"track '{name}': cannot read the local copy [{split}] ({type(e).__name__}: {e})") from None
-        raise _hub_error(name, split, f"{type(e).__name__}: {e}") from None
+            raise DataError(f"track '{name}': cannot read the local copy {source} [{split}] ({type(e).__name__}: {e})") from None
+        raise _hub_error(name, split, f"{type(e).__name__}: {e}", source) from None
 
 
-def load_track(name: str, split: str = "train", path: str | None = None, **kw) -> pd.DataFrame:
-    """Pairs of one track and split (split="all" for chitchat returns every split).
+def _hh_track(split: str, path, on_error: str, kw: dict) -> pd.DataFrame:
+    if path is None:
+        return load_harmless(split, on_error=on_error, **kw)
+    source, local = resolve_source(path)
+    if local and os.path.isfile(source):
+        return load_hh_file(source, split, on_error=on_error, **kw)
+    if "split_seed" in kw or "split_sizes" in kw:
+        raise DataError(f"track 'hh-rlhf': split_seed / split_sizes apply to one local file, not to {path} "
+                        "(a folder in the hub's layout or a hub id brings its own train / test splits)")
+    parts = []
+    for s in (("train", "test") if split == "all" else (split,)):
+        df = _hub("hh-rlhf", s, lambda s=s: load_hh_hub(s, dataset=source, on_error=on_error, **kw), local, source)
+        parts.append(df if "split" in df else df.assign(split=s))
+    if len(parts) == 1:
+        return parts[0]
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs = {"skipped": dict(sum((Counter(p.attrs.get("skipped", {})) for p in parts), Counter())),
+                 "path": source}
+    return out
 
-    chitchat: `chitchat_pairs(**kw)` filtered to `split` (train / val / test).
-    hh-rlhf: `path` a .jsonl[.gz] file -> `data.load_hh_jsonl(path, **kw)` (the file is the split);
-      otherwise `data.load_hh_hub(split, dataset=path or "Anthropic/hh-rlhf", **kw)`.
+
+def load_track(name: str, split: str = "train", path: str | None = None, on_error: str = "skip",
+               **kw) -> pd.DataFrame:
+    """Pairs of one track and split (split="all": every split, with a `split` column).
+
+    chitchat: `chitchat_pairs(**kw)` filtered to `split` (train / val / test); no `path`, no `on_error`.
+    hh-rlhf (`mars_lib.hh`; every pair has a `prompt_id`, the id of its dialogue prefix):
+      path=None -> the committed copy of the harmless-base test file, offline: its fixed split by
+        prompt (1000 train / 304 val / 1000 test; `hh.load_harmless`, split.csv);
+      path a local .jsonl[.gz] file -> `hh.load_hh_file`: the rows' `split` field, or with
+        split_seed=... (and split_sizes=...) the same seeded split by prompt; a file without either
+        is refused (one file is never both train and test);
+      path a hub id ("Anthropic/hh-rlhf", the paper profile passes it) or a local folder in the
+        hub's layout (train.jsonl.gz, test.jsonl.gz) -> `data.load_hh_hub(split, dataset=path, **kw)`
+        ("all" = train + test).
     ultrafeedback: split train_prefs / test_prefs ("train" / "test" map to them) of `path` or the hub
       id, then `ultrafeedback_pairs(rows, **kw)`.
     pku-saferlhf: split train / test of `path` or the hub id, then `pku_saferlhf_pairs(rows, **kw)` (rule=...).
-    `path` (a local folder in the hub's format, or another dataset id) replaces only the identifier:
-    the same loader and converter run. Hub failures raise a DataError saying the hub is unreachable
-    and the track is for the paper profile; an unknown name raises a DataError listing TRACKS. Adds a
+    `path`: an existing file / folder is local; a string that looks like a filesystem path
+    (`data.looks_like_path`: starts with "/", "./", "../" or "~", has more than one "/", or a data-file
+    suffix) and does not exist raises DataError "path ... does not exist"; anything else ("owner/name")
+    is a hub id. on_error ("skip", default: bad rows dropped and counted in df.attrs["skipped"];
+    "raise": a DataError naming the file and the row) is one policy for every form, and every row is
+    validated here, at load. Hub failures raise a DataError saying the hub is unreachable and the
+    track is for the paper profile; an unknown name raises a DataError listing TRACKS. Adds a
     `split` column when absent.
     """
     if name not in TRACKS:
         raise DataError(f"unknown track '{name}'; valid tracks: {', '.join(TRACKS)}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if name == "chitchat":
         if split != "all" and split not in SPLITS:
             raise DataError(f"chitchat split must be one of {SPLITS} or 'all', got {split!r}")
@@ -297,22 +338,19 @@ def load_track(name: str, split: str = "train", path: str | None = None, **kw) -
         out = df[df.split == split].reset_index(drop=True)
         out.attrs = dict(df.attrs)
         return out
-    local = path is not None and os.path.exists(path)
-    source = path or HUB[name]
     if name == "hh-rlhf":
-        if local and os.path.isfile(path):
-            df = load_hh_jsonl(path, **kw)
-        else:
-            df = _hub(name, split, lambda: load_hh_hub(split, dataset=source, **kw), local)
+        df = _hh_track(split, path, on_error, kw)
     else:
+        source, local = resolve_source(path) if path is not None else (HUB[name], False)
         hub_split = UF_SPLITS.get(split, split) if name == "ultrafeedback" else split
 
         def load():
             from datasets import load_dataset
             return load_dataset(source, split=hub_split)
-        rows = _hub(name, split, load, local)
+        rows = _hub(name, split, load, local, source)
         convert = ultrafeedback_pairs if name == "ultrafeedback" else pku_saferlhf_pairs
-        df = convert(rows, where=f"{source}[{hub_split}]", id_prefix=f"{'uf' if name == 'ultrafeedback' else 'pku'}-{split}-", **kw)
+        df = convert(rows, on_error=on_error, where=f"{source}[{hub_split}]",
+                     id_prefix=f"{'uf' if name == 'ultrafeedback' else 'pku'}-{split}-", **kw)
     if "split" not in df:
         df["split"] = split
     return df

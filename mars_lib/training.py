@@ -8,6 +8,13 @@ Round t = 1..T:
      authors' variant), the RM's most confident pairs among N fresh policy samples per prompt
      (won_pace, Pace et al. 2024: chosen/rejected = the RM's own order; see `west_of_n_pace`), or b_i = largest-remainder(B·softmax(−τ g(Δ))) per source (mars_v1: g=|Δ|,
      τ=tau_v1; mars_v2: g=Δ, τ=tau_v2);
+     Controls (same budget B, same schedule, so every augmenting arm takes the same optimizer steps):
+     none_matched: B base pairs drawn uniformly again (the no-augmentation RM with as many steps as
+     uniform); reweight: base pair i repeated b_i times, b from MARS's own q (AdaBoost-style
+     reweighting, no synthetic text); easy_first: q ∝ exp(+τ g(Δ)), the opposite of MARS;
+     hard_filter: the `hard_filter_frac` base pairs with the most negative Δ are left out of this
+     round's training set and B + (dropped) synthetic pairs are drawn uniformly from the others'
+     pools; self_train: B pairs drawn uniformly from the RM-labelled resample pool (`self_pool`);
   3. train `epochs_per_round` epochs on base + synthetic (fresh per round, or cumulative);
   4. evaluate on the held-out sets; record the allocation.
 Every row of history carries strategy, seed, round.
@@ -27,6 +34,7 @@ from .reward_model import HeadConfig, HeadRewardModel, RewardModel
 from .selection import allocation_probs, concentration, integer_budgets, west_of_n_top
 
 MARS_GAP = {"mars_v1": "abs", "mars_v2": "signed"}
+CONTROLS = ("none_matched", "reweight", "easy_first", "hard_filter", "self_train")
 _CURV_KEYS = ("mean_sigma_prime", "trace", "lambda_max", "lambda_min_span", "condition_span", "fisher_trace")
 
 
@@ -87,9 +95,25 @@ def evaluate(model, sets: dict[str, Pairs]) -> list[dict]:
     return rows
 
 
+def mars_q(strategy: str, gaps: np.ndarray, cfg) -> np.ndarray:
+    """MARS's sampling distribution for `strategy` (mars_v1 / mars_v2), or for the controls that
+    reuse it (reweight: the same q; easy_first: q ∝ exp(+τ g(Δ)); both of the version `cfg.reweight_like`)."""
+    version = strategy if strategy in MARS_GAP else cfg.reweight_like
+    tau = cfg.tau_v1 if version == "mars_v1" else cfg.tau_v2
+    return allocation_probs(gaps, tau, MARS_GAP[version], easy=strategy == "easy_first")
+
+
+def hard_filter_keep(gaps: np.ndarray, frac: float) -> np.ndarray:
+    """Boolean [N]: False for the ceil(frac·N) pairs with the most negative reward gap (ties by index)."""
+    k = int(np.ceil(frac * len(gaps)))
+    keep = np.ones(len(gaps), bool)
+    keep[np.argsort(gaps, kind="stable")[:k]] = False
+    return keep
+
+
 def select_synthetic(strategy: str, model: RewardModel, base: Pairs, pool: Pairs, budget: int,
-                     cfg, round_seed: int, on_demand=None, policy: Candidates | None = None
-                     ) -> tuple[Pairs, np.ndarray, np.ndarray]:
+                     cfg, round_seed: int, on_demand=None, policy: Candidates | None = None,
+                     self_pool: Pairs | None = None) -> tuple[Pairs, np.ndarray, np.ndarray]:
     """This round's synthetic pairs, plus base reward gaps [N] and per-source budgets [N].
 
     pool_mode "pool": drawn from the pre-generated pool. pool_mode "on_demand": for uniform and
@@ -102,6 +126,20 @@ def select_synthetic(strategy: str, model: RewardModel, base: Pairs, pool: Pairs
             raise ValueError("strategy 'won_pace' needs policy samples (pools.policy_candidates)")
         return (west_of_n_pace(model, policy, budget, round_seed), model.pair_gap(base),
                 np.zeros(len(base.df), np.int64))
+    if strategy in ("none_matched", "reweight"):          # more of the base pairs themselves, no new text
+        gaps = model.pair_gap(base)
+        q = np.full(len(gaps), 1.0 / len(gaps)) if strategy == "none_matched" else mars_q(strategy, gaps, cfg)
+        b = integer_budgets(q, budget, seed=round_seed)
+        syn = base.take(np.repeat(np.arange(len(gaps)), b))
+        syn.df["origin"] = strategy
+        return syn, gaps, b
+    if strategy == "self_train":
+        if self_pool is None or len(self_pool.df) == 0:
+            raise ValueError("strategy 'self_train' needs the RM-labelled resample pool (runs.train_strategies "
+                             "builds it from the task's policy samples)")
+        gaps = model.pair_gap(base)
+        pos = np.random.default_rng(round_seed).choice(len(self_pool.df), size=budget, replace=budget > len(self_pool.df))
+        return self_pool.take(pos), gaps, np.zeros(len(gaps), np.int64)
     pos, gaps, b = _select_positions(strategy, model, base, pool, budget, cfg, round_seed)
     if cfg.pool_mode == "on_demand" and strategy in ("uniform", "mars_v1", "mars_v2"):
         if on_demand is None:
@@ -129,21 +167,28 @@ def _select_positions(strategy, model, base, pool, budget, cfg, round_seed):
         src_index = pd.Index(base.df.pair_id).get_indexer(pool.df.source_id)
         pos = west_of_n_top(syn_gap, src_index, k, n, seed=round_seed)
         return pos, gaps, np.full(n, k, np.int64)
-    if strategy in MARS_GAP:
-        tau = cfg.tau_v1 if strategy == "mars_v1" else cfg.tau_v2
-        q = allocation_probs(gaps, tau, MARS_GAP[strategy])
-        b = integer_budgets(q, budget, seed=round_seed)
+    if strategy == "hard_filter":
+        # the dropped pairs' share of the training set goes to uniform synthetic pairs of the others
+        keep = hard_filter_keep(gaps, cfg.hard_filter_frac)
+        q = keep / keep.sum()
+        b = integer_budgets(q, budget + int((~keep).sum()), seed=round_seed)
+        pos = draw_from_pool(pool.df, base.df.pair_id.to_numpy(), b, seed=round_seed + 1, codes=pool.source_codes())
+        return pos, gaps, b
+    if strategy in MARS_GAP or strategy == "easy_first":
+        b = integer_budgets(mars_q(strategy, gaps, cfg), budget, seed=round_seed)
         pos = draw_from_pool(pool.df, base.df.pair_id.to_numpy(), b, seed=round_seed + 1, codes=pool.source_codes())
         return pos, gaps, b
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
 def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, Pairs], cfg, seed: int,
-                 on_demand=None, make_model=None, policy: Candidates | None = None) -> RunResult:
+                 on_demand=None, make_model=None, policy: Candidates | None = None,
+                 self_pool: Pairs | None = None) -> RunResult:
     """Train one RM with `strategy` for cfg.rounds rounds; returns the model and tidy history.
 
-    `make_model(seed)` builds the RM (default: the head model on cached features); any model with
-    `pair_scores`, `pair_gap` and `fit_pairs` works, e.g. `finetune.FinetunedRewardModel`.
+    `make_model(seed)` builds the RM (default: the head model on cached features); any
+    `reward_model.RewardModel` works, e.g. `finetune.FinetunedRewardModel`. `policy`: the policy
+    samples won_pace ranks; `self_pool`: the RM-labelled resample pool self_train draws from.
     """
     if make_model is None:
         model = HeadRewardModel(base.phi_c.shape[1], HeadConfig.from_run(cfg, seed))
@@ -166,9 +211,13 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
             # pseudo-labels need a trained RM: without warm start, round 1 trains on the base pairs only
             syn, gaps, b = base.take([]), model.pair_gap(base), np.zeros(len(base.df), np.int64)
         else:
-            syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand, policy)
+            syn, gaps, b = select_synthetic(strategy, model, base, pool, budget, cfg, round_seed, on_demand, policy,
+                                            self_pool)
         kept = (kept + [syn]) if cfg.cumulative else [syn]
-        train = Pairs.concat([base] + kept)
+        # hard_filter leaves this round's most negative-gap base pairs out (its synthetic draw made up the count)
+        train_base = base.take(np.flatnonzero(hard_filter_keep(gaps, cfg.hard_filter_frac))) \
+            if strategy == "hard_filter" else base
+        train = Pairs.concat([train_base] + kept)
         th = model.linear_theta() if cfg.track_curvature else None
         if th is not None:
             # BT curvature of this round's realised training set vs the base set, both at the
@@ -178,18 +227,20 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
             log(t, [{"split": "curvature", "metric": k, "value": c_train[k]} for k in _CURV_KEYS]
                 + [{"split": "curvature", "metric": f"{k}_ratio_to_base", "value": c_train[k] / c_base[k]}
                    for k in _CURV_KEYS])
-        n_syn[t] = len(train.df) - len(base.df)
+        n_syn[t] = len(train.df) - len(train_base.df)
         lc = base.df["label_correct"].to_numpy() if "label_correct" in base.df else np.full(len(b), np.nan)
         allocs.append(pd.DataFrame({"strategy": strategy, "seed": seed, "round": t, "pair_id": base.df.pair_id,
                                     "reward_gap": gaps, "budget": b, "label_correct": lc}))
         model.fit_pairs(train, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer, seed=round_seed)
         trained = True
-        conc = concentration(b) if b.sum() else {"top10_share": float("nan"), "gini": float("nan"), "max_over_mean": float("nan")}
+        conc = concentration(b) if b.sum() else {k: float("nan") for k in concentration([1])}
         noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
         log(t, evaluate(model, eval_sets) + [
             {"split": "train", "metric": "n_synthetic", "value": float(len(syn.df))},
-            {"split": "train", "metric": "synthetic_shortfall", "value": float(budget - len(syn.df)) if strategy != "none" else 0.0},
+            {"split": "train", "metric": "synthetic_shortfall",
+             "value": float(len(base.df) + budget - len(train.df)) if strategy != "none" else 0.0},
             {"split": "train", "metric": "n_train", "value": float(len(train.df))},
+            {"split": "train", "metric": "optimizer_steps", "value": float(model.steps)},
             {"split": "train", "metric": "mean_abs_gap_base", "value": float(np.abs(gaps).mean())},
             {"split": "train", "metric": "budget_on_mislabeled", "value": noisy},
             *({"split": "train", "metric": f"alloc_{k}", "value": v} for k, v in conc.items())])

@@ -99,3 +99,64 @@ def test_hh_skip_mode_counts_unparseable_rows(tmp_path):
     p = _jsonl(tmp_path, [good, {"chosen": "no turns here", "rejected": "x"}], name="hh.jsonl")
     df = load_hh_jsonl(p, on_error="skip")
     assert len(df) == 1 and sum(df.attrs["skipped"].values()) == 1
+
+
+# a real HH row type (harmless-base test rows 1255, 1689, ...): the two dialogues differ before the
+# last assistant turn, so they have no common prompt
+DIVERGED = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more?\n\nAssistant: sure",
+            "rejected": "\n\nHuman: hi\n\nAssistant: go away\n\nHuman: more?\n\nAssistant: no"}
+
+
+def _hh(prompt, a, b, **extra):
+    return {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {a}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {b}",
+            **extra}
+
+
+@pytest.mark.parametrize("form", ["file", "folder"])
+def test_hh_unshared_prompt_row_one_policy_for_file_and_folder(tmp_path, form):
+    """The same on_error policy in the single-file and the hub-layout-folder form: "skip" (the
+    tracks' default) drops the row with a count, "raise" names the file and the row."""
+    from mars_lib.tracks import load_track
+    rows = [_hh("a", "yes", "no"), _hh("b", "ok", "bad"), DIVERGED, _hh("c", "fine", "rude")]
+    if form == "file":
+        p = _jsonl(tmp_path, [dict(r, split="train") for r in rows], name="hh.jsonl")
+        where = r"hh.jsonl, row 3"
+    else:
+        pytest.importorskip("datasets")
+        p = tmp_path / "hh"
+        p.mkdir()
+        for split in ("train", "test"):
+            _jsonl(p, rows, name=f"{split}.jsonl")
+        where = r"\[train\], row 3"
+    df = load_track("hh-rlhf", "train", path=p)
+    assert len(df) == 3 and df.attrs["skipped"] == {"chosen and rejected dialogues do not share a prompt": 1}
+    with pytest.raises(DataError, match=where + ": chosen and rejected dialogues do not share a prompt"):
+        load_track("hh-rlhf", "train", path=p, on_error="raise")
+    with pytest.raises(DataError, match=r"hh.jsonl, row 3: chosen and rejected dialogues do not share"):
+        load_hh_jsonl(_jsonl(tmp_path, rows, name="hh.jsonl"))            # the loader's own default: raise
+
+
+def test_hh_rows_get_prompt_id(tmp_path):
+    from mars_lib.data import prompt_id
+    df = load_hh_jsonl(_jsonl(tmp_path, [_hh("a", "x", "y"), _hh("a", "z", "w"), _hh("b", "x", "y")]))
+    assert df.prompt_id.tolist()[0] == df.prompt_id.tolist()[1] != df.prompt_id.tolist()[2]
+    assert df.prompt_id[0] == prompt_id("\n\nHuman: a\n\nAssistant:") and df.prompt_id[0].startswith("p-")
+
+
+@pytest.mark.parametrize("path, local", [
+    ("Anthropic/hh-rlhf", False), ("hh-rlhf", False), ("owner/data.v2", False),
+    ("/data/hh", True), ("./hh", True), ("../hh", True), ("~/hh", True), (".", True),
+    ("a/b/c", True), ("hh.jsonl.gz", True), ("owner/x.parquet", True), ("C:\\data\\hh", True)])
+def test_path_rule(path, local):
+    from mars_lib.data import looks_like_path
+    assert looks_like_path(path) is local
+
+
+def test_missing_local_path_is_not_a_hub_error(tmp_path):
+    from mars_lib.data import load_hh_hub, resolve_source
+    with pytest.raises(DataError, match="path ./no-such-folder does not exist"):
+        load_hh_hub("test", dataset="./no-such-folder")
+    with pytest.raises(DataError, match=r"path .*missing.jsonl does not exist"):
+        load_hh_jsonl(tmp_path / "missing.jsonl")
+    assert resolve_source("Anthropic/hh-rlhf") == ("Anthropic/hh-rlhf", False)
+    assert resolve_source(tmp_path) == (str(tmp_path), True)

@@ -1,12 +1,16 @@
 """Real-human preference tracks: the chitchat rating rule and splits, the hub converters on hand-made
 rows in the real hub formats, and clear errors for unknown or unreachable tracks (no network)."""
+import hashlib
 import json
+import random
+import re
 
 import pandas as pd
 import pytest
 
+from mars_lib import hh
 from mars_lib.assets import asset_path
-from mars_lib.data import SCHEMA, DataError
+from mars_lib.data import SCHEMA, DataError, prompt_id
 from mars_lib.tracks import (TRACKS, chitchat_pairs, load_track, pku_saferlhf_pairs,
                              ultrafeedback_pairs)
 
@@ -150,6 +154,7 @@ def test_unknown_track_lists_valid_names():
 
 @pytest.mark.parametrize("name", ["ultrafeedback", "pku-saferlhf", "hh-rlhf"])
 def test_hub_tracks_fail_clearly_offline(name, monkeypatch):
+    path = "Anthropic/hh-rlhf" if name == "hh-rlhf" else None      # hh-rlhf without path= is offline
     datasets = pytest.importorskip("datasets")
     calls = []
 
@@ -160,19 +165,30 @@ def test_hub_tracks_fail_clearly_offline(name, monkeypatch):
     # the offline profiles: refused before any look-up
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="hub is unreachable.*paper profile"):
-        load_track(name, "test")
+        load_track(name, "test", path=path)
     assert calls == []
     # the hub allowed but unreachable: the network error becomes the same clear DataError
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(DataError, match=r"ConnectionError.*hub is unreachable.*paper profile"):
-        load_track(name, "test")
+        load_track(name, "test", path=path)
     assert len(calls) == 1
 
 
-def test_hh_track_from_local_file(hh_sample):
-    df = load_track("hh-rlhf", "test", path=hh_sample, on_error="skip", limit=20)
-    assert len(df) == 20 and set(df.split) == {"test"}
+def test_hh_track_from_local_file():
+    # one file is never both train and test: without a split it is refused, saying how to give one
+    with pytest.raises(DataError, match=r"no train/test split.*hub's layout.*'split' field.*split_seed=0"):
+        load_track("hh-rlhf", "test", path=hh.HH_FILE)
+    # asked for explicitly, the seeded split by prompt: on the whole file it is the committed split
+    df = load_track("hh-rlhf", "all", path=hh.HH_FILE, split_seed=0)
+    table = pd.read_csv(hh.HH_SPLIT_CSV, dtype=str)
+    assert dict(zip(df.prompt_id, df.split)) == dict(zip(table.prompt_id, table.split))
+    sizes = {"train": 200, "test": 100, "val": 50}
+    small = load_track("hh-rlhf", "all", path=str(hh.HH_FILE), split_seed=0, split_sizes=sizes)
+    assert small.split.value_counts().to_dict() == sizes and small.attrs["unassigned"] == 2304 - 350
+    assert (small.groupby("prompt_id").split.nunique() == 1).all()
+    test = load_track("hh-rlhf", "test", path=hh.HH_FILE, split_seed=0, split_sizes=sizes, limit=20)
+    assert len(test) == 20 and set(test.split) == {"test"} and set(test.pair_id) <= set(small.pair_id)
 
 
 @pytest.mark.parametrize("name,rows,splits", [("ultrafeedback", UF_ROWS, ("train_prefs", "test_prefs")),
@@ -194,3 +210,108 @@ def test_hub_tracks_from_a_local_copy_in_the_hub_layout(name, rows, splits, tmp_
                                       check_dtype=False)
     with pytest.raises(DataError, match="local copy"):
         load_track(name, "test", path=str(tmp_path / "README.md"))         # a file, not a data set
+
+
+# --------------------------------------------------------------------------- hh-rlhf offline (committed copy)
+
+@pytest.fixture(scope="module")
+def hh_all():
+    return load_track("hh-rlhf", "all")
+
+
+def test_committed_hh_copy_matches_its_readme():
+    readme = (hh.HH_DIR / "README.md").read_text(encoding="utf-8")
+    for name in ("test.jsonl.gz", "LICENSE", "split.csv"):
+        m = re.search(rf"`{re.escape(name)}`.*`([0-9a-f]{{64}})`", readme)
+        assert m, f"README lists no sha256 for {name}"
+        assert hashlib.sha256((hh.HH_DIR / name).read_bytes()).hexdigest() == m.group(1), name
+    assert hh.HH_SHA256 in readme
+    assert "/shared" not in readme and "python -m mars_lib.hh write-split" in readme
+
+
+def test_committed_hh_split_sizes_and_disjoint_prompts(hh_all):
+    assert hh_all.split.value_counts().to_dict() == {"train": 1000, "test": 1000, "val": 304}
+    assert hh_all.attrs["skipped"] == {"column 'chosen' is empty or whitespace": 4,
+                                       "chosen and rejected dialogues do not share a prompt": 4}
+    assert len(hh_all) + 8 == 2312 and hh_all.pair_id.is_unique
+    assert (hh_all.groupby("prompt").split.nunique() == 1).all()        # no prompt in two splits
+    assert (hh_all.groupby("prompt_id").prompt.nunique() == 1).all()
+    assert (hh_all.prompt_id == hh_all.prompt.map(prompt_id)).all()
+    assert hh_all.prompt_id.nunique() == 2302
+
+
+def test_committed_hh_split_is_reproducible_and_equals_split_csv(hh_all):
+    assert hh.split_table(hh.harmless_pairs()) == hh.HH_SPLIT_CSV.read_text(encoding="utf-8")
+    table = pd.read_csv(hh.HH_SPLIT_CSV, dtype=str)
+    assert dict(zip(table.pair_id, table.split)) == dict(zip(hh_all.pair_id, hh_all.split))
+    # a function of the prompts only, not of their order
+    prompts = hh_all.prompt.tolist()
+    order = list(range(len(prompts)))
+    random.Random(1).shuffle(order)
+    shuffled = hh.split_by_prompt([prompts[i] for i in order])
+    assert all(shuffled[k] == hh_all.split[i] for k, i in enumerate(order))
+    assert hh.split_by_prompt(prompts, seed=1) != hh_all.split.tolist()
+
+
+def test_split_by_prompt_groups_and_sizes():
+    prompts = ["a", "b", "b", "c", "d", "d", "d", "e"]
+    got = hh.split_by_prompt(prompts, {"train": 4, "test": 3, "val": None})
+    assert all(len({got[i] for i, p in enumerate(prompts) if p == q}) == 1 for q in set(prompts))
+    assert got.count("train") <= 4 and got.count("test") <= 3 and None not in got
+    small = hh.split_by_prompt(prompts, {"train": 1, "test": 1})
+    assert small.count("train") == 1 and small.count("test") == 1 and small.count(None) == 6
+    with pytest.raises(ValueError, match="split_sizes"):
+        hh.split_by_prompt(prompts, {"dev": 3})
+
+
+def test_load_track_hh_offline_by_default(hh_all):
+    test = load_track("hh-rlhf", "test")
+    assert len(test) == 1000 and set(test.split) == {"test"} and "prompt_id" in test
+    assert set(SCHEMA) <= set(test.columns) and test.attrs["counts"] == {"train": 1000, "val": 304, "test": 1000}
+    assert set(test.pair_id) == set(hh_all.pair_id[hh_all.split == "test"])
+    with pytest.raises(DataError, match="split must be one of"):
+        load_track("hh-rlhf", "dev")
+    with pytest.raises(DataError, match=r"test.jsonl.gz, row 87: column 'chosen' is empty"):
+        load_track("hh-rlhf", "test", on_error="raise")
+
+
+def _hh_row(prompt, a, b, **extra):
+    return {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {a}",
+            "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {b}", **extra}
+
+
+def test_hh_single_file_with_split_field(tmp_path):
+    rows = [_hh_row("q1", "yes", "no", split="train"), _hh_row("q2", "ok", "bad", split="test"),
+            _hh_row("q3", "fine", "rude", split="val"), _hh_row("q4", "x", "y")]
+    p = tmp_path / "hh.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    df = load_track("hh-rlhf", "all", path=p)
+    assert df.split.tolist() == ["train", "test", "val"]
+    assert df.attrs["skipped"] == {"missing or unknown 'split' field": 1}
+    assert load_track("hh-rlhf", "test", path=str(p)).prompt.tolist() == ["\n\nHuman: q2\n\nAssistant:"]
+    with pytest.raises(DataError, match=r"hh.jsonl, row 4: missing or unknown 'split' field"):
+        load_track("hh-rlhf", "train", path=p, on_error="raise")
+    with pytest.raises(DataError, match="drop split_seed"):
+        load_track("hh-rlhf", "train", path=p, split_seed=0)
+
+
+def test_hh_hub_layout_folder_all_splits(tmp_path):
+    pytest.importorskip("datasets")
+    d = tmp_path / "hh"
+    d.mkdir()
+    for split, prompts in (("train", ["a", "b"]), ("test", ["c"])):
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(_hh_row(q, "good", "bad")) + "\n" for q in prompts))
+    df = load_track("hh-rlhf", "all", path=d)
+    assert df.split.tolist() == ["train", "train", "test"] and "prompt_id" in df
+    with pytest.raises(DataError, match="apply to one local file"):
+        load_track("hh-rlhf", "train", path=d, split_seed=0)
+
+
+@pytest.mark.parametrize("path", ["./hh_rlhf_harmles", "/no/such/dir", "data/hh_rlhf_harmles/test.jsonl.gz",
+                                  "~/no-such-hh.jsonl", "../nope/hh"])
+def test_mistyped_local_path_says_it_does_not_exist(path, monkeypatch):
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)     # not a hub error even with the hub allowed
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("hh-rlhf", "ultrafeedback"):
+        with pytest.raises(DataError, match=rf"path {re.escape(path)} does not exist"):
+            load_track(name, "test", path=path)

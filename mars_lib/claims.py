@@ -117,7 +117,8 @@ def paired_table(per_pair: pd.DataFrame, targets=("mars_v1", "mars_v2"), metrics
 
 def write_claims(cfg) -> pd.DataFrame:
     """Rebuild `<results>/claims.csv` from the saved tables of notebooks 03 (per-pair outcomes and
-    histories of every track) and 05 (Best-of-N win rates, when present)."""
+    histories of every track), of the GPU script (`<results>/gpu_regimes/<model>/<track>/`, the
+    fine-tuned regime `full:<model>`) and of notebook 05 (Best-of-N win rates), where present."""
     from .results import load_table, save_table
     nb3 = "03_rm_training"
     per_pair, hist = [], []
@@ -128,6 +129,15 @@ def write_claims(cfg) -> pd.DataFrame:
             hist.append(hh.assign(track=hh.get("track", "gold"), rm=hh.get("rm", cfg.rm)))
     if not per_pair:
         raise FileNotFoundError("no per-pair outcomes saved: run notebook 03 first (./run_all.sh --only 03)")
+    # the fine-tuned regime at full scale, from the GPU script (bench/gpu_regimes.py), when its tables exist
+    gpu = cfg.path("gpu_regimes", "x").parent
+    for model_dir in sorted(p for p in gpu.iterdir() if p.is_dir()):
+        files = sorted(model_dir.glob("*/per_pair_*.parquet"))
+        if files:
+            rm = f"full:{model_dir.name}"
+            per_pair.append(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).assign(rm=rm))
+            hist.append(pd.concat([pd.read_csv(f) for f in sorted(model_dir.glob("*/history_*.csv"))],
+                                  ignore_index=True).assign(rm=rm))
     table = claims_table(pd.concat(per_pair, ignore_index=True), pd.concat(hist, ignore_index=True), n_boot=cfg.n_boot)
     win = cfg.path("05_downstream", "win_rate_summary.csv")
     if win.exists():
@@ -185,17 +195,22 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
 
 
 def downstream_claims(win_summary: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
-    """Best-of-N win-rate claims from notebook 05's `win_rate_summary.csv` (a vs b, CI over seeds and
-    prompts as saved there): held when the interval of the win rate lies above 0.5."""
+    """Best-of-N win-rate claims from notebook 05's `win_rate_summary.csv` (a vs b: mean win rate over
+    seeds, its interval over seeds, and the mean standard error over prompts). Every seed's RMs pick
+    from the same prompts' samples, so prompt sampling does not average out over seeds: the interval
+    here is mean ± 1.96·sqrt(se_seeds² + se_prompts²) (normal approximation), and the claim is held
+    when it lies above a win rate of 0.5."""
     rows = []
     for _, r in win_summary.iterrows():
         if not str(r.a).startswith("mars"):
             continue
-        v = "held" if r.lo > 0.5 else "not held" if r.hi < 0.5 else "inconclusive"
+        se = float(np.hypot((r.hi - r.lo) / (2 * 1.96), r.mean_se_over_prompts))
+        effect = r["mean"] - 0.5
+        lo, hi = effect - 1.96 * se, effect + 1.96 * se
         rows.append({"claim_id": f"bon:{r.a}>{r.b}", "claim": f"Best-of-N with the {r.a} RM beats the {r.b} RM",
-                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": r["mean"] - 0.5,
-                     "lo": r.lo - 0.5, "hi": r.hi - 0.5, "n_seeds": r.n, "n_test_pairs": r.prompts, "verdict": v,
-                     "mde": float("nan"), "method": "win rate − 0.5, notebook 05's interval (win_rate_summary.csv)"})
+                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": lo, "hi": hi,
+                     "n_seeds": r.n, "n_test_pairs": r.prompts, "verdict": stats.verdict(lo, hi), "mde": stats.mde(se),
+                     "method": "win rate − 0.5; seeds and prompts (normal), from win_rate_summary.csv"})
     return pd.DataFrame(rows)
 
 
@@ -210,19 +225,23 @@ def tau_allocation(gaps: np.ndarray, taus, version: str) -> pd.DataFrame:
 def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seeds, versions=("mars_v1", "mars_v2")
               ) -> pd.DataFrame:
     """Test accuracy and allocation concentration of MARS v1 / v2 at each τ (head RMs; same budget,
-    schedule and seeds as the main comparison). Concentration: mean over rounds ≥ 2 of the realised
+    schedule, seeds and per-seed label draws as the main comparison). Concentration: mean over rounds ≥ 2 of the realised
     allocation (round 1 allocates from an untrained RM unless warm_start, so it is uniform)."""
     import dataclasses
 
     from tqdm.auto import tqdm
 
+    from .runs import seed_data
     from .training import run_strategy
     rows = []
-    jobs = [(v, t, s) for v in versions for t in taus for s in seeds]
+    jobs = [(v, t, s) for s in seeds for v in versions for t in taus]
+    data = {}
     for v, t, seed in tqdm(jobs, desc=f"{track}: τ sweep"):
+        if seed not in data:                      # the seed's own label draw, as in the main comparison
+            data = {seed: seed_data(cfg, base, pool, seed)}
         c = dataclasses.replace(cfg, rm="head", tau_v1=t if v == "mars_v1" else cfg.tau_v1,
                                 tau_v2=t if v == "mars_v2" else cfg.tau_v2)
-        h = run_strategy(v, base, pool, evals, c, seed).history
+        h = run_strategy(v, *data[seed], evals, c, seed).history
         late = h[(h["round"] >= min(2, h["round"].max())) & (h.split == "train")]
         last = h[(h["round"] == h["round"].max()) & (h.split == "test")].set_index("metric").value
         rows.append({"track": track, "strategy": v, "tau": t, "seed": seed, "accuracy": last["accuracy"],

@@ -47,6 +47,8 @@ class RunConfig:
     n_prompts: int | None = None                # keep a deterministic subset of prompts (None = all)
     max_pairs_per_prompt: int | None = None     # None = every pair of distinct responses
     label_seed: int = 0                         # seed of the noisy label draw
+    seed_labels: bool = True                    # gold task: each training seed also redraws the train labels
+                                                # (tasks.redraw_labels), so seed-to-seed spread includes label noise
     n_base: int | None = None                   # base (original) training pairs: a deterministic subset
                                                 # (authors: 1000 — the size parameter of the presets; None = all)
     # --- reward model (mars_lib.reward_model) ----------------------------------------------

@@ -151,6 +151,21 @@ class Pairs:
         pos = np.asarray(pos, dtype=np.int64)
         return Pairs(self.df.iloc[pos].reset_index(drop=True), self.phi_c[pos], self.phi_r[pos])
 
+    def swapped(self, mask) -> "Pairs":
+        """The same pairs with chosen and rejected exchanged where `mask` [N] is True (texts, features
+        and every *_chosen / *_rejected column); `label_correct` is recomputed from gold when present."""
+        mask = np.asarray(mask, bool)
+        df = self.df.copy()
+        for c in [c for c in df.columns if c.endswith("_chosen")] + ["chosen"]:
+            r = "rejected" if c == "chosen" else c[:-len("_chosen")] + "_rejected"
+            if r in df:
+                a, b = df[c].to_numpy().copy(), df[r].to_numpy().copy()
+                df[c], df[r] = np.where(mask, b, a), np.where(mask, a, b)
+        if {"gold_chosen", "gold_rejected", "label_correct"} <= set(df):
+            df["label_correct"] = df.gold_chosen >= df.gold_rejected
+        m = mask[:, None]
+        return Pairs(df, np.where(m, self.phi_r, self.phi_c), np.where(m, self.phi_c, self.phi_r))
+
     @staticmethod
     def concat(parts: list["Pairs"]) -> "Pairs":
         parts = [p for p in parts if len(p.df)]

@@ -58,7 +58,9 @@ def complete_score(text: str, finished: bool) -> float:
 
 
 class JudgeCache:
-    """Facets by content: key = sha256(JUDGE_ID, prompt, response, finished) -> the six facet values.
+    """Facets by content: key = sha256(JUDGE_ID, models, prompt, response, finished) -> the six facet
+    values; `models` names the encoder and LM the facets were computed with, so a judge built on
+    other models never reads another's facets.
 
     The judge is a fixed, deterministic function, so a response judged once (task build, policy
     samples, notebook 02's fidelity check) is never judged again."""
@@ -71,10 +73,10 @@ class JudgeCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(prompt: str, response: str, finished: bool) -> str:
+    def key(prompt: str, response: str, finished: bool, models: str = "") -> str:
         import hashlib
         import json
-        return hashlib.sha256(json.dumps([JUDGE_ID, prompt, response, bool(finished)]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([JUDGE_ID, models, prompt, response, bool(finished)]).encode()).hexdigest()
 
     def get_many(self, keys: list[str]) -> dict[str, list[float]]:
         import json
@@ -97,7 +99,8 @@ class JudgeCache:
 class GoldJudge:
     """g(x, y) for batches. Needs the MiniLM encoder, the SmolLM2 LM (for fluency), and VADER."""
 
-    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 16, cache: JudgeCache | None = None):
+    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 16, cache: JudgeCache | None = None,
+                 lm_id: str | None = None):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         from .assets import asset_path
@@ -105,6 +108,8 @@ class GoldJudge:
         self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
         self.vader = SentimentIntensityAnalyzer()
         self.cache, self.judged = cache, 0       # judged: responses actually scored (not from the cache)
+        lm_id = lm_id or getattr(lm_model.config, "_name_or_path", type(lm_model).__name__)
+        self.models = f"{getattr(encoder, 'encoder_id', type(encoder).__name__)}|{lm_id}"   # part of every cache key
 
     @classmethod
     def offline(cls, encoder=None, generator=None, cached: bool = True):
@@ -114,7 +119,7 @@ class GoldJudge:
         encoder = encoder or Encoder.minilm()
         generator = generator or Generator.smollm2(None)
         return cls(encoder, generator.model, generator.tok,
-                   cache=JudgeCache(cache_dir() / "judge.sqlite") if cached else None)
+                   cache=JudgeCache(cache_dir() / "judge.sqlite") if cached else None, lm_id=generator.model_id)
 
     def mean_logprob(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Mean log p(response token | chat prompt, previous tokens) under the LM; [N]. Empty -> -inf."""
@@ -152,7 +157,7 @@ class GoldJudge:
         """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once."""
         keys = list(zip(prompts, responses, map(bool, finished)))
         uniq = list(dict.fromkeys(keys))
-        ck = {k: JudgeCache.key(*k) for k in uniq} if self.cache is not None else {}
+        ck = {k: JudgeCache.key(*k, models=self.models) for k in uniq} if self.cache is not None else {}
         have = self.cache.get_many(list(ck.values())) if self.cache is not None else {}
         todo = [k for k in uniq if ck.get(k) not in have]
         if todo:
@@ -186,8 +191,12 @@ class GoldJudge:
         """gold = Σ_k w_k · facet_k, [N]."""
         return sum(WEIGHTS[k] * facets[k].to_numpy(dtype=float) for k in FACETS)
 
-    def score(self, prompts, responses, finished=None) -> np.ndarray:
-        finished = finished if finished is not None else [True] * len(responses)
+    def score(self, prompts, responses, finished) -> np.ndarray:
+        """g(x, y) per row. `finished`: whether each response ended by itself (EOS) — required, since
+        a missing flag would hand every text the completeness point; pass False to judge completeness
+        by the text's own ending."""
+        if finished is None or len(finished) != len(responses):
+            raise ValueError("GoldJudge.score needs one `finished` flag per response")
         return self.combine(self.facets(prompts, responses, finished))
 
 

@@ -192,8 +192,22 @@ def policy_candidates(ctx: Context, base: Pairs) -> Candidates:
     return Candidates(ps, phi)
 
 
-def label_fidelity(cfg: RunConfig, sources: Pairs, source_gap: np.ndarray, judge, encoder: Encoder) -> pd.DataFrame:
+def finished_flags(responses: pd.DataFrame | None, prompts, originals) -> list[bool]:
+    """Whether each original response ended by itself (the task's `finished` column, looked up by
+    prompt and text); False where unknown, so the judge reads completeness from the text's ending.
+    A paraphrase keeps its original's ending, so it inherits the flag."""
+    if responses is None:
+        return [False] * len(originals)
+    lut = dict(zip(zip(responses.prompt, responses.response), responses.finished.astype(bool)))
+    return [lut.get((p, o), False) for p, o in zip(prompts, originals)]
+
+
+def label_fidelity(cfg: RunConfig, sources: Pairs, source_gap: np.ndarray, judge, encoder: Encoder,
+                   responses: pd.DataFrame | None = None) -> pd.DataFrame:
     """Gold-judge every synthetic pair of the given sources (what no published implementation measures).
+
+    `responses`: the task's responses (`ctx.task.responses`), whose `finished` flags the paraphrases
+    inherit (`finished_flags`); the judge's completeness facet depends on it.
 
     One row per synthetic pair: source_id, source reward gap, gold of the synthetic chosen/rejected,
     whether the synthetic pair keeps its source's gold order (`keeps_gold_order`), whether its
@@ -204,12 +218,14 @@ def label_fidelity(cfg: RunConfig, sources: Pairs, source_gap: np.ndarray, judge
     pool = build_pool(sources.df, op, progress=False)
     if pool.empty:
         return pd.DataFrame()
-    g = judge.score(pool.prompt.tolist() + pool.prompt.tolist(), pool.chosen.tolist() + pool.rejected.tolist())
     n = len(pool)
     src = sources.df.set_index("pair_id")
     gap = pd.Series(source_gap, index=sources.df.pair_id)
     orig_c = src.loc[pool.source_id, "chosen"].tolist()
     orig_r = src.loc[pool.source_id, "rejected"].tolist()
+    orig_p = src.loc[pool.source_id, "prompt"].tolist()
+    g = judge.score(pool.prompt.tolist() + pool.prompt.tolist(), pool.chosen.tolist() + pool.rejected.tolist(),
+                    finished_flags(responses, orig_p + orig_p, orig_c + orig_r))
     e = encoder.embed(pool.chosen.tolist() + orig_c + pool.rejected.tolist() + orig_r, progress=False)
     cos_c = (e[:n] * e[n:2 * n]).sum(1)
     cos_r = (e[2 * n:3 * n] * e[3 * n:]).sum(1)

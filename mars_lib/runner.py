@@ -123,6 +123,9 @@ def main(argv=None) -> int:
         print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")
     figs = plan[0][2].path("figures", "x").parent if plan else None
     print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
+    if plan and plan[0][2].results_dir == "results" and (REPO_ROOT / "results" / "claims.csv").exists():
+        from .report import main as write_report          # the README's results section, from the tables
+        write_report(["--write"])
     if figs is not None:
         print(f"[run_all] figures: {figs}")
         for f in sorted(figs.glob("*.png")):

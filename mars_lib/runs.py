@@ -11,6 +11,7 @@ from .config import POLICY_STRATEGIES, RunConfig
 from .context import Context, model_factory
 from .features import Encoder, Pairs, featurize
 from .pools import on_demand_builder, pool_accounting, pool_with
+from .tasks import redraw_labels
 from .training import Candidates, RunResult, run_strategy
 
 
@@ -32,10 +33,23 @@ def train_strategies(cfg: RunConfig, base: Pairs, pool: Pairs, evals: dict[str, 
     skip = {"won_pace"} if policy is None else set()
     skip |= {"self_train"} if self_pool is None else set()
     jobs = [(s, seed) for seed in cfg.seeds for s in (strategies or cfg.strategies) if s not in skip]
+    per_seed = {}
     for s, seed in tqdm(jobs, desc=desc):
-        out[(s, seed)] = run_strategy(s, base, pool, evals, cfg, seed, on_demand, make_model=make, policy=policy,
+        if seed not in per_seed:
+            per_seed = {seed: seed_data(cfg, base, pool, seed)}
+        b, p = per_seed[seed]
+        out[(s, seed)] = run_strategy(s, b, p, evals, cfg, seed, on_demand, make_model=make, policy=policy,
                                       self_pool=self_pool)
     return out
+
+
+def seed_data(cfg: RunConfig, base: Pairs, pool: Pairs, seed: int) -> tuple[Pairs, Pairs]:
+    """The base pairs and pool a training seed sees: on the gold task (pairs with gold scores, pool
+    mode) its own draw of the noisy train labels when `cfg.seed_labels` (`tasks.redraw_labels`),
+    else the pairs as they are (human labels are data, not a draw)."""
+    if cfg.seed_labels and cfg.pool_mode == "pool" and {"gold_chosen", "gold_rejected"} <= set(base.df):
+        return redraw_labels(base, pool, cfg.beta, (cfg.label_seed, seed))[:2]
+    return base, pool
 
 
 def run_extra_operators(ctx: Context, base: Pairs, evals: dict[str, Pairs]) -> tuple[pd.DataFrame, pd.DataFrame]:

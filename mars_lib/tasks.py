@@ -236,6 +236,22 @@ def make_pairs(responses: pd.DataFrame, beta: float, seed: int = 0, max_pairs_pe
     return df
 
 
+def redraw_labels(base, pool, beta: float, seed) -> tuple:
+    """A fresh draw of the simulated annotator's labels for the same base pairs (a rerun of the
+    task's label noise): each pair keeps its orientation with probability σ((g_chosen − g_rejected)/β),
+    the distribution its label was first drawn from, and is swapped otherwise. Synthetic pairs of
+    `pool` inherit their source's label, so a swapped source's pool rows are swapped too.
+    base, pool: `features.Pairs` (pool may be None or empty). Returns (base, pool, swapped [N] bool)."""
+    df = base.df
+    p_keep = bt_label_prob(df.gold_chosen.to_numpy(), df.gold_rejected.to_numpy(), beta)
+    swap = np.random.default_rng(seed).random(len(df)) >= p_keep
+    new_base = base.swapped(swap)
+    if pool is None or len(pool.df) == 0 or "source_id" not in pool.df:
+        return new_base, pool, swap
+    swapped_ids = set(df.pair_id[swap])
+    return new_base, pool.swapped(pool.df.source_id.isin(swapped_ids).to_numpy()), swap
+
+
 @dataclass
 class Task:
     """A loaded task: judged responses and labelled pairs per split."""

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,8 +15,9 @@ EXPECTED = {
     "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv"],
     "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "fidelity_by_gap.csv", "refinement_summary.csv",
                            "refinement_fidelity.csv", "fidelity_by_operator.csv"],
-    "03_rm_training": ["history.csv", "summary.csv", "paired.csv", "test_reward_gaps.csv", "authors_protocol.csv",
-                       "summary_by_operator.csv"],
+    "03_rm_training": ["history.csv", "summary.csv", "intervals.csv", "paired.csv", "per_pair_test.parquet",
+                       "authors_protocol.csv", "summary_by_operator.csv", "history_human_track.csv",
+                       "per_pair_human_track.parquet", "intervals_human_track.csv", "tau_sweep.csv", "tau_allocation.csv"],
     "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv"],
     "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
 }
@@ -28,16 +30,29 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     for nb, tables in EXPECTED.items():
         for t in tables:
-            df = pd.read_csv(out / nb / t)
+            df = pd.read_parquet(out / nb / t) if t.endswith(".parquet") else pd.read_csv(out / nb / t)
             assert len(df) > 0, f"{nb}/{t} is empty"
-            meta = json.loads((out / nb / t.replace(".csv", ".meta.json")).read_text())
+            meta = json.loads((out / nb / (t.rsplit(".", 1)[0] + ".meta.json")).read_text())
             assert meta["config"]["profile"] == "smoke" and meta["environment"]["versions"]["torch"]
         assert list((out / "figures").glob(f"{nb[:2]}_*.png")), f"no figure from {nb}"
         assert (out / "executed" / f"{nb}.ipynb").exists()
     summary = pd.read_csv(out / "03_rm_training" / "summary.csv")
-    assert set(summary.strategy) == {"none", "uniform", "won", "won_pace", "mars_v1", "mars_v2"}
+    from mars_lib.config import STRATEGIES
+    assert set(summary.strategy) == set(STRATEGIES)
     acc = summary[summary.metric == "accuracy"]["mean"]
     assert acc.between(0.0, 1.0).all()
+    # the claims table has rows for the gold task and both offline human tracks, each with a verdict
+    claims = pd.read_csv(out / "claims.csv")
+    assert {"gold", "chitchat", "hh-rlhf"} <= set(claims.track)
+    assert set(claims.verdict) <= {"held", "not held", "inconclusive"} and claims.verdict.notna().all()
+    assert (claims.n_seeds >= 2).all()
+    # the summary intervals are recomputed from the committed-style per-pair table
+    from mars_lib import claims as claims_mod
+    per_pair = pd.read_parquet(out / "03_rm_training" / "per_pair_test.parquet")
+    again_int = claims_mod.strategy_intervals(per_pair, n_boot=200)
+    saved = pd.read_csv(out / "03_rm_training" / "intervals.csv")
+    m = saved.merge(again_int, on=["strategy", "metric", "track", "rm"], suffixes=("", "_re"))
+    assert len(m) == len(saved) and np.allclose(m["mean"], m["mean_re"], atol=1e-6)
     # a second run with unchanged inputs skips every notebook
     again = [a for a in cmd if a != "--force"]
     proc2 = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)

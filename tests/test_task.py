@@ -86,3 +86,29 @@ def test_committed_policy_samples_are_train_prompts_only():
     assert set(ps.prompt_id) <= set(task.split("train").prompt_id)
     assert (ps.groupby("prompt_id").size() == 6).all() and ps.response.str.len().gt(0).mean() > 0.95
 
+
+
+def test_redraw_labels_swaps_pairs_and_their_synthetic_children():
+    """Each seed's label draw: a pair keeps its orientation with P = σ((g_c − g_r)/β); a swapped
+    source's pool rows are swapped too; features follow the texts."""
+    from mars_lib.features import Pairs
+    from mars_lib.tasks import bt_label_prob, redraw_labels
+    rng = np.random.default_rng(0)
+    n = 4000
+    gc, gr = rng.normal(size=n), rng.normal(size=n)
+    base = Pairs(pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "prompt": "x", "chosen": [f"c{i}" for i in range(n)],
+                               "rejected": [f"r{i}" for i in range(n)], "gold_chosen": gc, "gold_rejected": gr,
+                               "label_correct": gc >= gr}),
+                 rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 3)).astype(np.float32))
+    pool = base.take(np.repeat(np.arange(n), 2))
+    pool.df["source_id"] = np.repeat(base.df.pair_id.to_numpy(), 2)
+    b2, p2, swap = redraw_labels(base, pool, beta=1.0, seed=(0, 3))
+    expected = 1 - bt_label_prob(gc, gr, 1.0)
+    assert abs(swap.mean() - expected.mean()) < 4 * np.sqrt((expected * (1 - expected)).sum()) / n
+    np.testing.assert_array_equal(b2.df.chosen.to_numpy(), np.where(swap, base.df.rejected, base.df.chosen))
+    np.testing.assert_array_equal(b2.phi_c, np.where(swap[:, None], base.phi_r, base.phi_c))
+    assert (b2.df.label_correct == (b2.df.gold_chosen >= b2.df.gold_rejected)).all()
+    np.testing.assert_array_equal(p2.df.chosen.to_numpy()[::2], b2.df.chosen.to_numpy())
+    again = redraw_labels(base, pool, beta=1.0, seed=(0, 3))[2]
+    other = redraw_labels(base, pool, beta=1.0, seed=(0, 4))[2]
+    assert (again == swap).all() and (other != swap).any()

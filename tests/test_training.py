@@ -35,6 +35,50 @@ def test_every_strategy_spends_exactly_the_budget(setup, strategy):
     assert (r.allocations.groupby("round").budget.sum() == 60).all()
 
 
+@pytest.mark.parametrize("strategy", ["none_matched", "reweight", "easy_first", "hard_filter"])
+def test_controls_take_exactly_as_many_optimizer_steps_as_uniform(setup, strategy):
+    """Compute-matched controls: the same training-set size, hence optimizer steps, as uniform."""
+    base, pool, evals, cfg = setup
+    steps = lambda s: run_strategy(s, base, pool, evals, cfg, seed=0).history.query(  # noqa: E731
+        "metric in ['optimizer_steps', 'n_train']").pivot_table(index="round", columns="metric", values="value")
+    u, c = steps("uniform"), steps(strategy)
+    pd.testing.assert_frame_equal(u, c)
+    assert (u.optimizer_steps.diff().dropna() > 0).all()
+    none = steps("none")
+    assert (none.optimizer_steps < u.optimizer_steps).all()        # the authors' none takes fewer steps
+
+
+def test_reweight_and_none_matched_add_no_synthetic_text(setup):
+    """reweight repeats base pairs b_i times with MARS's q; no row of its training set is synthetic."""
+    base, pool, evals, cfg = setup
+    cfg = RunConfig.resolve("smoke", rounds=1, budget_ratio=2.0, seeds=[0], tau_v1=50.0)
+    model = HeadRewardModel(8)
+    model.fit(base.phi_c, base.phi_r, epochs=3)
+    for s in ("reweight", "none_matched"):
+        syn, gaps, b = select_synthetic(s, model, base, pool, 60, cfg, round_seed=1)
+        assert set(syn.df.pair_id) <= set(base.df.pair_id) and len(syn.df) == 60 == b.sum()
+        counts = syn.df.pair_id.value_counts().reindex(base.df.pair_id, fill_value=0).to_numpy()
+        assert (counts == b).all()
+        np.testing.assert_array_equal(syn.phi_c, base.phi_c[np.repeat(np.arange(len(b)), b)])
+    _, gaps, b_re = select_synthetic("reweight", model, base, pool, 60, cfg, round_seed=1)
+    _, _, b_mars = select_synthetic("mars_v1", model, base, pool, 60, cfg, round_seed=1)
+    np.testing.assert_array_equal(b_re, b_mars)              # the same allocation as MARS v1, without new text
+    assert b_re.max() > b_re.min()                            # (at τ = 50 it is not uniform)
+
+
+def test_easy_first_is_the_mirror_of_mars_and_hard_filter_drops_negative_gaps(setup):
+    from mars_lib.selection import allocation_probs
+    from mars_lib.training import hard_filter_keep
+    gaps = np.array([-3.0, -1.0, 0.0, 0.5, 2.0, 4.0, -0.2, 1.0, 0.1, -2.0])
+    q_hard, q_easy = allocation_probs(gaps, 1.0, "abs"), allocation_probs(gaps, 1.0, "abs", easy=True)
+    assert q_hard.argmax() == 2 and q_easy.argmax() == 5      # MARS: smallest |Δ|; easy-first: largest |Δ|
+    keep = hard_filter_keep(gaps, 0.2)
+    assert list(np.flatnonzero(~keep)) == [0, 9]               # the two most negative gaps
+    base, pool, evals, cfg = setup
+    r = run_strategy("hard_filter", base, pool, evals, cfg, seed=0)
+    assert (r.allocations.groupby("round").budget.sum() == 60 + 3).all()   # B + the 3 dropped (10 % of 30)
+
+
 def test_none_adds_nothing_and_is_deterministic(setup):
     base, pool, evals, cfg = setup
     a = run_strategy("none", base, pool, evals, cfg, seed=0).history

@@ -1,0 +1,172 @@
+"""Both reward-model regimes at full scale on a GPU: every strategy × ≥ 10 seeds × every offline
+track, with a fine-tuned transformer RM (`rm="full"`), several runs at once on one card.
+
+    # here (CPU): every track's pairs, paraphrase pool, self-training pool and policy samples as plain files
+    .venv/bin/python bench/gpu_regimes.py prepare --bundle .gpu_bundle
+    # on the GPU machine (needs only torch, transformers, pandas, pyarrow): 4 workers share the card
+    python3 bench/gpu_regimes.py run --bundle .gpu_bundle --model .gpu_bundle/minilm --jobs 4 \\
+        --seeds 0 1 2 3 4 5 6 7 8 9 --out results/gpu_regimes/minilm
+    # all-mpnet-base-v2 (110M parameters, the closest offline stand-in for DeBERTa-v3-base): --model <its folder>
+
+The schedule is the cpu profile's (the authors' v1: 5 rounds × 1 epoch, B = 2 × N, paraphrase pool
+of 5 × 5 per source; `--rounds` etc. change it), the RM is `finetune.FinetunedRewardModel` through
+the same rounds loop as the notebooks, and on the gold task each seed redraws the train labels
+(`tasks.redraw_labels`), as notebook 03 does. Every (track, strategy, seed) writes its per-pair
+test outcomes and history under `--out/<track>/` and is skipped when present: an interrupted or
+sharded run resumes (`--shard i/n` splits the jobs over several machines). `claims.write_claims`
+reads `results/gpu_regimes/*/` into `results/claims.csv` as the `full` regime.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TRACKS = ("gold", "chitchat", "hh-rlhf")
+
+
+def prepare(a) -> None:
+    """Texts only (no features): the fine-tuned RM reads text. Uses the cpu profile's settings."""
+    import shutil
+
+    from mars_lib import context, pools, runs
+    from mars_lib.assets import minilm_dir
+    from mars_lib.config import RunConfig
+    cfg = RunConfig.resolve("cpu", seeds=[0])
+    ctx = context.setup(cfg)
+    out = Path(a.bundle)
+    sets = {"gold": (ctx.pairs("train"), {"test": ctx.pairs("test")})}
+    sets.update({t: runs.human_track(ctx, t) for t in cfg.human_track})
+    for track, (base, evals) in sets.items():
+        d = out / track
+        d.mkdir(parents=True, exist_ok=True)
+        base.df.to_parquet(d / "base.parquet")
+        evals["test"].df.to_parquet(d / "test.parquet")
+        pools.synthetic_pool(cfg, base, ctx.encoder).df.to_parquet(d / "pool.parquet")
+        if track == "gold":
+            pools.resample_with(ctx, base, "rm")[0].df.to_parquet(d / "self_pool.parquet")
+            pools.policy_candidates(ctx, base).df.to_parquet(d / "policy.parquet")
+    shutil.copytree(minilm_dir(), out / "minilm", dirs_exist_ok=True)
+    (out / "bundle.json").write_text(json.dumps({"config": cfg.to_dict(), "tracks": list(sets)}, default=str, indent=1))
+    print(f"bundle in {out}: {', '.join(sets)} + the MiniLM backbone")
+
+
+def _text_pairs(df: pd.DataFrame):
+    from mars_lib.features import Pairs
+    z = np.zeros((len(df), 0), np.float32)
+    return Pairs(df.reset_index(drop=True), z, z)
+
+
+def _jobs(a) -> list[tuple[str, str, int]]:
+    jobs = [(t, s, seed) for t in a.tracks for seed in a.seeds for s in a.strategies
+            if not (t != "gold" and s in ("won_pace", "self_train"))]
+    i, n = (int(x) for x in a.shard.split("/"))
+    return [j for k, j in enumerate(jobs) if k % n == i]
+
+
+def run_jobs(a, jobs) -> None:
+    """One worker: its jobs in order, each written when done (per-pair parquet + history csv)."""
+    import dataclasses
+
+    import torch
+
+    from mars_lib.claims import per_pair_outcomes
+    from mars_lib.config import RunConfig
+    from mars_lib.context import model_factory
+    from mars_lib.tasks import redraw_labels
+    from mars_lib.training import Candidates, run_strategy
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.jobs)))
+    cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=str(a.model), batch_size=a.batch,
+                            grad_accum=a.accum, ft_lr=a.lr, rounds=a.rounds, max_length=a.max_length,
+                            precision=a.precision, track_curvature=False, human_track="off")
+    make = model_factory(cfg)
+    for track, s, seed in jobs:
+        d = Path(a.bundle) / track
+        out = Path(a.out) / track
+        done = out / f"per_pair_{s}_seed{seed}.parquet"
+        if done.exists():
+            continue
+        base, pool, test = (_text_pairs(pd.read_parquet(d / f)) for f in ("base.parquet", "pool.parquet", "test.parquet"))
+        if a.n_base:          # a tiny CPU check of the script
+            base = base.take(np.arange(min(a.n_base, len(base.df))))
+            pool = pool.take(np.flatnonzero(pool.df.source_id.isin(set(base.df.pair_id))))
+            test = test.take(np.arange(min(a.n_base, len(test.df))))
+        if track == "gold" and cfg.seed_labels:
+            base, pool, _ = redraw_labels(base, pool, cfg.beta, (cfg.label_seed, seed))
+        policy = self_pool = None
+        if s == "won_pace":
+            ps = pd.read_parquet(d / "policy.parquet")
+            ps = ps[ps.prompt_id.isin(set(base.df.prompt_id))].reset_index(drop=True)
+            policy = Candidates(ps, np.zeros((len(ps), 0), np.float32))
+        if s == "self_train":
+            self_pool = _text_pairs(pd.read_parquet(d / "self_pool.parquet"))
+        t0 = time.perf_counter()
+        r = run_strategy(s, base, pool, {"test": test}, dataclasses.replace(cfg, seeds=(seed,)), seed, make_model=make,
+                         policy=policy, self_pool=self_pool)
+        out.mkdir(parents=True, exist_ok=True)
+        r.history.assign(track=track, rm="full", seconds=time.perf_counter() - t0,
+                         train_pairs_per_s=r.model.stats.train_pairs_per_s).to_csv(out / f"history_{s}_seed{seed}.csv",
+                                                                                   index=False)
+        per_pair_outcomes({(s, seed): r}, test, track, "full").to_parquet(done)      # written last: marks the job done
+        acc = r.history.query("split == 'test' and metric == 'accuracy'").value.iloc[-1]
+        print(f"{track:8s} {s:12s} seed {seed}: accuracy {acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def run(a) -> None:
+    import subprocess
+    jobs = _jobs(a)
+    print(f"{len(jobs)} jobs ({', '.join(a.tracks)} × {len(a.strategies)} strategies × seeds {a.seeds}), {a.jobs} workers",
+          flush=True)
+    if a.jobs == 1:
+        return run_jobs(a, jobs)
+    procs = []
+    for w in range(a.jobs):       # worker w takes every jobs-th job of this shard
+        argv = [sys.executable, __file__, "worker", *sys.argv[2:], "--worker", f"{w}/{a.jobs}"]
+        procs.append(subprocess.Popen(argv))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"worker exit codes {codes}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=("prepare", "run", "worker"))
+    ap.add_argument("--bundle", default=".gpu_bundle")
+    ap.add_argument("--model", type=Path, help="backbone folder (safetensors; run)")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_regimes" / "minilm")
+    ap.add_argument("--tracks", nargs="+", default=list(TRACKS))
+    ap.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of the package")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes sharing the device")
+    ap.add_argument("--shard", default="0/1", help="i/n: this machine's share of the jobs")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n-base", type=int, default=None, help="tiny CPU check: first N base and test pairs per track")
+    a = ap.parse_args(argv)
+    if a.strategies is None:
+        from mars_lib.config import STRATEGIES
+        a.strategies = list(STRATEGIES)
+    if a.cmd == "prepare":
+        return prepare(a)
+    if a.cmd == "run":
+        return run(a)
+    w, n = (int(x) for x in a.worker.split("/"))
+    run_jobs(a, _jobs(a)[w::n])
+
+
+if __name__ == "__main__":
+    main()

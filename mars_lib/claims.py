@@ -77,6 +77,28 @@ def per_pair_outcomes(runs: dict, test: Pairs, track: str, rm: str) -> pd.DataFr
     return pd.concat(frames, ignore_index=True)
 
 
+ONE_SEED = "one training seed: seed variation cannot be estimated, so no interval is given"
+
+
+def _interval(v: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """`stats.two_stage_bootstrap`, or with a single seed the means alone (lo = hi = NaN)."""
+    if v.seed.nunique() >= 2:
+        return stats.two_stage_bootstrap(v, n_boot=n_boot)
+    g = v.groupby("strategy", sort=False)
+    return pd.DataFrame({"strategy": list(g.groups), "mean": g.value.mean().to_numpy(), "lo": np.nan, "hi": np.nan,
+                         "se": np.nan, "n_seeds": 1, "n_clusters": g.cluster.nunique().to_numpy(),
+                         "n_pairs": g.pair_id.nunique().to_numpy(), "method": ONE_SEED})
+
+
+def _paired(v: pd.DataFrame, a, b, n_boot: int) -> dict:
+    """`stats.paired_difference`, or with a single seed the difference alone (no interval, MDE NaN)."""
+    if v.seed.nunique() >= 2:
+        return stats.paired_difference(v, a, b, n_boot=n_boot)
+    m = v.groupby("strategy").value.mean()
+    return {"effect": m[a] - m[b], "lo": np.nan, "hi": np.nan, "se": np.nan, "p_better": np.nan, "mde": np.nan,
+            "n_seeds": 1, "n_clusters": v.cluster.nunique(), "n_pairs": v.pair_id.nunique()}
+
+
 def _value(per_pair: pd.DataFrame, metric: str) -> pd.DataFrame:
     col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
     return per_pair.dropna(subset=[col]).assign(value=lambda d: d[col])
@@ -90,7 +112,7 @@ def strategy_intervals(per_pair: pd.DataFrame, metrics=("accuracy", "gold_accura
             col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
             if col not in g or g[col].isna().all():
                 continue
-            rows.append(stats.two_stage_bootstrap(_value(g, metric), n_boot=n_boot).assign(track=track, rm=rm,
+            rows.append(_interval(_value(g, metric), n_boot).assign(track=track, rm=rm,
                                                                                            metric=metric))
     return pd.concat(rows, ignore_index=True)
 
@@ -108,7 +130,7 @@ def paired_table(per_pair: pd.DataFrame, targets=("mars_v1", "mars_v2"), metrics
             v = _value(g, metric)
             for t in [t for t in targets if t in set(g.strategy)]:
                 for other in [s for s in g.strategy.unique() if s != t]:
-                    r = stats.paired_difference(v, t, other, n_boot=n_boot)
+                    r = _paired(v, t, other, n_boot)
                     rows.append({"track": track, "rm": rm, "metric": metric, "strategy": t, "vs": other,
                                  **{k: r[k] for k in ("effect", "lo", "hi", "se", "p_better", "mde", "n_seeds",
                                                       "n_clusters", "n_pairs")}})
@@ -168,10 +190,11 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
             col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
             if a not in have or b not in have or col not in g or g[col].isna().all():
                 continue
-            r = stats.paired_difference(_value(g, metric), a, b, n_boot=n_boot)
+            r = _paired(_value(g, metric), a, b, n_boot)
             rows.append({"claim_id": cid, "claim": text, "track": track, "rm": rm, "metric": metric,
                          "effect": r["effect"], "lo": r["lo"], "hi": r["hi"], "mde": r["mde"], "n_seeds": r["n_seeds"],
-                         "n_test_pairs": r["n_pairs"], "method": "paired, test prompts x seeds (mars_lib.stats)"})
+                         "n_test_pairs": r["n_pairs"],
+                         "method": "paired, test prompts x seeds (mars_lib.stats)" if r["n_seeds"] >= 2 else ONE_SEED})
     if histories is not None and len(histories):
         last = histories[histories["round"] == histories.groupby(["track", "rm"])["round"].transform("max")]
         for (track, rm), g in last.groupby(["track", "rm"], sort=False):
@@ -187,8 +210,9 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
                              "n_test_pairs": n_pairs if split == "test" else 0,
                              "method": "paired t over seeds only" + (" (test set fixed)" if split == "test" else "")})
     out = pd.DataFrame(rows)
-    if len(out):
-        out["verdict"] = [stats.verdict(lo, hi) for lo, hi in zip(out.lo, out.hi)]
+    if len(out):      # no interval (one seed) is no evidence either way
+        out["verdict"] = [stats.verdict(lo, hi) if np.isfinite(lo) and np.isfinite(hi) else "inconclusive"
+                          for lo, hi in zip(out.lo, out.hi)]
     cols = ["claim_id", "claim", "track", "rm", "metric", "effect", "lo", "hi", "n_seeds", "n_test_pairs", "verdict",
             "mde", "method"]
     return out.reindex(columns=cols)

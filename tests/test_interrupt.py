@@ -35,8 +35,10 @@ def test_notebook_killed_mid_training_resumes_to_the_uninterrupted_tables(tmp_pa
     assert not (b / "03_rm_training" / "summary.csv").exists()
     r = subprocess.run(_runner(b), cwd=REPO, capture_output=True, text=True, timeout=900)   # no --force
     assert r.returncode == 0 and "up to date, skipped" not in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
-    for t in ("history.csv", "summary.csv", "allocations_seed0.csv", "test_reward_gaps.csv"):
+    for t in ("history.csv", "summary.csv", "allocations_seed0.csv", "intervals.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(a / "03_rm_training" / t), pd.read_csv(b / "03_rm_training" / t))
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "03_rm_training" / "per_pair_test.parquet"),
+                                  pd.read_parquet(b / "03_rm_training" / "per_pair_test.parquet"))
 
 
 GUARD = r'''

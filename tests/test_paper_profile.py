@@ -60,7 +60,7 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
         assert cfg["profile"] == "paper" and cfg["encoder"] == str(params["encoder"])
     cfg3 = json.loads((out / "03_rm_training" / "config.json").read_text())
     # the paper profile's own values, untouched by the overrides
-    assert cfg3["rm"] == "full" and cfg3["human_track"] == "hh-rlhf" and cfg3["paraphrase_prompt"] is True
+    assert cfg3["rm"] == "full" and cfg3["human_track"] == ["hh-rlhf"] and cfg3["paraphrase_prompt"] is True
     assert cfg3["ft_lr"] == 2e-5 and cfg3["rm_model"] == str(params["rm_model"]) and cfg3["offline"] is True
     # fine-tuned RMs were saved whole and reloaded by notebooks 04 and 05
     models = pd.read_csv(out / "03_rm_training" / "models.csv")

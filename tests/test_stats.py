@@ -201,3 +201,20 @@ def test_one_seed_and_nan_rejected():
     df.loc[0, "value"] = np.nan
     with pytest.raises(ValueError, match="missing or non-numeric"):
         two_stage_bootstrap(df)
+
+
+def test_claims_with_one_seed_give_no_interval_and_no_verdict():
+    """The paper profile trains one seed (the authors' 42): means and differences are reported, but
+    with no interval, since seed variation cannot be estimated, and every verdict is inconclusive."""
+    from mars_lib import claims
+    rng = np.random.default_rng(0)
+    rows = [{"track": "t", "rm": "head", "strategy": s, "seed": 42, "pair_id": f"p{i}", "cluster": f"c{i // 2}",
+             "correct": float(rng.random() < (0.7 if s == "mars_v1" else 0.6))}
+            for s in ("mars_v1", "uniform") for i in range(40)]
+    pp = pd.DataFrame(rows)
+    iv = claims.strategy_intervals(pp, metrics=("accuracy",))
+    assert iv.lo.isna().all() and (iv.n_seeds == 1).all() and iv.method.str.contains("one training seed").all()
+    table = claims.claims_table(pp)
+    row = table[table.claim_id == "mars_v1>uniform"].iloc[0]
+    assert np.isnan(row.lo) and row.verdict == "inconclusive"
+    assert row.effect == pytest.approx(pp[pp.strategy == "mars_v1"].correct.mean() - pp[pp.strategy == "uniform"].correct.mean())

@@ -120,7 +120,7 @@ def run_jobs(a, jobs) -> None:
         print(f"{track:8s} {s:12s} seed {seed}: accuracy {acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def run(a) -> None:
+def run(a, argv: list[str]) -> None:
     import subprocess
     jobs = _jobs(a)
     print(f"{len(jobs)} jobs ({', '.join(a.tracks)} × {len(a.strategies)} strategies × seeds {a.seeds}), {a.jobs} workers",
@@ -129,8 +129,8 @@ def run(a) -> None:
         return run_jobs(a, jobs)
     procs = []
     for w in range(a.jobs):       # worker w takes every jobs-th job of this shard
-        argv = [sys.executable, __file__, "worker", *sys.argv[2:], "--worker", f"{w}/{a.jobs}"]
-        procs.append(subprocess.Popen(argv))
+        cmd = [sys.executable, __file__, "worker", *argv[1:], "--worker", f"{w}/{a.jobs}"]
+        procs.append(subprocess.Popen(cmd))
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SystemExit(f"worker exit codes {codes}")
@@ -156,6 +156,7 @@ def main(argv=None):
     ap.add_argument("--shard", default="0/1", help="i/n: this machine's share of the jobs")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n-base", type=int, default=None, help="tiny CPU check: first N base and test pairs per track")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if a.strategies is None:
         from mars_lib.config import STRATEGIES
@@ -163,7 +164,7 @@ def main(argv=None):
     if a.cmd == "prepare":
         return prepare(a)
     if a.cmd == "run":
-        return run(a)
+        return run(a, argv)
     w, n = (int(x) for x in a.worker.split("/"))
     run_jobs(a, _jobs(a)[w::n])
 

@@ -54,6 +54,9 @@ SEED_LEVEL = (   # claims on quantities with no test-pair decomposition: interva
 )
 
 
+METRIC_COLUMN = {"accuracy": "correct", "gold_accuracy": "gold_correct"}   # per-pair column of each metric
+
+
 def cluster_of(df: pd.DataFrame) -> pd.Series:
     """The prompt a pair belongs to: `prompt_id` when the table has one, else a hash of the prompt."""
     if "prompt_id" in df:
@@ -66,11 +69,12 @@ def per_pair_outcomes(runs: dict, test: Pairs, track: str, rm: str) -> pd.DataFr
     and, where the pair has gold scores, agreement with the gold order."""
     df = test.df
     gold = (df.gold_chosen > df.gold_rejected).to_numpy(float) if "gold_chosen" in df else None
+    clusters = cluster_of(df).to_numpy()
     frames = []
     for (s, seed), r in runs.items():
         gap = r.model.pair_gap(test)
         out = pd.DataFrame({"track": track, "rm": rm, "strategy": s, "seed": seed, "pair_id": df.pair_id.to_numpy(),
-                            "cluster": cluster_of(df).to_numpy(), "reward_gap": gap, "correct": (gap > 0).astype(float)})
+                            "cluster": clusters, "reward_gap": gap, "correct": (gap > 0).astype(float)})
         if gold is not None:
             out["gold_correct"] = np.where(gold == 1, gap > 0, gap < 0).astype(float)
         frames.append(out)
@@ -100,7 +104,7 @@ def _paired(v: pd.DataFrame, a, b, n_boot: int) -> dict:
 
 
 def _value(per_pair: pd.DataFrame, metric: str) -> pd.DataFrame:
-    col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
+    col = METRIC_COLUMN[metric]
     return per_pair.dropna(subset=[col]).assign(value=lambda d: d[col])
 
 
@@ -109,7 +113,7 @@ def strategy_intervals(per_pair: pd.DataFrame, metrics=("accuracy", "gold_accura
     rows = []
     for (track, rm), g in per_pair.groupby(["track", "rm"], sort=False):
         for metric in metrics:
-            col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
+            col = METRIC_COLUMN[metric]
             if col not in g or g[col].isna().all():
                 continue
             rows.append(_interval(_value(g, metric), n_boot).assign(track=track, rm=rm,
@@ -124,7 +128,7 @@ def paired_table(per_pair: pd.DataFrame, targets=("mars_v1", "mars_v2"), metrics
     rows = []
     for (track, rm), g in per_pair.groupby(["track", "rm"], sort=False):
         for metric in metrics:
-            col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
+            col = METRIC_COLUMN[metric]
             if col not in g or g[col].isna().all():
                 continue
             v = _value(g, metric)
@@ -187,7 +191,7 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
     for (track, rm), g in per_pair.groupby(["track", "rm"], sort=False):
         have = set(g.strategy)
         for cid, text, a, b, metric in CLAIMS:
-            col = {"accuracy": "correct", "gold_accuracy": "gold_correct"}[metric]
+            col = METRIC_COLUMN[metric]
             if a not in have or b not in have or col not in g or g[col].isna().all():
                 continue
             r = _paired(_value(g, metric), a, b, n_boot)

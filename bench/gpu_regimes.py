@@ -86,7 +86,8 @@ def run_jobs(a, jobs) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.jobs)))
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=str(a.model), batch_size=a.batch,
                             grad_accum=a.accum, ft_lr=a.lr, rounds=a.rounds, max_length=a.max_length,
-                            precision=a.precision, track_curvature=False, human_track="off")
+                            precision=a.precision, track_curvature=False, human_track="off",
+                            eval_every_round=not a.eval_last_only)
     make = model_factory(cfg)
     for track, s, seed in jobs:
         d = Path(a.bundle) / track
@@ -95,10 +96,11 @@ def run_jobs(a, jobs) -> None:
         if done.exists():
             continue
         base, pool, test = (_text_pairs(pd.read_parquet(d / f)) for f in ("base.parquet", "pool.parquet", "test.parquet"))
-        if a.n_base:          # a tiny CPU check of the script
-            base = base.take(np.arange(min(a.n_base, len(base.df))))
+        if a.n_base:          # a smaller run (CPU): a seeded subset of the base pairs and their pools
+            base = base.take(np.sort(np.random.default_rng(0).permutation(len(base.df))[:a.n_base]))
             pool = pool.take(np.flatnonzero(pool.df.source_id.isin(set(base.df.pair_id))))
-            test = test.take(np.arange(min(a.n_base, len(test.df))))
+        if a.n_test:          # a seeded subset of the test pairs
+            test = test.take(np.sort(np.random.default_rng(1).permutation(len(test.df))[:a.n_test]))
         if track == "gold" and cfg.seed_labels:
             base, pool, _ = redraw_labels(base, pool, cfg.beta, (cfg.label_seed, seed))
         policy = self_pool = None
@@ -121,8 +123,17 @@ def run_jobs(a, jobs) -> None:
 
 
 def run(a, argv: list[str]) -> None:
+    import platform
     import subprocess
+
+    import torch
     jobs = _jobs(a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    hw = torch.cuda.get_device_name(0) if a.device.startswith("cuda") and torch.cuda.is_available() else \
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k not in ("cmd", "worker")}
+    (a.out / "run.json").write_text(json.dumps({"settings": settings, "hardware": hw, "torch": torch.__version__,
+                                                "command": "bench/gpu_regimes.py " + " ".join(argv)}, indent=1))
     print(f"{len(jobs)} jobs ({', '.join(a.tracks)} × {len(a.strategies)} strategies × seeds {a.seeds}), {a.jobs} workers",
           flush=True)
     if a.jobs == 1:
@@ -155,7 +166,9 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="worker processes sharing the device")
     ap.add_argument("--shard", default="0/1", help="i/n: this machine's share of the jobs")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--n-base", type=int, default=None, help="tiny CPU check: first N base and test pairs per track")
+    ap.add_argument("--n-base", type=int, default=None, help="a seeded subset of N base pairs per track (CPU runs)")
+    ap.add_argument("--n-test", type=int, default=None, help="a seeded subset of N test pairs per track (CPU runs)")
+    ap.add_argument("--eval-last-only", action="store_true", help="score the test set after the last round only")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if a.strategies is None:

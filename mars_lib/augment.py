@@ -5,7 +5,7 @@ Operator interface: an operator takes source pairs and returns synthetic pairs, 
 the source's label (the paraphrased chosen stays chosen) — the assumption the authors make and
 do not check [S-zh2]; notebook 02 measures it against the gold judge.
 
-Construction as the authors build it [C2] (mars-method.md §2.2 step 4): n paraphrases each of the
+Construction as the authors build it [C2] (docs/method.md §2.2 step 4): n paraphrases each of the
 prompt, chosen and rejected; the n×n (chosen paraphrase c, rejected paraphrase r) combinations,
 each with prompt paraphrase (c + r) mod n. Option `include_originals` gives the
 (n⁺+1)(n⁻+1)−1 variant that also pairs originals with paraphrases [S-zh1].

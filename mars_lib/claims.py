@@ -141,10 +141,13 @@ def paired_table(per_pair: pd.DataFrame, targets=("mars_v1", "mars_v2"), metrics
     return pd.DataFrame(rows)
 
 
+REGIME_FOLDERS = {"gpu_regimes": "full", "cpu_regimes": "full-cpu"}   # results/<folder>/<model>/ -> rm label
+
+
 def write_claims(cfg) -> pd.DataFrame:
     """Rebuild `<results>/claims.csv` from the saved tables of notebooks 03 (per-pair outcomes and
-    histories of every track), of the GPU script (`<results>/gpu_regimes/<model>/<track>/`, the
-    fine-tuned regime `full:<model>`) and of notebook 05 (Best-of-N win rates), where present."""
+    histories of every track), of the fine-tuned regime script (`<results>/gpu_regimes/<model>/<track>/`
+    as `full:<model>`, `<results>/cpu_regimes/<model>/...` as `full-cpu:<model>`) and of notebook 05 (Best-of-N win rates), where present."""
     from .results import load_table, save_table
     nb3 = "03_rm_training"
     per_pair, hist = [], []
@@ -155,15 +158,18 @@ def write_claims(cfg) -> pd.DataFrame:
             hist.append(hh.assign(track=hh.get("track", "gold"), rm=hh.get("rm", cfg.rm)))
     if not per_pair:
         raise FileNotFoundError("no per-pair outcomes saved: run notebook 03 first (./run_all.sh --only 03)")
-    # the fine-tuned regime at full scale, from the GPU script (bench/gpu_regimes.py), when its tables exist
-    gpu = cfg.path("gpu_regimes", "x").parent
-    for model_dir in sorted(p for p in gpu.iterdir() if p.is_dir()):
-        files = sorted(model_dir.glob("*/per_pair_*.parquet"))
-        if files:
-            rm = f"full:{model_dir.name}"
-            per_pair.append(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).assign(rm=rm))
-            hist.append(pd.concat([pd.read_csv(f) for f in sorted(model_dir.glob("*/history_*.csv"))],
-                                  ignore_index=True).assign(rm=rm))
+    # the fine-tuned regime, from bench/gpu_regimes.py where its tables exist: at full scale on a GPU
+    # (results/gpu_regimes/<model>/ -> rm "full:<model>") and at the smaller scale a CPU affords
+    # (results/cpu_regimes/<model>/ -> "full-cpu:<model>"; its run.json states the scale)
+    for folder, label in REGIME_FOLDERS.items():
+        root = cfg.path(folder, "x").parent
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            files = sorted(model_dir.glob("*/per_pair_*.parquet"))
+            if files:
+                rm = f"{label}:{model_dir.name}"
+                per_pair.append(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).assign(rm=rm))
+                hist.append(pd.concat([pd.read_csv(f) for f in sorted(model_dir.glob("*/history_*.csv"))],
+                                      ignore_index=True).assign(rm=rm))
     table = claims_table(pd.concat(per_pair, ignore_index=True), pd.concat(hist, ignore_index=True), n_boot=cfg.n_boot)
     win = cfg.path("05_downstream", "win_rate_summary.csv")
     if win.exists():
@@ -267,9 +273,12 @@ def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seed
     for v, t, seed in tqdm(jobs, desc=f"{track}: τ sweep"):
         if seed not in data:                      # the seed's own label draw, as in the main comparison
             data = {seed: seed_data(cfg, base, pool, seed)}
+        # what the sweep reads only: test accuracy after the last round and the allocation (no per-round
+        # evaluation or curvature tracking, which would cost more than the training itself)
         c = dataclasses.replace(cfg, rm="head", tau_v1=t if v == "mars_v1" else cfg.tau_v1,
-                                tau_v2=t if v == "mars_v2" else cfg.tau_v2)
-        h = run_strategy(v, *data[seed], evals, c, seed).history
+                                tau_v2=t if v == "mars_v2" else cfg.tau_v2, track_curvature=False,
+                                eval_every_round=False)
+        h = run_strategy(v, *data[seed], {"test": evals["test"]}, c, seed).history
         late = h[(h["round"] >= min(2, h["round"].max())) & (h.split == "train")]
         last = h[(h["round"] == h["round"].max()) & (h.split == "test")].set_index("metric").value
         rows.append({"track": track, "strategy": v, "tau": t, "seed": seed, "accuracy": last["accuracy"],

@@ -3,7 +3,7 @@
 A notebook's `parameters` cell holds `profile` plus one line per field, `None` meaning "take the
 profile's value"; `RunConfig.resolve(profile, **params)` merges them, validates every field, and
 the resolved config is saved beside every result table. The code never branches on the profile
-name: it reads the fields (architecture.md §3).
+name: it reads the fields (docs/design.md §3).
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ class RunConfig:
     warm_start: bool = False                    # train on the base set before the first allocation?
     cumulative: bool = False                    # keep earlier rounds' synthetic pairs? (v1 code: fresh)
     reset_optimizer: bool = True                # v1 code re-creates optimizer + schedule each round
+    eval_every_round: bool = True               # evaluate on val / test before training and after every round
+                                                # (False: after the last round only — the fine-tuned regime on CPU)
     track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
     operator: str = "paraphrase"                # synthetic pairs: "paraphrase" (authors v1, WordNet offline) |
                                                 # "refined_paraphrase" (authors v2: semantic refinement of
@@ -234,6 +236,30 @@ class RunConfig:
         except TypeError as e:
             raise ConfigError(str(e)) from None
 
+    @classmethod
+    def from_notebook(cls, namespace: dict) -> "RunConfig":
+        """The config of a notebook run, from its parameters cell (pass `globals()`).
+
+        The cell shows every setting with the cpu profile's literal value (what the reference run uses),
+        and papermill's injected cell may replace any of them. `profile` names the set of defaults; a
+        variable whose value differs from the cpu reference value is an override, one equal to it means
+        "the profile's value" (so `-p profile smoke` alone gives the smoke profile). Only names that are
+        config fields are read; anything else in the namespace is ignored."""
+        profile = namespace.get("profile", "cpu")
+        ref = cls.resolve("cpu").to_dict()
+        params = {}
+        for name in ref:
+            if name == "profile" or name not in namespace:
+                continue
+            v = namespace[name]
+            if callable(v) or type(v).__name__ == "module":
+                raise ConfigError(f"notebook variable {name!r} is a {type(v).__name__}, not a value: a module or "
+                                  "function shadows the config field of that name (rename the import)")
+            norm = tuple(v) if isinstance(v, list) else v
+            if norm != ref[name]:
+                params[name] = v
+        return cls.resolve(profile, **params)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -280,7 +306,7 @@ PROFILES: dict[str, dict] = {
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
-    # the paper's setting on one GPU (mars-method.md §4; README "The paper profile"): hub ids in rm_model, encoder,
+    # the paper's setting on one GPU (docs/method.md §4; README "The paper profile"): hub ids in rm_model, encoder,
     # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
@@ -292,7 +318,7 @@ PROFILES: dict[str, dict] = {
               "paraphraser": "humarin/chatgpt_paraphraser_on_T5_base", "paraphrase_prompt": True},
 }
 
-# The authors' two settings (mars-method.md §4.3), as ratios so that they scale with the base-set
+# The authors' two settings (docs/method.md §4.3), as ratios so that they scale with the base-set
 # size: B = budget_ratio × n_base (v1: 2000 / 1000, v2: 5000 / 1000); WoN's K = B / n_base follows.
 # `n_base` (authors: 1000) is the size parameter; on CPU the default keeps every base pair of the
 # task. v2 uses the semantically refined paraphrase pool (operator "refined_paraphrase").

@@ -1,6 +1,6 @@
 """Curvature and Fisher information of the Bradley-Terry loss for the linear head r = θᵀφ.
 
-Theory (mars-method.md §3, [S-zh1]): with Δφ = φ(x, y+) − φ(x, y−) and Δ = θᵀΔφ,
+Theory (docs/method.md §3.1, [S-zh1]): with Δφ = φ(x, y+) − φ(x, y−) and Δ = θᵀΔφ,
     H(θ) = E_w[ σ′(Δ) Δφ Δφᵀ ],   σ′(t) = σ(t)(1 − σ(t)),
 which for the logistic BT model equals the expected Fisher information. The empirical Fisher on
 labelled pairs is E_w[ (1 − σ(Δ))² Δφ Δφᵀ ]. Weights w are any distribution over pairs (uniform,
@@ -87,14 +87,19 @@ def coverage_factor(H_w, H_ref, rel_tol: float = 1e-10) -> float:
     return float(_eigvalsh(M)[0])
 
 
-def curvature_summary(dphi, theta, w=None) -> dict:
-    """One row of the curvature table for a weighting w of the pairs."""
-    d = np.asarray(dphi, np.float64) @ np.asarray(theta, np.float64)
+def curvature_summary(dphi, theta, w=None, fisher_spectrum: bool = True) -> dict:
+    """One row of the curvature table for a weighting w of the pairs. The Fisher trace is
+    Σ_i w_i (1 − σ(Δ_i))² ‖Δφ_i‖², computed without forming the matrix; `fisher_spectrum` False skips
+    the Fisher matrix and its λ_max (NaN) — the rounds loop logs only the trace."""
+    dphi = np.asarray(dphi, np.float64)
+    d = dphi @ np.asarray(theta, np.float64)
     H = hessian(dphi, theta, w)
-    F = empirical_fisher(dphi, theta, w)
+    g = 1.0 - sigmoid(d)
+    wf = _weights(w, len(dphi)) * g * g
     s = spectrum(H)
+    lam = float(_eigvalsh(empirical_fisher(dphi, theta, w))[-1]) if fisher_spectrum else float("nan")
     return {"mean_sigma_prime": mean_sigma_prime(d, w), **s,
-            "fisher_trace": float(np.trace(F)), "fisher_lambda_max": float(_eigvalsh(F)[-1])}
+            "fisher_trace": float(wf @ np.einsum("ij,ij->i", dphi, dphi)), "fisher_lambda_max": lam}
 
 
 def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The preference-pair schema, loaders and validation (architecture.md §5).
+"""The preference-pair schema, loaders and validation (docs/design.md §5).
 
 Schema of one pair (a row of a `datasets.Dataset` or a pandas DataFrame):
   prompt, chosen, rejected : str   the conversation prefix and the two responses

@@ -4,7 +4,7 @@ This is the paper's reward model (DeBERTa-v3-base in [C1][C2]) and implements th
 reward-model interface (`reward_model.RewardModel`: score, pair_scores, pair_gap, fit_pairs,
 linear_theta, save), so the rounds loop of `mars_lib.training` and every later stage run either kind.
 
-Training follows the authors' Trainer settings (mars-method.md §4.3): AdamW, linear decay with no
+Training follows the authors' Trainer settings (docs/method.md §4.3): AdamW, linear decay with no
 warm-up, weight decay 0, per-device batch × gradient accumulation = effective batch, a fresh
 optimizer and schedule per `fit` call when `reset_optimizer` (the authors re-create the Trainer
 each round). Each micro-batch runs chosen and rejected texts through one forward pass with

@@ -29,7 +29,7 @@ class Decoding:
     """Decoding parameters of one generation (all part of the cache key)."""
     temperature: float = 1.0          # 0 = greedy
     top_p: float = 1.0
-    repetition_penalty: float = 1.0   # 1.1-1.2 stops the Q4 model's greedy loops (architecture.md §4)
+    repetition_penalty: float = 1.0   # 1.1-1.2 stops the Q4 model's greedy loops (docs/design.md §4.3)
     max_new_tokens: int = 64
 
     def __post_init__(self):

@@ -106,7 +106,7 @@ def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> di
 
 
 def authors_protocol(r_chosen, r_rejected, seeds=(123, 124, 125), size: int = 100, n_boot: int = 300) -> dict:
-    """The authors' v1 RM evaluation (mars-method.md §4.5, [C1]): 3 rounds, each a random subsample of
+    """The authors' v1 RM evaluation (docs/method.md §4.5, [C1]): 3 rounds, each a random subsample of
     `size` test pairs without replacement (numpy seeds 123, 124, 125); per round accuracy (strict),
     ROC-AUC, mean and std margin, and 95 % bootstrap CIs of accuracy and AUC from `n_boot` resamples
     over pairs; CIs and metrics averaged across rounds; SNR = mean of round means / mean of round

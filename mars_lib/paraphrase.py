@@ -3,7 +3,7 @@
 DEVIATION from the paper: the authors paraphrase with the T5 model
 `humarin/chatgpt_paraphraser_on_T5_base` (beam 5, 5 returns, no_repeat_ngram 3) [C2]. No seq2seq
 paraphraser ships in any registry package, and SmolLM2-135M was measured unable to paraphrase
-(MiniLM cosine 0.66 to the original, invents content; architecture.md §4). WordNet replacement keeps
+(MiniLM cosine 0.66 to the original, invents content; docs/design.md §4.2). WordNet replacement keeps
 meaning (cosine ≈ 0.95) with surface changes (~14 % of tokens) — a weaker, lexical paraphrase.
 Known weaknesses: some draws come back unchanged (counted and deduplicated), occasional wrong word
 sense. The paper profile plugs the T5 model in through the same operator interface.

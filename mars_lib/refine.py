@@ -1,6 +1,6 @@
 """Semantic refinement (MARS v2): sharpen the contrast of pairs whose responses are too similar.
 
-The authors' procedure, step by step (mars-method.md §2.2 step 3, [C2]):
+The authors' procedure, step by step (docs/method.md §2.2 step 3, [C2]):
 
 1. distance d = 1 − cos between the embeddings of the chosen and the rejected *response* (the prompt
    is not used), text cleaned first (control characters stripped, whitespace collapsed);

@@ -83,6 +83,49 @@ def tau_lines(alloc: pd.DataFrame, sweep: pd.DataFrame) -> list[str]:
     return out
 
 
+def regime_lines(results: Path, claims: pd.DataFrame) -> list[str]:
+    """The fine-tuned regime(s) in claims.csv: the scale each ran at (its run.json) and its claims table."""
+    import json
+
+    from .claims import REGIME_FOLDERS
+    out = []
+    for folder, label in REGIME_FOLDERS.items():
+        for run in sorted((results / folder).glob("*/run.json")):
+            rm = f"{label}:{run.parent.name}"
+            if rm not in set(claims.rm):
+                continue
+            info = json.loads(run.read_text())
+            a = info["settings"]
+            scale = (f"{a['n_base'] or 'all'} base pairs per track, {a['n_test'] or 'all'} test pairs, {a['rounds']} rounds, "
+                     f"seeds {a['seeds']}, max length {a['max_length']}, batch {a['batch']} × {a['accum']}, lr {a['lr']:g}, "
+                     f"{info['hardware']}")
+            out += [f"**Fine-tuned regime `{rm}`** (`results/{folder}/{run.parent.name}/`, whole MiniLM fine-tuned through "
+                    f"the same rounds loop; `{info['command']}`): {scale}.", "", claims_table(claims, rm), ""]
+    return out
+
+
+def ood_lines(results: Path) -> list[str]:
+    """Out-of-distribution accuracy (LLMBar, MT-Bench human) per strategy, from ood_intervals.csv."""
+    from .plotting import ORDER
+    from .results import load_table
+    path = results / "03_rm_training" / "ood_intervals.csv"
+    if not path.exists():
+        return []
+    t = load_table(path)
+    t = t[t.metric == "accuracy"] if "metric" in t else t
+    cols = list(dict.fromkeys(zip(t.trained_on, t.section)))
+    lines = ["**Out of distribution** (`ood_intervals.csv`: strict accuracy on LLMBar's 419 pairs and MT-Bench's human-"
+             "labelled pairs, mean over seeds with a 95 % interval over prompts and seeds; chance 0.5):", "",
+             "| strategy | " + " | ".join(f"trained on {a}: {b}" for a, b in cols) + " |", "|---|" + "---|" * len(cols)]
+    for s in [s for s in ORDER if s in set(t.strategy)]:
+        cells = []
+        for a, b in cols:
+            r = t[(t.trained_on == a) & (t.section == b) & (t.strategy == s)]
+            cells.append(_ci(r["mean"].iloc[0], r.lo.iloc[0], r.hi.iloc[0]) if len(r) else "—")
+        lines.append(f"| {_label(s)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def results_section(results: Path) -> str:
     from .results import load_table
     nb3 = results / "03_rm_training"
@@ -102,6 +145,8 @@ def results_section(results: Path) -> str:
              "Verdicts over all claims, by regime: " + "; ".join(
                  f"{rm}: " + ", ".join(f"{int(n)} {v}" for v, n in row.items() if n) for rm, row in counts.iterrows()) + ".",
              ""]
+    parts += regime_lines(results, claims)
+    parts += ood_lines(results)
     if (nb3 / "tau_allocation.csv").exists() and (nb3 / "tau_sweep.csv").exists():
         parts += ["**Does the allocation mean anything?** (`tau_allocation.csv`, `tau_sweep.csv`)", "",
                   *tau_lines(load_table(nb3 / "tau_allocation.csv"), load_table(nb3 / "tau_sweep.csv")), ""]

@@ -1,7 +1,10 @@
 """Tidy result tables written atomically, with the resolved config, seed and versions beside them.
 
 Every table `results/<nb>/<name>.csv` gets a sidecar `results/<nb>/<name>.meta.json` holding the
-run's configuration, library versions and input checksums (architecture.md §8).
+run's configuration, the git commit of the code (and whether the working tree had uncommitted
+changes), library versions and input checksums: the sha256 of every committed data file the run's
+config reads (`config_inputs`: the task folder, the HH-RLHF copy when that track runs) plus any
+`inputs` the caller names (docs/design.md §8).
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import hashlib
 import importlib.metadata as md
 import json
 import platform
+import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +23,19 @@ from .io import atomic_write_json, atomic_write_text
 _PKGS = ("mars_lib", "torch", "transformers", "datasets", "peft", "numpy", "pandas")
 
 
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    """{"commit": HEAD's sha, "dirty": uncommitted changes to tracked files} of the package's repository;
+    None values outside a git checkout (an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=20, check=True).stdout.strip()
+        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
 def environment_info() -> dict:
     vers = {}
     for p in _PKGS:
@@ -25,7 +43,37 @@ def environment_info() -> dict:
             vers[p] = md.version(p)
         except md.PackageNotFoundError:
             vers[p] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "versions": vers}
+    return {"python": platform.python_version(), "platform": platform.platform(), "versions": vers, "git": git_state()}
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, computed once per process per (path, size, mtime)."""
+    st = Path(path).stat()
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def config_inputs(config) -> dict[str, str]:
+    """{repository-relative path: sha256} of the committed data files a run with this config reads:
+    every file of its task folder, and the HH-RLHF copy when `hh-rlhf` is among its human tracks
+    with no other path given. {} for a config without a task folder."""
+    from .config import REPO_ROOT
+    if not hasattr(config, "task_path"):
+        return {}
+    files = sorted(p for p in config.task_path.glob("*") if p.is_file())
+    tracks = config.human_track if isinstance(config.human_track, (tuple, list)) else (config.human_track,)
+    if "hh-rlhf" in tracks and config.human_track_path is None:
+        files += sorted(p for p in (REPO_ROOT / "data" / "hh_rlhf_harmless").glob("*") if p.is_file())
+    rel = lambda p: str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)  # noqa: E731
+    return {rel(p): file_sha256(p) for p in files}
 
 
 def frame_sha256(df: pd.DataFrame) -> str:
@@ -47,7 +95,7 @@ def save_table(df: pd.DataFrame, path: str | Path, config=None, inputs: dict | N
         atomic_write_text(path, df.to_csv(index=False, float_format="%.6g"))
     meta = {"table": path.name, "rows": len(df), "columns": list(df.columns),
             "config": config.to_dict() if hasattr(config, "to_dict") else config,
-            "inputs": inputs or {}, "environment": environment_info()}
+            "inputs": {**config_inputs(config), **(inputs or {})}, "environment": environment_info()}
     atomic_write_json(path.with_suffix(".meta.json"), meta)
     return path
 

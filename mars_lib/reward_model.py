@@ -1,6 +1,6 @@
 """Reward models and the Bradley-Terry loss.
 
-Loss (mars-method.md §1, [C1][C2]): L = mean_i −log σ(r(x_i, y_i+) − r(x_i, y_i−) − m_i), with an
+Loss (docs/method.md §1.2, [C1][C2]): L = mean_i −log σ(r(x_i, y_i+) − r(x_i, y_i−) − m_i), with an
 optional `label_margin` m_i (0 by default). The default CPU reward model is a trainable linear (or
 small MLP) head on frozen, cached encoder features φ(x, y) — exactly the linear model
 r = θᵀφ of the paper's theory, so its curvature has a closed form (mars_lib.curvature).

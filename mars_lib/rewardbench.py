@@ -12,7 +12,7 @@ Two ways to score, both here:
   the mean of its subset accuracies weighted by subset size, except that math-prm is weighted as
   much as all six hep-* code subsets together (its real size is 447; RewardBench's EXAMPLE_COUNTS
   gives it 984 = 6 × 164). Weights are computed from the data, so the rule holds on any copy.
-- `authors_protocol(...)` — the MARS v2 evaluation notebook [C2] (mars-method.md §5): on the `raw`
+- `authors_protocol(...)` — the MARS v2 evaluation notebook [C2] (docs/method.md §4.5): on the `raw`
   split, per seed (188, 144) a stratified 500-example subset, proportional to subset sizes with at
   least one per subset; accuracy per subset; section = subset-size-weighted mean (size in the
   subsample); Core = unweighted mean of the 4 sections; mean ± population std over the seeds.

@@ -16,7 +16,7 @@ def allocation_probs(reward_gap, tau: float, gap: str = "abs", easy: bool = Fals
     easy=True gives the easy-first control, q_i = softmax(+τ · g(Δ_i)): the budget goes where the
     RM is already confident (the opposite of MARS).
 
-    g(Δ) = |Δ| in v1 (mars-method.md §2.1 step 2, [S-zh1][C1]); g(Δ) = Δ in v2 (signed: mis-ranked
+    g(Δ) = |Δ| in v1 (docs/method.md §2.1 step 2, [S-zh1][C1]); g(Δ) = Δ in v2 (signed: mis-ranked
     pairs, Δ < 0, get the most weight; §2.2, [C2]). Numerically stable softmax. τ → 0 gives the
     uniform distribution. Shapes: [N] -> [N], sums to 1.
     """

@@ -1,4 +1,4 @@
-"""The offline gold-judge task (architecture.md §5): real prompts, sampled responses, a fixed
+"""The offline gold-judge task (docs/design.md §5.3): real prompts, sampled responses, a fixed
 gold judge, and preference labels drawn from Bradley-Terry on the gold scores with noise.
 
 This is the simulated-annotator set-up of Gao et al. 2022 and of the DPO paper's controlled

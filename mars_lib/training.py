@@ -1,5 +1,5 @@
 """The rounds loop: no augmentation, uniform, West-of-N and MARS (v1, v2) under one budget and
-one training schedule (mars-method.md §2, §2.3; architecture.md §7).
+one training schedule (docs/method.md §2, §2.3, §2.7).
 
 Round t = 1..T:
   1. reward gaps Δ on the base pairs with the current RM (untrained at t = 1 unless warm_start:
@@ -204,7 +204,9 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
     trained = cfg.warm_start
     if cfg.warm_start:
         model.fit_pairs(base, epochs=1, seed=seed * 7 + 1)
-    log(0, evaluate(model, eval_sets))
+    every = getattr(cfg, "eval_every_round", True)    # False: held-out sets only after the last round
+    if every:
+        log(0, evaluate(model, eval_sets))
     for t in range(1, cfg.rounds + 1):
         round_seed = 42 + 1000 * t + 100_003 * seed        # authors: 42 + 1000·t; distinct per training seed
         if strategy == "won_pace" and not trained:
@@ -221,9 +223,9 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         th = model.linear_theta() if cfg.track_curvature else None
         if th is not None:
             # BT curvature of this round's realised training set vs the base set, both at the
-            # allocating model's θ (mars-method.md §3: the claim compares data distributions at one θ)
-            c_train = curvature_summary(train.phi_c - train.phi_r, th)
-            c_base = curvature_summary(base.phi_c - base.phi_r, th)
+            # allocating model's θ (docs/method.md §3.1: the claim compares data distributions at one θ)
+            c_train = curvature_summary(train.phi_c - train.phi_r, th, fisher_spectrum=False)
+            c_base = curvature_summary(base.phi_c - base.phi_r, th, fisher_spectrum=False)
             log(t, [{"split": "curvature", "metric": k, "value": c_train[k]} for k in _CURV_KEYS]
                 + [{"split": "curvature", "metric": f"{k}_ratio_to_base", "value": c_train[k] / c_base[k]}
                    for k in _CURV_KEYS])
@@ -235,7 +237,7 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
         trained = True
         conc = concentration(b) if b.sum() else {k: float("nan") for k in concentration([1])}
         noisy = float(b[lc == 0].sum() / b.sum()) if b.sum() and "label_correct" in base.df else float("nan")
-        log(t, evaluate(model, eval_sets) + [
+        log(t, (evaluate(model, eval_sets) if every or t == cfg.rounds else []) + [
             {"split": "train", "metric": "n_synthetic", "value": float(len(syn.df))},
             {"split": "train", "metric": "synthetic_shortfall",
              "value": float(len(base.df) + budget - len(train.df)) if strategy != "none" else 0.0},

@@ -57,6 +57,21 @@ def test_gpu_regimes_runs_shards_resumes_and_feeds_the_claims(tmp_path):
     head.to_parquet(results / "03_rm_training" / "per_pair_test.parquet")
     hist = pd.concat([pd.read_csv(f) for f in sorted(out.glob("*/history_*.csv"))]).drop(columns=["track", "rm"])
     hist.to_csv(results / "03_rm_training" / "history.csv", index=False)
+    # the CPU form: seeded subsets of base and test pairs, test scored after the last round only
+    small = results / "cpu_regimes" / "tiny"
+    cmd_cpu = [c for c in cmd[:cmd.index("--out")]] + ["--out", str(small), "--n-base", "12", "--n-test", "10",
+                                                       "--eval-last-only", "--jobs", "1", "--tracks", "gold"]
+    proc = subprocess.run(cmd_cpu, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    small_pp = pd.concat([pd.read_parquet(f) for f in sorted(small.glob("gold/per_pair_*.parquet"))])
+    assert small_pp.groupby(["strategy", "seed"]).size().eq(10).all() and small_pp.pair_id.nunique() == 10
+    h = pd.concat([pd.read_csv(f) for f in sorted(small.glob("gold/history_*.csv"))])
+    assert set(h[h.split == "test"]["round"]) == {1}                          # rounds = 1, no round-0 evaluation
+    assert h[(h.metric == "n_train")].value.max() == 12 * 3                  # 12 base + B = 2 × 12 synthetic
+    import json
+    run = json.loads((small / "run.json").read_text())
+    assert run["settings"]["n_base"] == 12 and "CPU cores" in run["hardware"]
     table = claims.write_claims(cfg)
     assert {"full:tiny"} <= set(table.rm) and {"gold", "hh-rlhf"} <= set(table[table.rm == "full:tiny"].track)
+    assert set(table[table.rm == "full-cpu:tiny"].track) == {"gold"}
     assert np.isfinite(table.effect).all()

@@ -180,3 +180,18 @@ def test_flip_filter_drops_pairs_the_first_rm_reverses():
     assert kept.df.attrs["flip_dropped"] == flipped.sum() and len(kept.df) == (~flipped).sum()
     assert set(kept.df.pair_id) == set(pool.df.pair_id[~flipped])
     assert pools.drop_label_flips(cfg, None, base, pool) is pool
+
+
+def test_evaluating_only_after_the_last_round_trains_the_same_model(setup):
+    """eval_every_round=False (the τ sweep, the fine-tuned regime on CPU) skips the held-out scoring
+    of rounds 0..T-1 and changes nothing else: same allocations, same final model and accuracy."""
+    import dataclasses
+    base, pool, evals, cfg = setup
+    every = run_strategy("mars_v1", base, pool, evals, cfg, seed=3)
+    last = run_strategy("mars_v1", base, pool, evals, dataclasses.replace(cfg, eval_every_round=False), seed=3)
+    te = lambda r: r.history[r.history.split == "test"]  # noqa: E731
+    assert sorted(te(every)["round"].unique()) == [0, 1, 2] and sorted(te(last)["round"].unique()) == [2]
+    pd.testing.assert_frame_equal(te(every)[te(every)["round"] == 2].reset_index(drop=True),
+                                  te(last).reset_index(drop=True))
+    pd.testing.assert_frame_equal(every.allocations, last.allocations)
+    np.testing.assert_array_equal(every.model.linear_theta(), last.model.linear_theta())

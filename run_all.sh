@@ -5,6 +5,7 @@
 #   ./run_all.sh --profile smoke      every notebook end to end in minutes
 #   ./run_all.sh --only 03 -p seeds "[0, 1, 2]" -p tau_v1 0.3
 #   ./run_all.sh --profile paper --dry-run
+#   ./run_all.sh --figures-only       redraw every figure from the saved tables (seconds; no notebook, no model)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$ROOT/scripts/setup_env.sh"

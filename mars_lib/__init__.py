@@ -27,6 +27,7 @@ Modules:
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals, run summaries
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables
+  figures     every notebook figure as a function of the saved tables (`./run_all.sh --figures-only`)
   context     a run's setup (task, cached encoder) and factories (policy, reward models, rewriter)
   pools       synthetic pools of every operator, cached by content; label fidelity of paraphrases
   runs        every strategy x seed under one budget and schedule; extra operators; human tracks

@@ -89,7 +89,7 @@ class ParaphraseOp:
 def build_pool(sources: pd.DataFrame, op: ParaphraseOp, progress: bool = True) -> pd.DataFrame:
     """Synthetic pool for every source pair. Columns: the pair schema + syn_index, op params, and
     the source's gold scores where present (inherited label: gold of the *source* sides)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
     rows = []
     texts = op.seq2seq_texts(sources)                   # one batched pass for a model paraphraser
     for rec in tqdm(sources.to_dict("records"), desc=f"{op.name} pool", disable=not progress, unit="pair"):

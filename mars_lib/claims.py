@@ -263,7 +263,7 @@ def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seed
     allocation (round 1 allocates from an untrained RM unless warm_start, so it is uniform)."""
     import dataclasses
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
     from .runs import seed_data
     from .training import run_strategy

@@ -210,6 +210,34 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             "answers": pd.concat(answers, ignore_index=True)}
 
 
+def dpo_policy_stats(answers: pd.DataFrame, labels: pd.DataFrame, train_log: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy of `dpo_downstream` (the base policy first): mean gold score of its answers and its
+    SE over prompts, kl_estimate (mean log_ratio of its answers), label_agrees_with_gold (share of its RM's
+    DPO labels that agree with the gold order) and final_train_loss (mean DPO loss of its last 5 steps)."""
+    piv = answers.pivot(index="prompt_id", columns="policy", values="gold")
+    pol = [c for c in piv.columns if c != "base"]
+    kl = answers.groupby("policy").log_ratio.mean()
+    of = lambda d, c: d[d.strategy + "_seed" + d.seed.astype(str) == c]          # noqa: E731  (rows of policy c)
+    return pd.DataFrame([{"policy": c, "mean_gold": piv[c].mean(), "se": piv[c].std(ddof=1) / np.sqrt(len(piv)),
+                          "kl_estimate": kl[c],
+                          "label_agrees_with_gold": of(labels, c).agrees_with_gold.mean() if c != "base" else np.nan,
+                          "final_train_loss": of(train_log, c).loss.tail(5).mean() if c != "base" else np.nan}
+                         for c in ["base"] + pol])
+
+
+def dpo_win_rates(answers: pd.DataFrame, z: float = 1.96) -> pd.DataFrame:
+    """Gold win rates (`win_rate`, over the evaluation prompts) of every DPO policy against the base policy,
+    and of each MARS policy against every other policy (MARS against MARS once: v2 over v1); lo / hi =
+    win_rate ∓ z · se (z = 1.96: a normal 95 % interval over prompts)."""
+    piv = answers.pivot(index="prompt_id", columns="policy", values="gold")
+    pol = [c for c in piv.columns if c != "base"]
+    comps = [(x, "base") for x in pol] + [(m, o) for m in pol if m.startswith("mars") for o in pol
+                                          if o != m and not (o.startswith("mars") and o > m)]
+    out = pd.DataFrame([{"a": x, "b": y, **win_rate(piv[x].to_numpy(), piv[y].to_numpy())} for x, y in comps])
+    out["lo"], out["hi"] = out.win_rate - z * out.se, out.win_rate + z * out.se
+    return out
+
+
 def llm_judge_win_rates(cfg: RunConfig, answers: pd.DataFrame, comparisons: list[tuple[str, str]], seed: int = 0) -> pd.DataFrame:
     """Win rates of policy a over policy b on the same prompts under an LLM judge (cfg.judge_model:
     a local folder or hub id of a chat LM; the paper's protocol uses a strong API model, which is the

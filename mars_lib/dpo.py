@@ -211,7 +211,7 @@ class DPOPolicy:
             progress: bool = True) -> list[dict]:
         """DPO on a pair table (prompt / chosen / rejected); one dict per optimizer step:
         step, loss, reward_accuracy, mean_margin (over that step's pairs, before its update)."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
         given = steps is not None or epochs is not None
         run = replace(self.cfg, steps=steps, epochs=epochs) if given else self.cfg   # replace() validates
         enc, keys = self._prepare(df)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
 from .io import open_sqlite
 

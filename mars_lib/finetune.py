@@ -226,7 +226,7 @@ class FinetunedRewardModel:
     def fit(self, df: pd.DataFrame, epochs: int | None = None, reset_optimizer: bool = True, seed: int | None = None,
             label_margin: np.ndarray | None = None, progress: bool = True) -> list[float]:
         """BT training on a pair table; returns the mean loss per epoch."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
         if len(df) == 0:
             raise ValueError("fit: empty pair table")
         epochs = epochs or self.cfg.epochs

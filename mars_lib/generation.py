@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
 from .io import open_sqlite
 

@@ -34,11 +34,16 @@ def style() -> None:
 
 def save(fig, cfg, name: str) -> Path:
     """Save to results/figures/<name>.png (atomic) and return the path."""
+    return save_png(fig, cfg.path("figures", f"{name}.png"))
+
+
+def save_png(fig, path) -> Path:
+    """Save a figure as PNG to `path` (atomic; tight bounding box) and return the path."""
     from .io import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return atomic_write_bytes(cfg.path("figures", f"{name}.png"), buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def twin(ax, ylabel: str):

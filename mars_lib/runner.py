@@ -1,7 +1,7 @@
 """Executes the numbered notebooks in order with papermill (called by ./run_all.sh).
 
     python -m mars_lib.runner [--profile smoke|cpu|paper] [--only 03 [--only 04]] [-p name value]...
-                              [--force] [--dry-run]
+                              [--force] [--dry-run] [--figures-only]
 
 - Executed copies go to <results_dir>/executed/ (never back into notebooks/).
 - A notebook whose inputs are unchanged since its last successful run (same notebook, same
@@ -10,6 +10,10 @@
   Python literals (`-p seeds "[0, 1]"`, `-p tau_v1 0.2`), anything else is a string. A name no
   notebook declares is an error.
 - --dry-run prints each notebook's resolved configuration and validates it, executing nothing.
+- --figures-only redraws every figure (of the --only notebooks, if given) from the tables saved under
+  <results_dir> (the profile's, or `-p results_dir DIR`) with `mars_lib.figures.draw_all`, and prints
+  each path: no notebook runs, no model is loaded; a figure whose tables are missing is skipped with
+  the reason.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import argparse
 import ast
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,11 +60,44 @@ def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
     return h.hexdigest()
 
 
+def _ipc_kernel_manager():
+    """The kernel talks to papermill over local IPC sockets, not TCP (so it prints no "running over TCP
+    without encryption" warning; the sockets are removed when the kernel stops)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+    return IPCKernelManager
+
+
 def _show(p: Path) -> str:
     try:
         return str(p.relative_to(REPO_ROOT))
     except ValueError:
         return str(p)
+
+
+def redraw_figures(profile: str, results_dir: str | None, notebooks: set[str] | None = None) -> int:
+    """Redraws every figure (of `notebooks`, by number, when given) from the tables under the profile's
+    results_dir (or `results_dir`) into its figures/ folder and prints each path."""
+    try:
+        cfg = RunConfig.resolve(profile, results_dir=results_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = Path(cfg.results_dir) if Path(cfg.results_dir).is_absolute() else REPO_ROOT / cfg.results_dir
+    if not results.is_dir():
+        print(f"error: {_show(results)} does not exist: run the notebooks first", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    from .figures import FIGURES, draw_all
+    paths = draw_all(results, None if notebooks is None else [n for n in FIGURES if n[:2] in notebooks])
+    for p in paths:
+        print(f"  {_show(p)}")
+    print(f"[run_all] {len(paths)} figure(s) redrawn from the tables under {_show(results)} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -69,6 +107,8 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--force", action="store_true", help="re-execute notebooks even if up to date")
     ap.add_argument("--dry-run", action="store_true", help="print resolved configs, execute nothing")
+    ap.add_argument("--figures-only", action="store_true",
+                    help="redraw the figures from the saved tables of results_dir; run no notebook, load no model")
     a = ap.parse_args(argv)
     if a.profile not in PROFILES:
         ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
@@ -84,6 +124,8 @@ def main(argv=None) -> int:
     unknown = set(user) - set().union(*declared.values()) - {"profile"}
     if unknown:
         ap.error(f"-p {sorted(unknown)}: no selected notebook has such a parameter")
+    if a.figures_only:
+        return redraw_figures(a.profile, user.get("results_dir"), {p.name[:2] for p in nbs} if a.only else None)
 
     plan = []
     for nb in nbs:
@@ -114,10 +156,14 @@ def main(argv=None) -> int:
             continue
         from .assets import set_offline, set_online
         set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
+        # the executed copy is read as a report: figures inline (ipykernel's own backend, not the Agg
+        # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
+        os.environ.pop("MPLBACKEND", None)
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
         print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
         from .io import atomic_write_text
         atomic_write_text(stamp, fp)
         print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")

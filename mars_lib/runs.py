@@ -23,7 +23,7 @@ def train_strategies(cfg: RunConfig, base: Pairs, pool: Pairs, evals: dict[str, 
     texts on-demand synthetic pairs are built from (`source_frame`; needed for refined_paraphrase).
     `policy` / `self_pool`: what won_pace and self_train draw from (`pools.policy_candidates`,
     `pools.resample_with(ctx, base, "rm")`); without them those strategies are skipped."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
     if cfg.pool_mode == "on_demand" and cfg.operator == "refined_paraphrase" and sources is None:
         raise ValueError("pool_mode='on_demand' with operator 'refined_paraphrase' needs the refined source "
                          "texts: pass sources=pools.source_frame(ctx, base)")

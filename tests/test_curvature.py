@@ -105,3 +105,25 @@ def test_hvp_of_a_transformer_rm_matches_finite_differences():
     eps = 1e-5
     fd = (grad_at(eps * v) - grad_at(-eps * v)) / (2 * eps)
     assert np.allclose(hv, fd, atol=1e-6, rtol=1e-4) and np.abs(hv).max() > 1e-4
+
+
+def test_small_eigendecompositions_run_single_threaded_and_restore_the_thread_count():
+    import torch
+
+    from mars_lib import curvature
+    seen = []
+    real = torch.linalg.eigvalsh
+
+    def spy(a):
+        seen.append(torch.get_num_threads())
+        return real(a)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.linalg.eigvalsh = spy
+        ev = curvature._eigvalsh(np.diag([3.0, 1.0, 2.0]))
+    finally:
+        torch.linalg.eigvalsh = real
+    assert seen == [1] and torch.get_num_threads() == 2
+    np.testing.assert_allclose(ev, [1.0, 2.0, 3.0])
+    torch.set_num_threads(before)

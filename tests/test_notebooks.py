@@ -17,7 +17,8 @@ EXPECTED = {
                            "refinement_fidelity.csv", "fidelity_by_operator.csv"],
     "03_rm_training": ["history.csv", "summary.csv", "intervals.csv", "paired.csv", "per_pair_test.parquet",
                        "authors_protocol.csv", "summary_by_operator.csv", "history_human_track.csv",
-                       "per_pair_human_track.parquet", "intervals_human_track.csv", "tau_sweep.csv", "tau_allocation.csv"],
+                       "per_pair_human_track.parquet", "intervals_human_track.csv", "tau_sweep.csv", "tau_allocation.csv",
+                       "ood_eval.csv", "ood_intervals.csv"],
     "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv"],
     "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
 }
@@ -36,6 +37,15 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
             assert meta["config"]["profile"] == "smoke" and meta["environment"]["versions"]["torch"]
         assert list((out / "figures").glob(f"{nb[:2]}_*.png")), f"no figure from {nb}"
         assert (out / "executed" / f"{nb}.ipynb").exists()
+    # a successful run prints no WARNING / ERROR line a user must read past, and its executed copies
+    # are readable without running: figures inline, no widget warning
+    log = proc.stdout + proc.stderr
+    assert not [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln], log[-3000:]
+    for nb in EXPECTED:
+        cells = json.loads((out / "executed" / f"{nb}.ipynb").read_text())["cells"]
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{nb}: no inline figure"
+        assert not any("TqdmWarning" in "".join(o.get("text", "")) for o in outputs), nb
     summary = pd.read_csv(out / "03_rm_training" / "summary.csv")
     from mars_lib.config import STRATEGIES
     assert set(summary.strategy) == set(STRATEGIES)

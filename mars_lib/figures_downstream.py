@@ -1,0 +1,91 @@
+"""Notebook 05's figures (Best-of-N, its win rates, DPO), drawn from its saved tables alone.
+
+Registered in `mars_lib.figures.FIGURES` under their names; see that module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from . import plotting
+from .figures import _t, figure
+
+
+@figure("05_best_of_n", "05_downstream/bon_curve.csv", "05_downstream/bon_reference.csv")
+def fig_05_best_of_n(results: Path, cfg=None) -> Figure:
+    curves = _t(results, "05_downstream/bon_curve.csv")
+    ref = _t(results, "05_downstream/bon_reference.csv")          # row 1: the oracle (best gold of N)
+    plotting.style()
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for s in plotting.ORDER:
+        c = curves[curves.strategy == s].groupby("n").agg(gold=("gold", "mean"), sd=("gold", "std"),
+                                                          kl=("kl_bon", "first"))
+        if len(c):
+            for a, x in ((ax[0], c.index), (ax[1], c.kl)):
+                a.errorbar(x, c.gold, yerr=c.sd.fillna(0), marker="o", capsize=3, color=plotting.COLORS[s],
+                           label=plotting.LABELS[s])
+    for a in ax:
+        a.axhline(ref.gold[1], ls=":", color="grey", label="oracle of N")
+    ax[0].set_xlabel("n")
+    ax[1].set_xlabel("KL_bon = log n − (n−1)/n")
+    ax[0].set_ylabel("expected gold score of best-of-n")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title("Best-of-n (± s.d. over seeds)")
+    ax[1].set_title("The same against KL")
+    return fig
+
+
+@figure("05_win_rates", "05_downstream/win_rate_summary.csv", "05_downstream/bon_curve.csv")
+def fig_05_win_rates(results: Path, cfg=None) -> Figure:
+    wr = _t(results, "05_downstream/win_rate_summary.csv")
+    n_samples = int(_t(results, "05_downstream/bon_curve.csv").n.max())   # the curve runs n = 1..N
+    plotting.style()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    labels = [f"{plotting.LABELS[a]}\nvs {plotting.LABELS[b]}" for a, b in zip(wr.a, wr.b)]
+    err = np.vstack([wr["mean"] - wr.lo, wr.hi - wr["mean"]])
+    ax.bar(labels, wr["mean"], yerr=np.nan_to_num(err), capsize=4, color=[plotting.COLORS[a] for a in wr.a])
+    ax.axhline(0.5, color="grey", ls="--")
+    ax.set_ylabel("gold win rate (ties ½)")
+    ax.set_title(f"Best-of-{n_samples} win rates, mean and 95% CI over {int(wr.n.max())} seeds")
+    ax.tick_params(axis="x", labelsize=7)
+    return fig
+
+
+@figure("05_dpo", "05_downstream/dpo_train_log.csv", "05_downstream/dpo_win_rates.csv",
+        "05_downstream/dpo_policy_stats.csv")
+def fig_05_dpo(results: Path, cfg=None) -> Figure:
+    log = _t(results, "05_downstream/dpo_train_log.csv")
+    dpo_wr = _t(results, "05_downstream/dpo_win_rates.csv")
+    pstats = _t(results, "05_downstream/dpo_policy_stats.csv")
+    plotting.style()
+    fig, ax = plt.subplots(1, 3, figsize=(19, 4.4), layout="constrained")
+    for (s, seed), g in log.groupby(["strategy", "seed"]):
+        ax[0].plot(g.step, g.loss.rolling(5, min_periods=1).mean(), color=plotting.COLORS[s],
+                   label=f"{plotting.LABELS[s]} (seed {seed})")
+    ax[0].axhline(np.log(2), color="grey", ls=":", label="log 2 (step 0)")
+    ax[0].set_xlabel("DPO step")
+    ax[0].set_ylabel("DPO loss (rolling mean of 5)")
+    ax[0].legend(fontsize=7)
+    ax[0].set_title("DPO training on each RM's labels")
+    short = lambda p: p.replace("_seed", ", seed ")                            # noqa: E731
+    lab = [f"{short(x)}  vs  {short(y)}" for x, y in zip(dpo_wr.a, dpo_wr.b)]
+    err = np.vstack([dpo_wr.win_rate - dpo_wr.lo, dpo_wr.hi - dpo_wr.win_rate])
+    y = np.arange(len(lab))
+    ax[1].barh(y, dpo_wr.win_rate, xerr=err, capsize=3, color="#4C72B0")
+    ax[1].set_yticks(y, lab, fontsize=7)
+    ax[1].invert_yaxis()
+    ax[1].axvline(0.5, color="grey", ls="--")
+    ax[1].set_xlabel("gold win rate (ties ½), ±1.96 SE over prompts")
+    ax[1].set_title(f"DPO policies' answers on {int(dpo_wr.n.max())} held-out prompts")
+    for r in pstats.itertuples():
+        s = r.policy.split("_seed")[0]
+        ax[2].errorbar(r.kl_estimate, r.mean_gold, yerr=1.96 * r.se, marker="o", capsize=3,
+                       color=plotting.COLORS.get(s, "k"), label=plotting.LABELS.get(s, s))
+    ax[2].set_xlabel("KL(π ‖ π_ref) estimate on the answers")
+    ax[2].set_ylabel("mean gold score of the answers (±1.96 SE)")
+    ax[2].set_title("Gold score vs KL per policy")
+    ax[2].legend(fontsize=7)
+    return fig

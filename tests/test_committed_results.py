@@ -1,0 +1,70 @@
+"""The committed reference tables agree with each other: every summary is recomputed from the
+per-seed history or the per-pair outcomes it was built from, and compared."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mars_lib import claims
+from mars_lib.config import REPO_ROOT
+
+R = REPO_ROOT / "results"
+NB3 = R / "03_rm_training"
+pytestmark = pytest.mark.skipif(not (NB3 / "per_pair_test.parquet").exists(), reason="no committed reference run")
+
+
+def _last(history: pd.DataFrame, split="test") -> pd.DataFrame:
+    return history[(history["round"] == history["round"].max()) & (history.split == split)]
+
+
+def test_summary_means_are_the_last_round_means_of_the_history():
+    last = _last(pd.read_csv(NB3 / "history.csv"))
+    summary = pd.read_csv(NB3 / "summary.csv")
+    again = last.groupby(["strategy", "metric"]).value.agg(["mean", "size"]).reset_index()
+    m = summary.merge(again, on=["strategy", "metric"], suffixes=("", "_again"))
+    assert len(m) == len(summary) and len(m) > 20
+    np.testing.assert_allclose(m["mean"], m.mean_again, rtol=1e-5, atol=1e-6)
+    assert (m.n == m["size"]).all() and ((m.lo <= m["mean"] + 1e-9) & (m["mean"] <= m.hi + 1e-9)).all()
+
+
+def test_per_pair_outcomes_reproduce_the_history_accuracy_of_every_run():
+    pp = pd.read_parquet(NB3 / "per_pair_test.parquet")
+    acc = pp.groupby(["strategy", "seed"]).correct.mean().rename("from_pairs").reset_index()
+    last = _last(pd.read_csv(NB3 / "history.csv"))
+    hist = last[last.metric == "accuracy"][["strategy", "seed", "value"]]
+    m = acc.merge(hist, on=["strategy", "seed"])
+    assert len(m) == len(acc) == len(hist)
+    np.testing.assert_allclose(m.from_pairs, m.value, atol=1e-6)
+
+
+def test_interval_means_and_claim_effects_follow_from_the_per_pair_outcomes():
+    pp = pd.concat([pd.read_parquet(NB3 / f) for f in ("per_pair_test.parquet", "per_pair_human_track.parquet")
+                    if (NB3 / f).exists()], ignore_index=True)
+    means = pp.groupby(["track", "strategy"]).correct.mean()
+    iv = pd.concat([pd.read_csv(NB3 / f) for f in ("intervals.csv", "intervals_human_track.csv")
+                    if (NB3 / f).exists()], ignore_index=True)
+    iv = iv[(iv.metric == "accuracy") & (iv.rm == "head")]
+    assert len(iv) >= 20
+    for r in iv.itertuples():
+        assert abs(means[(r.track, r.strategy)] - r.mean) < 1e-6, (r.track, r.strategy)
+        assert r.lo < r.mean < r.hi and r.n_pairs == pp[(pp.track == r.track) & (pp.strategy == r.strategy)].pair_id.nunique()
+    table = pd.read_csv(R / "claims.csv")
+    head = table[(table.rm == "head") & (table.metric == "accuracy")]
+    spec = {cid: (a, b) for cid, _, a, b, metric in claims.CLAIMS if metric == "accuracy"}
+    checked = 0
+    for r in head.itertuples():
+        if r.claim_id in spec:
+            a, b = spec[r.claim_id]
+            assert abs(means[(r.track, a)] - means[(r.track, b)] - r.effect) < 1e-6, (r.claim_id, r.track)
+            checked += 1
+    assert checked >= 15
+
+
+def test_verdicts_follow_the_stated_rule():
+    table = pd.read_csv(R / "claims.csv")
+    for r in table.itertuples():
+        if not np.isfinite(r.lo):
+            assert r.verdict == "inconclusive"
+        elif r.lo > 0:
+            assert r.verdict == "held", r
+        elif r.hi < 0:
+            assert r.verdict == "not held", r

@@ -1,4 +1,5 @@
-"""Notebook 05's figures (Best-of-N, its win rates, DPO), drawn from its saved tables alone.
+"""Notebook 05's figures (Best-of-N, its win rates, DPO) and notebook 01's gold-judges-vs-people figure,
+drawn from their saved tables alone.
 
 Registered in `mars_lib.figures.FIGURES` under their names; see that module.
 """
@@ -88,4 +89,15 @@ def fig_05_dpo(results: Path, cfg=None) -> Figure:
     ax[2].set_ylabel("mean gold score of the answers (±1.96 SE)")
     ax[2].set_title("Gold score vs KL per policy")
     ax[2].legend(fontsize=7)
+    return fig
+
+
+@figure("01_judge_human_agreement", "01_margins/judge_human_agreement.csv")
+def fig_01_judge_human_agreement(results: Path, cfg=None) -> Figure:
+    """Agreement of each gold judge (and each facet alone) with human labels, 95 % intervals over pairs."""
+    from .judge_agreement import plot_agreement
+    plotting.style()
+    ax = plot_agreement(_t(results, "01_margins/judge_human_agreement.csv"))
+    fig = ax[0].figure
+    fig.suptitle("Gold judges vs people: each facet, fixed weights, weights tuned on the other set", y=1.12)
     return fig

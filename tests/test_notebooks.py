@@ -12,14 +12,14 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 EXPECTED = {
-    "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv"],
+    "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv", "judge_human_agreement.csv"],
     "02_self_refinement": ["pool_stats.csv", "fidelity.csv", "fidelity_by_gap.csv", "refinement_summary.csv",
-                           "refinement_fidelity.csv", "fidelity_by_operator.csv"],
+                           "refinement_fidelity.csv", "fidelity_by_operator.csv", "refinement_distances.csv"],
     "03_rm_training": ["history.csv", "summary.csv", "intervals.csv", "paired.csv", "per_pair_test.parquet",
                        "authors_protocol.csv", "summary_by_operator.csv", "history_human_track.csv",
                        "per_pair_human_track.parquet", "intervals_human_track.csv", "tau_sweep.csv", "tau_allocation.csv",
-                       "ood_eval.csv", "ood_intervals.csv"],
-    "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv"],
+                       "ood_eval.csv", "ood_intervals.csv", "noise_ceiling.csv"],
+    "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv", "base_gaps.csv"],
     "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
 }
 

@@ -1,0 +1,180 @@
+"""A second gold judge that shares no model with the policy or the reward models ("gold-judge-3").
+
+`mars_lib.judge` scores fluency with SmolLM2 (the policy that wrote the responses) and relevance with
+MiniLM (the reward models' encoder), so a reward model or a policy could partly agree with it for the
+wrong reason: they share a feature map. This judge keeps the same six facets and the same weights,
+but computes its two model facets with models of its own:
+
+| facet          | model                       | definition, mapped to [0, 1] by fixed constants               | weight |
+|----------------|-----------------------------|---------------------------------------------------------------|--------|
+| relevance      | all-mpnet-base-v2 (110M)    | cosine(prompt, response), mean pooling + L2 norm,             | 3.0    |
+|                |                             | (cos - 0.05) / 0.65 clipped                                   |        |
+| fluency        | Gemma-3-270M base (Q4_K_M)  | mean log p(response token | "{prompt}\\n\\n", previous tokens), | 2.0    |
+|                |                             | first 256 response tokens, (logp + 4.5) / 3.5 clipped         |        |
+|                |                             | (logp >= -1 earns no more: loops are not fluency)             |        |
+| non_repetition | none (text)                 | distinct word-3-gram ratio (`judge.non_repetition`)           | 2.0    |
+| length         | none (text)                 | bump around 50 words (`judge.length_score`)                   | 1.0    |
+| complete       | none (text)                 | EOS seen or final . ! ? ) " ' (`judge.complete_score`)        | 1.0    |
+| tone           | VADER lexicon               | (compound + 1) / 2                                            | 0.5    |
+
+gold = Σ weight · facet, in [0, 9.5]; an empty response scores 0 on every facet. The two mapping
+constants of the model facets were set once from the facets' ranges on the gold task's SmolLM2
+responses (relevance: 5th-95th percentile of the cosine; fluency: so that word salad sits near 0 and
+fluent prose near 0.7, as for judge.py), then frozen; they are monotone, so they change no facet's
+own pairwise agreement, only how facets add up. `MODELS` declares the models the facets load: none is
+the policy (SmolLM2) or the reward models' encoder (MiniLM) — tests/test_judge3.py checks it.
+Gemma is a base model (no chat template): the context is the prompt and a blank line.
+
+Cost (one CPU thread, shared machine, 64 gold-task responses, cold): 0.88 responses/s against 1.52 for
+judge.py; mpnet 6.9 texts/s (MiniLM 22.9), Gemma 1.21 texts/s (SmolLM2 1.72: Gemma's 262k-word output
+layer costs more than its body). First use also reassembles / dequantises the models (~80 s, once).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .judge import FACETS, WEIGHTS, JudgeCache, complete_score, length_score, non_repetition
+
+JUDGE_ID = "gold-judge-3"       # part of every cache key: change it whenever a facet's definition changes
+MODELS = {"relevance": "all-mpnet-base-v2", "fluency": "gemma-3-270m"}   # the models the facets load
+REL_LO, REL_SPAN = 0.05, 0.65   # relevance = (cos - REL_LO) / REL_SPAN, clipped to [0, 1]
+FLU_LO, FLU_SPAN = -4.5, 3.5    # fluency = (logp - FLU_LO) / FLU_SPAN, clipped to [0, 1]
+MAX_RESPONSE_TOKENS = 256       # fluency: mean over the first 256 response tokens (long answers cost linearly)
+MAX_CONTEXT_TOKENS = 256        # fluency: the prompt's last 256 tokens
+__all__ = ["FACETS", "JUDGE_ID", "MODELS", "WEIGHTS", "GoldJudge3", "Judge3Cache"]
+
+
+class Judge3Cache(JudgeCache):
+    """`JudgeCache` keyed by this judge's id: sha256(JUDGE_ID, models, prompt, response, finished)."""
+
+    @staticmethod
+    def key(prompt: str, response: str, finished: bool, models: str = "") -> str:
+        import hashlib
+        import json
+        return hashlib.sha256(json.dumps([JUDGE_ID, models, prompt, response, bool(finished)]).encode()).hexdigest()
+
+
+class GoldJudge3:
+    """g3(x, y) for batches: mpnet relevance, Gemma-3-270M fluency, and judge.py's text facets."""
+
+    def __init__(self, encoder, lm_model, lm_tokenizer, batch_size: int = 8, cache: Judge3Cache | None = None,
+                 lm_id: str = "gemma-3-270m", progress: bool = True):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        from .assets import asset_path
+        asset_path("vader")                       # checksum-verified before use
+        self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
+        self.vader = SentimentIntensityAnalyzer()
+        self.cache, self.judged, self.progress = cache, 0, progress
+        self.models = f"{encoder.encoder_id}|{lm_id}"   # part of every cache key
+
+    @classmethod
+    def offline(cls, cached: bool = True, **kw) -> GoldJudge3:
+        """Both models from the offline assets (reassembled / converted into the cache on first use)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .assets import SPLIT_ASSETS, cache_dir, gemma_dir, mpnet_dir
+        from .features import Encoder
+        enc = Encoder(mpnet_dir(), f"all-mpnet-base-v2@{SPLIT_ASSETS['mpnet'].sha256[:12]}", None,
+                      max_length=384, batch_size=16)
+        enc.tok.truncation_side = "right"          # relevance: the start of a response is what answers
+        path = gemma_dir()
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(path)
+        return cls(enc, lm, tok, cache=Judge3Cache(cache_dir() / "judge3.sqlite") if cached else None,
+                   lm_id=f"gemma-3-270m-q4_k_m@{SPLIT_ASSETS['gemma3_gguf'].sha256[:12]}", **kw)
+
+    def _ids(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
+        """Context ids (<bos> + prompt + blank line, last MAX_CONTEXT_TOKENS kept) and response ids (first
+        MAX_RESPONSE_TOKENS), tokenised separately as judge.py does."""
+        c = self.tok(f"{prompt}\n\n", add_special_tokens=False).input_ids[-MAX_CONTEXT_TOKENS:]
+        bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        return bos + c, self.tok(response, add_special_tokens=False).input_ids[:MAX_RESPONSE_TOKENS]
+
+    def mean_logprob(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """Mean log p(response token | context, previous tokens) under Gemma; [N]. Empty -> -inf.
+
+        The 262k-word output layer is applied only to each row's own response positions (not to padding):
+        [r, V] per row instead of [b, L, V]."""
+        import torch
+        out = np.full(len(prompts), -np.inf)
+        ids_all = {i: self._ids(prompts[i], responses[i]) for i in range(len(prompts)) if responses[i].strip()}
+        order = sorted(ids_all, key=lambda i: len(ids_all[i][0]) + len(ids_all[i][1]))
+        head = self.lm.get_output_embeddings()
+        cap = getattr(self.lm.config, "final_logit_softcapping", None)
+        bar = tqdm(total=len(order), desc="judge3: fluency (gemma)", unit="text",
+                   disable=not self.progress or len(order) < 2 * self.batch_size)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            seqs = [ids_all[i][0] + ids_all[i][1] for i in idx]
+            L = max(map(len, seqs))
+            ids = torch.zeros((len(seqs), L), dtype=torch.long)
+            att = torch.zeros((len(seqs), L), dtype=torch.long)
+            for j, q in enumerate(seqs):               # left padding: every response ends at position L-1
+                ids[j, L - len(q):] = torch.tensor(q)
+                att[j, L - len(q):] = 1
+            pos = (att.cumsum(1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                hid = self.lm.model(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
+                for j, i in enumerate(idx):
+                    r = len(ids_all[i][1])
+                    logits = head(hid[j, L - r - 1:L - 1]).float()                    # [r, V]
+                    if cap:
+                        logits = torch.tanh(logits / cap) * cap
+                    lp = torch.log_softmax(logits, -1).gather(-1, ids[j, L - r:, None])[:, 0]
+                    out[i] = lp.mean().item()
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
+        """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once,
+        rows judged before (same judge id and models) come from the cache."""
+        keys = list(zip(prompts, responses, map(bool, finished)))
+        uniq = list(dict.fromkeys(keys))
+        ck = {k: Judge3Cache.key(*k, models=self.models) for k in uniq} if self.cache is not None else {}
+        have = self.cache.get_many(list(ck.values())) if self.cache is not None else {}
+        todo = [k for k in uniq if ck.get(k) not in have]
+        for s in range(0, len(todo), 256):             # cache as we go: long jobs resume where they stopped
+            part = todo[s:s + 256]
+            f = self._facets_unique([k[0] for k in part], [k[1] for k in part], [k[2] for k in part])
+            self.judged += len(part)
+            new = {ck.get(k, k): list(row) for k, row in zip(part, f[list(FACETS)].itertuples(index=False))}
+            if self.cache is not None:
+                self.cache.put_many(new)
+            have.update(new)
+        return pd.DataFrame([have[ck.get(k, k)] for k in keys], columns=list(FACETS))
+
+    def _facets_unique(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
+        show = self.progress and len(prompts) > 32
+        e_p = self.encoder.embed(list(prompts), desc="judge3: prompts (mpnet)", progress=show)
+        e_r = self.encoder.embed([r if r.strip() else " " for r in responses], desc="judge3: responses (mpnet)",
+                                 progress=show)
+        cos = (e_p * e_r).sum(1)
+        lp = self.mean_logprob(list(prompts), list(responses))
+        empty = np.array([not r.strip() for r in responses])
+        df = pd.DataFrame({
+            "relevance": np.clip((cos - REL_LO) / REL_SPAN, 0, 1),
+            "fluency": np.clip((np.nan_to_num(lp, neginf=-99) - FLU_LO) / FLU_SPAN, 0, 1),
+            "non_repetition": [non_repetition(r) for r in responses],
+            "length": [length_score(r) for r in responses],
+            "complete": [complete_score(r, f) for r, f in zip(responses, finished)],
+            "tone": [(self.vader.polarity_scores(r)["compound"] + 1) / 2 for r in responses],
+        })
+        df.loc[empty, list(FACETS)] = 0.0
+        return df
+
+    @staticmethod
+    def combine(facets: pd.DataFrame, weights: dict[str, float] | None = None) -> np.ndarray:
+        """gold = Σ_k w_k · facet_k, [N] (judge.py's weights unless `weights` is given)."""
+        w = WEIGHTS if weights is None else weights
+        return sum(w[k] * facets[k].to_numpy(dtype=float) for k in FACETS)
+
+    def score(self, prompts, responses, finished) -> np.ndarray:
+        """g3(x, y) per row; `finished` as in `GoldJudge.score` (False: completeness from the text's ending)."""
+        if finished is None or len(finished) != len(responses):
+            raise ValueError("GoldJudge3.score needs one `finished` flag per response")
+        return self.combine(self.facets(prompts, responses, finished))

@@ -10,7 +10,6 @@ redraws every figure whose tables exist. Best-of-N, win-rate and DPO figures: `f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,29 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plotting
-from .results import load_json, load_table
-
-FIGURES: dict[str, Callable] = {}
-TABLES: dict[str, tuple[str, ...]] = {}
-
-
-def figure(name: str, *tables: str):
-    """Registers a figure function under `name` with the tables (paths under results/) it reads."""
-    def register(fn):
-        FIGURES[name], TABLES[name] = fn, tables
-        return fn
-    return register
-
-
-def config(results: Path, nb: str, cfg=None) -> dict:
-    """The run's settings: `cfg` (a notebook's RunConfig) when given, else `<results>/<nb>/config.json`."""
-    if cfg is not None:
-        return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    return load_json(Path(results) / nb / "config.json")
-
-
-def _t(results: Path, table: str) -> pd.DataFrame:
-    return load_table(Path(results) / table)
+from .figure_registry import FIGURES, TABLES, _t, config, figure  # noqa: F401  (re-exported)
+from .results import load_table
 
 
 # --------------------------------------------------------------------------------------------- 01

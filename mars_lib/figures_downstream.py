@@ -1,7 +1,7 @@
 """Notebook 05's figures (Best-of-N, its win rates, DPO) and notebook 01's gold-judges-vs-people figure,
 drawn from their saved tables alone.
 
-Registered in `mars_lib.figures.FIGURES` under their names; see that module.
+Registered in `mars_lib.figure_registry.FIGURES` under their names; `mars_lib.figures` draws them.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import plotting
-from .figures import _t, figure
+from .figure_registry import _t, figure
 
 
 @figure("05_best_of_n", "05_downstream/bon_curve.csv", "05_downstream/bon_reference.csv")

@@ -76,7 +76,8 @@ class GoldJudge3:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .assets import SPLIT_ASSETS, cache_dir, gemma_dir, mpnet_dir
+        from .assets import cache_dir
+        from .split_assets import SPLIT_ASSETS, gemma_dir, mpnet_dir
         from .features import Encoder
         enc = Encoder(mpnet_dir(), f"all-mpnet-base-v2@{SPLIT_ASSETS['mpnet'].sha256[:12]}", None,
                       max_length=384, batch_size=16)

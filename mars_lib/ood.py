@@ -225,16 +225,12 @@ def score_ood(models: dict, encoder, df: pd.DataFrame, desc: str = "features: OO
     One row per (model, pair): model, strategy, seed, pair_id, cluster (prompt id), subset, section,
     r_chosen, r_rejected, correct (strict), tie. Non-finite scores are an error naming the model."""
     from .features import Pairs, featurize
-    from .reward_model import HeadRewardModel
     missing = [c for c in ("subset", "section", "prompt", "chosen", "rejected", "pair_id") if c not in df]
     if missing:
         raise ValueError(f"OOD table lacks column(s) {missing}; build it with load_ood")
     if not models or df.empty:
         raise ValueError(f"nothing to evaluate: {len(models)} model(s), {len(df)} pair(s)")
-    if encoder is None:
-        heads = [k for k, m in models.items() if isinstance(m, HeadRewardModel)]
-        if heads:
-            raise ValueError(f"head reward model(s) {heads} score encoder features: pass the encoder")
+    if encoder is None:          # texts only: a model that reads encoder features fails below, with the fix named
         empty = np.zeros((len(df), 0), np.float32)
         pairs = Pairs(df.reset_index(drop=True), empty, empty)
     else:
@@ -244,7 +240,13 @@ def score_ood(models: dict, encoder, df: pd.DataFrame, desc: str = "features: OO
     frames = []
     for key, m in models.items():
         model, strategy, seed = _names(key)
-        rc, rr = (np.asarray(x, dtype=np.float64).reshape(-1) for x in m.pair_scores(pairs))
+        try:
+            rc, rr = (np.asarray(x, dtype=np.float64).reshape(-1) for x in m.pair_scores(pairs))
+        except (RuntimeError, ValueError, IndexError) as e:
+            if encoder is not None:
+                raise
+            raise ValueError(f"model {model} could not score the pairs from their texts alone ({e}); a model that "
+                             "reads encoder features (a head RM) needs them: pass the encoder") from e
         if rc.shape != (len(d),) or rr.shape != (len(d),):
             raise ValueError(f"model {model}: pair_scores gave shapes {rc.shape}, {rr.shape} for {len(d)} pairs")
         bad = int((~np.isfinite(rc)).sum() + (~np.isfinite(rr)).sum())

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mars_lib import judge_agreement as ja
-from mars_lib.assets import SPLIT_ASSETS, AssetError, SplitAsset, split_asset_chunks
+from mars_lib.assets import AssetError
+from mars_lib.split_assets import SPLIT_ASSETS, SplitAsset, split_asset_chunks
 from mars_lib.judge import FACETS, SANITY_CASES, SANITY_PROMPT, WEIGHTS
 from mars_lib.judge3 import MODELS
 

@@ -306,7 +306,7 @@ PROFILES: dict[str, dict] = {
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
-    # the paper's setting on one GPU (docs/method.md §4; README "The paper profile"): hub ids in rm_model, encoder,
+    # the paper's setting on one GPU (docs/method.md §4; docs/reference.md "The paper profile"): hub ids in rm_model, encoder,
     # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
               "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,

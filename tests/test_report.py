@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mars_lib.config import REPO_ROOT
-from mars_lib.report import BEGIN, END, replace_section, results_section
+from mars_lib.report import BEGIN, END, GLANCE_BEGIN, GLANCE_END, glance_section, replace_section, results_section
 
 RESULTS = REPO_ROOT / "results"
 
@@ -16,6 +16,13 @@ def test_readme_results_section_equals_the_committed_tables():
     committed = readme[readme.index(BEGIN):readme.index(END) + len(END)]
     assert committed == results_section(RESULTS), (
         "README's results section differs from results/: run `.venv/bin/python -m mars_lib.report --write`")
+
+
+def test_readme_glance_equals_the_committed_tables():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert GLANCE_BEGIN in readme and GLANCE_END in readme, "README lost its generated 'at a glance' block"
+    assert readme[readme.index(GLANCE_BEGIN):readme.index(GLANCE_END) + len(GLANCE_END)] == glance_section(RESULTS), (
+        "README's 'at a glance' block differs from results/: run `.venv/bin/python -m mars_lib.report --write`")
 
 
 def test_section_follows_the_tables(tmp_path):

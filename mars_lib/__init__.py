@@ -27,7 +27,11 @@ Modules:
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals, run summaries
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables
-  figures     every notebook figure as a function of the saved tables (`./run_all.sh --figures-only`)
+  figures     every notebook figure as a function of the saved tables (`./run_all.sh --figures-only`);
+              figures_downstream (notebook 05's), figure_registry (name -> function, tables read)
+  ood         out-of-distribution evaluation offline: LLMBar subsets and MT-Bench human judgments
+  judge3, judge_agreement  a second gold judge sharing no model with policy or RMs; judges vs people
+  split_assets  the second judge's models, shipped split over several registry packages
   context     a run's setup (task, cached encoder) and factories (policy, reward models, rewriter)
   pools       synthetic pools of every operator, cached by content; label fidelity of paraphrases
   runs        every strategy x seed under one budget and schedule; extra operators; human tracks

@@ -63,7 +63,68 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     saved = pd.read_csv(out / "03_rm_training" / "intervals.csv")
     m = saved.merge(again_int, on=["strategy", "metric", "track", "rm"], suffixes=("", "_re"))
     assert len(m) == len(saved) and np.allclose(m["mean"], m["mean_re"], atol=1e-6)
+    # the smoke run's key numbers match the committed smoke reference within the stated tolerances
+    import os
+    compare_with_smoke_reference(out, write=os.environ.get("MARS_WRITE_SMOKE_REFERENCE") == "1")
     # a second run with unchanged inputs skips every notebook
     again = [a for a in cmd if a != "--force"]
     proc2 = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc2.returncode == 0 and proc2.stdout.count("up to date, skipped") == 5, proc2.stdout
+
+
+SMOKE_REFERENCE = REPO / "tests" / "smoke_reference.csv"
+# counts must match exactly; accuracies and allocation concentrations within 0.02 (a few test pairs of the
+# smoke task: room for float differences between CPUs, not for a change in what the code computes)
+TOL = {"pairs": 0.0, "n_test_pairs": 0.0, "accuracy": 0.02, "ess_over_n": 0.02}
+
+
+def smoke_key_numbers(out) -> pd.DataFrame:
+    """The smoke run's numbers a code change would move: task size, each strategy's test accuracy on the
+    gold task, the τ sweep's allocation concentration, and the test-set size behind each claim."""
+    rows = []
+    task = pd.read_csv(out / "01_margins" / "task_summary.csv")
+    rows += [("pairs", f"01 task {r.split}", r.pairs) for r in task.itertuples()]
+    summ = pd.read_csv(out / "03_rm_training" / "summary.csv")
+    rows += [("accuracy", f"03 {r.strategy}", r.mean) for r in summ[summ.metric == "accuracy"].itertuples()]
+    tau = pd.read_csv(out / "03_rm_training" / "tau_sweep.csv")
+    rows += [("ess_over_n", f"03 tau {r.track} {r.strategy} {r.tau:g}", r.ess_over_n) for r in tau.itertuples()]
+    cl = pd.read_csv(out / "claims.csv")
+    rows += [("n_test_pairs", f"claims {r.claim_id} {r.track} {r.rm}", r.n_test_pairs) for r in cl.itertuples()]
+    return pd.DataFrame(rows, columns=["quantity", "key", "value"])
+
+
+def compare_with_smoke_reference(out, write: bool = False) -> None:
+    now = smoke_key_numbers(out)
+    if write:
+        now.assign(tolerance=now.quantity.map(TOL)).to_csv(SMOKE_REFERENCE, index=False)
+    ref = pd.read_csv(SMOKE_REFERENCE)
+    m = ref.merge(now, on=["quantity", "key"], how="outer", suffixes=("_ref", ""), indicator=True)
+    assert (m._merge == "both").all(), m[m._merge != "both"][["quantity", "key", "_merge"]].to_string()
+    off = m[(m.value - m.value_ref).abs() > m.tolerance + 1e-9]
+    assert off.empty, "smoke numbers moved beyond tolerance (rerun with MARS_WRITE_SMOKE_REFERENCE=1 if " \
+        "the change is intended):\n" + off[["key", "value_ref", "value", "tolerance"]].to_string()
+
+
+def test_smoke_reference_comparison_can_fail(tmp_path):
+    """The comparison above flags a moved number and a missing key (it is not a test that cannot fail)."""
+    import pytest
+    ref = pd.read_csv(SMOKE_REFERENCE)
+    out = tmp_path / "r"
+    for sub in ("01_margins", "03_rm_training"):
+        (out / sub).mkdir(parents=True)
+    task = ref[ref.quantity == "pairs"]
+    pd.DataFrame({"split": task.key.str.split().str[-1], "pairs": task.value}).to_csv(
+        out / "01_margins" / "task_summary.csv", index=False)
+    acc = ref[ref.quantity == "accuracy"]
+    pd.DataFrame({"strategy": acc.key.str.split().str[-1], "metric": "accuracy", "mean": acc.value + 0.05}).to_csv(
+        out / "03_rm_training" / "summary.csv", index=False)
+    tau = ref[ref.quantity == "ess_over_n"]
+    parts = tau.key.str.split()
+    pd.DataFrame({"track": parts.str[2], "strategy": parts.str[3], "tau": parts.str[4].astype(float),
+                  "ess_over_n": tau.value}).to_csv(out / "03_rm_training" / "tau_sweep.csv", index=False)
+    cl = ref[ref.quantity == "n_test_pairs"]
+    p = cl.key.str.split()
+    pd.DataFrame({"claim_id": p.str[1], "track": p.str[2], "rm": p.str[3], "n_test_pairs": cl.value}).to_csv(
+        out / "claims.csv", index=False)
+    with pytest.raises(AssertionError, match="moved beyond tolerance"):
+        compare_with_smoke_reference(out)

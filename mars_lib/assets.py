@@ -153,12 +153,23 @@ def smollm2_dir() -> Path:
     done = out / "mars-converted.json"
     if done.exists():
         return out
+    dequantize_gguf(gguf.parent, gguf.name, out, "~30 s")
+    atomic_write_text(done, json.dumps({"source": str(gguf), "sha256": ASSETS["smollm2_gguf"].sha256}))
+    return out
+
+
+
+def dequantize_gguf(folder: Path, gguf_name: str, out: Path, expected: str) -> Path:
+    """A GGUF causal LM (`folder/gguf_name`) as a plain float32 safetensors checkpoint in `out`, written
+    atomically: transformers' GGUF loader dequantises it, and the weights are moved into a model built
+    from the config without `quantization_config` (`save_pretrained` refuses the GGUF-loaded model).
+    `expected`: how long it takes, for the message."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[assets] dequantising {gguf.name} into {out} (once, ~30 s)")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    q_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    print(f"[assets] dequantising {gguf_name} into {out} (once, {expected})")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
+    q_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)
     cfg_dict = q_model.config.to_dict()
     cfg_dict.pop("quantization_config", None)
     config = AutoConfig.for_model(**{k: v for k, v in cfg_dict.items() if k != "model_type"},
@@ -175,9 +186,7 @@ def smollm2_dir() -> Path:
     tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    atomic_write_text(done, json.dumps({"source": str(gguf), "sha256": ASSETS["smollm2_gguf"].sha256}))
     return out
-
 
 def wordnet_root() -> Path:
     """An nltk-readable copy of WordNet 3.0 (LF line endings) in the cache; returns the corpus root.

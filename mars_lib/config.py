@@ -241,12 +241,20 @@ class RunConfig:
         """The config of a notebook run, from its parameters cell (pass `globals()`).
 
         The cell shows every setting with the cpu profile's literal value (what the reference run uses),
-        and papermill's injected cell may replace any of them. `profile` names the set of defaults; a
-        variable whose value differs from the cpu reference value is an override, one equal to it means
-        "the profile's value" (so `-p profile smoke` alone gives the smoke profile). Only names that are
-        config fields are read; anything else in the namespace is ignored."""
+        and papermill's injected cell may replace any of them. `profile` names the set of defaults. A
+        setting is an override when papermill injected it (`-p NAME VALUE`: the kernel's input history
+        holds the injected "# Parameters" cell) or when its value differs from the cpu reference value
+        (an edit of the cell); otherwise it means "the profile's value", so `-p profile smoke` alone gives
+        the smoke profile and `-p profile paper -p device cpu` the paper profile on CPU. Only names that
+        are config fields are read; anything else in the namespace is ignored."""
+        import ast
         profile = namespace.get("profile", "cpu")
         ref = cls.resolve("cpu").to_dict()
+        injected = set()
+        for src in namespace.get("In") or []:          # IPython's input history: papermill's injected cell
+            if isinstance(src, str) and src.lstrip().startswith("# Parameters"):
+                injected |= {t.id for node in ast.parse(src).body if isinstance(node, ast.Assign)
+                             for t in node.targets if isinstance(t, ast.Name)}
         params = {}
         for name in ref:
             if name == "profile" or name not in namespace:
@@ -256,7 +264,7 @@ class RunConfig:
                 raise ConfigError(f"notebook variable {name!r} is a {type(v).__name__}, not a value: a module or "
                                   "function shadows the config field of that name (rename the import)")
             norm = tuple(v) if isinstance(v, list) else v
-            if norm != ref[name]:
+            if name in injected or norm != ref[name]:
                 params[name] = v
         return cls.resolve(profile, **params)
 

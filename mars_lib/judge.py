@@ -96,6 +96,59 @@ class JudgeCache:
             self._db.commit()
 
 
+
+def left_padded(seqs: list[list[int]], pad: int):
+    """Token-id lists as one left-padded batch, so that every sequence ends at position L−1:
+    (input_ids [b, L], attention_mask [b, L], position_ids [b, L] counting from each sequence's start)."""
+    import torch
+    L = max(map(len, seqs))
+    ids = torch.full((len(seqs), L), pad)
+    att = torch.zeros((len(seqs), L), dtype=torch.long)
+    for j, q in enumerate(seqs):
+        ids[j, L - len(q):] = torch.tensor(q)
+        att[j, L - len(q):] = 1
+    return ids, att, (att.cumsum(1) - 1).clamp(min=0)
+
+
+def facet_frame(cos, logprob, responses: list[str], finished: list[bool], vader, relevance: tuple[float, float],
+                fluency: tuple[float, float]) -> pd.DataFrame:
+    """The six facets in [0, 1] from a judge's model outputs: relevance = (cos − lo) / span and fluency =
+    (mean log-prob − lo) / span, clipped, with each judge's (lo, span); the text facets as defined above.
+    An empty response scores 0 on every facet. Used by both gold judges."""
+    empty = np.array([not r.strip() for r in responses])
+    df = pd.DataFrame({
+        "relevance": np.clip((np.asarray(cos) - relevance[0]) / relevance[1], 0, 1),
+        "fluency": np.clip((np.nan_to_num(np.asarray(logprob, dtype=float), neginf=-99) - fluency[0]) / fluency[1],
+                           0, 1),
+        "non_repetition": [non_repetition(r) for r in responses],
+        "length": [length_score(r) for r in responses],
+        "complete": [complete_score(r, f) for r, f in zip(responses, finished)],
+        "tone": [(vader.polarity_scores(r)["compound"] + 1) / 2 for r in responses],
+    })
+    df.loc[empty, list(FACETS)] = 0.0
+    return df
+
+
+def cached_facets(keys: list, cache, cache_key, compute, chunk: int | None = None) -> tuple[pd.DataFrame, int]:
+    """Facet rows for `keys` (prompt, response, finished), in their order: each distinct key is computed
+    once by `compute(prompts, responses, finished)` (a frame with the FACETS columns), looked up in and
+    added to `cache` (None: no cache) under `cache_key(prompt, response, finished)`, `chunk` keys at a
+    time (each chunk written when done, so a long job resumes where it stopped; None: all at once).
+    Returns (the rows, how many keys were computed). Used by both gold judges."""
+    uniq = list(dict.fromkeys(keys))
+    ck = {k: cache_key(*k) for k in uniq} if cache is not None else {}
+    have = cache.get_many(list(ck.values())) if cache is not None else {}
+    todo = [k for k in uniq if ck.get(k) not in have]
+    step = chunk or max(len(todo), 1)
+    for s in range(0, len(todo), step):
+        part = todo[s:s + step]
+        f = compute([k[0] for k in part], [k[1] for k in part], [k[2] for k in part])
+        new = {ck.get(k, k): list(row) for k, row in zip(part, f[list(FACETS)].itertuples(index=False))}
+        if cache is not None:
+            cache.put_many(new)
+        have.update(new)
+    return pd.DataFrame([have[ck.get(k, k)] for k in keys], columns=list(FACETS)), len(todo)
+
 class GoldJudge:
     """g(x, y) for batches. Needs the MiniLM encoder, the SmolLM2 LM (for fluency), and VADER."""
 
@@ -137,12 +190,7 @@ class GoldJudge:
             seqs = [c + r for c, r in zip(c_ids, r_ids)]
             L, R = max(map(len, seqs)), max(map(len, r_ids))
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            ids = torch.full((len(seqs), L), pad)
-            att = torch.zeros((len(seqs), L), dtype=torch.long)
-            for j, q in enumerate(seqs):               # left padding: every response ends at position L-1
-                ids[j, L - len(q):] = torch.tensor(q)
-                att[j, L - len(q):] = 1
-            pos = (att.cumsum(1) - 1).clamp(min=0)
+            ids, att, pos = left_padded(seqs, pad)
             with torch.inference_mode():
                 # only the last R+1 positions' logits are needed: [b, R+1, V] instead of [b, L, V]
                 logits = self.lm(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=R + 1).logits
@@ -156,35 +204,17 @@ class GoldJudge:
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once."""
         keys = list(zip(prompts, responses, map(bool, finished)))
-        uniq = list(dict.fromkeys(keys))
-        ck = {k: JudgeCache.key(*k, models=self.models) for k in uniq} if self.cache is not None else {}
-        have = self.cache.get_many(list(ck.values())) if self.cache is not None else {}
-        todo = [k for k in uniq if ck.get(k) not in have]
-        if todo:
-            f = self._facets_unique([k[0] for k in todo], [k[1] for k in todo], [k[2] for k in todo])
-            self.judged += len(todo)
-            new = {ck.get(k, k): list(row) for k, row in zip(todo, f[list(FACETS)].itertuples(index=False))}
-            if self.cache is not None:
-                self.cache.put_many(new)
-            have.update(new)
-        return pd.DataFrame([have[ck.get(k, k)] for k in keys], columns=list(FACETS))
+        df, n = cached_facets(keys, self.cache, lambda p, r, f: JudgeCache.key(p, r, f, models=self.models),
+                              self._facets_unique)
+        self.judged += n
+        return df
 
     def _facets_unique(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         e_p = self.encoder.embed(list(prompts), desc="judge: prompts", progress=False)
         e_r = self.encoder.embed([r if r.strip() else " " for r in responses], desc="judge: responses", progress=False)
         cos = (e_p * e_r).sum(1)
         lp = self.mean_logprob(list(prompts), list(responses))
-        empty = np.array([not r.strip() for r in responses])
-        df = pd.DataFrame({
-            "relevance": np.clip((cos - 0.05) / 0.55, 0, 1),
-            "fluency": np.clip((np.nan_to_num(lp, neginf=-99) + 4.0) / 3.0, 0, 1),
-            "non_repetition": [non_repetition(r) for r in responses],
-            "length": [length_score(r) for r in responses],
-            "complete": [complete_score(r, f) for r, f in zip(responses, finished)],
-            "tone": [(self.vader.polarity_scores(r)["compound"] + 1) / 2 for r in responses],
-        })
-        df.loc[empty, list(FACETS)] = 0.0
-        return df
+        return facet_frame(cos, lp, responses, finished, self.vader, relevance=(0.05, 0.55), fluency=(-4.0, 3.0))
 
     @staticmethod
     def combine(facets: pd.DataFrame) -> np.ndarray:

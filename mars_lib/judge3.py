@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
-from .judge import FACETS, WEIGHTS, JudgeCache, complete_score, length_score, non_repetition
+from .judge import FACETS, WEIGHTS, JudgeCache, cached_facets, facet_frame, left_padded
 
 JUDGE_ID = "gold-judge-3"       # part of every cache key: change it whenever a facet's definition changes
 MODELS = {"relevance": "all-mpnet-base-v2", "fluency": "gemma-3-270m"}   # the models the facets load
@@ -111,13 +111,8 @@ class GoldJudge3:
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             seqs = [ids_all[i][0] + ids_all[i][1] for i in idx]
-            L = max(map(len, seqs))
-            ids = torch.zeros((len(seqs), L), dtype=torch.long)
-            att = torch.zeros((len(seqs), L), dtype=torch.long)
-            for j, q in enumerate(seqs):               # left padding: every response ends at position L-1
-                ids[j, L - len(q):] = torch.tensor(q)
-                att[j, L - len(q):] = 1
-            pos = (att.cumsum(1) - 1).clamp(min=0)
+            ids, att, pos = left_padded(seqs, 0)      # every response ends at position L-1
+            L = ids.shape[1]
             with torch.inference_mode():
                 hid = self.lm.model(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
                 for j, i in enumerate(idx):
@@ -133,21 +128,12 @@ class GoldJudge3:
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         """All six facets in [0, 1], one row per (prompt, response). Duplicate rows are judged once,
-        rows judged before (same judge id and models) come from the cache."""
+        rows judged before (same judge id and models) come from the cache, 256 new rows at a time."""
         keys = list(zip(prompts, responses, map(bool, finished)))
-        uniq = list(dict.fromkeys(keys))
-        ck = {k: Judge3Cache.key(*k, models=self.models) for k in uniq} if self.cache is not None else {}
-        have = self.cache.get_many(list(ck.values())) if self.cache is not None else {}
-        todo = [k for k in uniq if ck.get(k) not in have]
-        for s in range(0, len(todo), 256):             # cache as we go: long jobs resume where they stopped
-            part = todo[s:s + 256]
-            f = self._facets_unique([k[0] for k in part], [k[1] for k in part], [k[2] for k in part])
-            self.judged += len(part)
-            new = {ck.get(k, k): list(row) for k, row in zip(part, f[list(FACETS)].itertuples(index=False))}
-            if self.cache is not None:
-                self.cache.put_many(new)
-            have.update(new)
-        return pd.DataFrame([have[ck.get(k, k)] for k in keys], columns=list(FACETS))
+        df, n = cached_facets(keys, self.cache, lambda p, r, f: Judge3Cache.key(p, r, f, models=self.models),
+                              self._facets_unique, chunk=256)
+        self.judged += n
+        return df
 
     def _facets_unique(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:
         show = self.progress and len(prompts) > 32
@@ -156,17 +142,8 @@ class GoldJudge3:
                                  progress=show)
         cos = (e_p * e_r).sum(1)
         lp = self.mean_logprob(list(prompts), list(responses))
-        empty = np.array([not r.strip() for r in responses])
-        df = pd.DataFrame({
-            "relevance": np.clip((cos - REL_LO) / REL_SPAN, 0, 1),
-            "fluency": np.clip((np.nan_to_num(lp, neginf=-99) - FLU_LO) / FLU_SPAN, 0, 1),
-            "non_repetition": [non_repetition(r) for r in responses],
-            "length": [length_score(r) for r in responses],
-            "complete": [complete_score(r, f) for r, f in zip(responses, finished)],
-            "tone": [(self.vader.polarity_scores(r)["compound"] + 1) / 2 for r in responses],
-        })
-        df.loc[empty, list(FACETS)] = 0.0
-        return df
+        return facet_frame(cos, lp, responses, finished, self.vader, relevance=(REL_LO, REL_SPAN),
+                           fluency=(FLU_LO, FLU_SPAN))
 
     @staticmethod
     def combine(facets: pd.DataFrame, weights: dict[str, float] | None = None) -> np.ndarray:

@@ -62,11 +62,18 @@ def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
 
 def _ipc_kernel_manager():
     """The kernel talks to papermill over local IPC sockets, not TCP (so it prints no "running over TCP
-    without encryption" warning; the sockets are removed when the kernel stops)."""
+    without encryption" warning; the sockets are removed when the kernel stops), and is not sent SIGINT
+    when it is shut down after a finished run."""
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         transport = "ipc"
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts (SIGINT) a kernel before every shutdown request; after a finished
+            # run that only makes ipykernel log "ERROR | KeyboardInterrupt caught in kernel"
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
     return IPCKernelManager
 
 
@@ -160,6 +167,11 @@ def main(argv=None) -> int:
         # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
         os.environ.pop("MPLBACKEND", None)
         os.environ.setdefault("TQDM_MININTERVAL", "30")
+        # libraries import tqdm.auto, which warns once per kernel that ipywidgets is missing; the package
+        # uses text bars on purpose, so that one warning is silenced in the kernel (nothing else is)
+        if "IProgress" not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                                  "ignore:IProgress not found"]))
         print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),

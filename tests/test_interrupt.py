@@ -27,8 +27,8 @@ def test_notebook_killed_mid_training_resumes_to_the_uninterrupted_tables(tmp_pa
                          start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and not (b / "03_rm_training" / "synthetic_accounting.csv").exists():
-        time.sleep(0.2)                                  # the pool is built: training starts next
-    time.sleep(3)
+        time.sleep(0.05)                                 # the pool is built: training starts next
+    time.sleep(0.5)                                      # (the smoke training itself takes only seconds)
     assert p.poll() is None, "the run finished before it could be killed"
     os.killpg(p.pid, signal.SIGKILL)                     # the runner and its kernel
     p.wait()

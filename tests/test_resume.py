@@ -64,17 +64,22 @@ def test_generation_killed_mid_run_resumes_to_the_uninterrupted_texts(tmp_path):
 
 
 def test_same_seed_gives_identical_tables_on_real_features():
+    """Real MiniLM features of committed task pairs (through the feature cache), not random vectors:
+    24 base pairs, each with 4 other real pairs as its pool."""
     from mars_lib.config import RunConfig
-    from mars_lib.features import Pairs
+    from mars_lib.context import encoder_for
+    from mars_lib.features import featurize
+    from mars_lib.tasks import load_task
     from mars_lib.training import run_strategy
-    rng = np.random.default_rng(0)
-    n, d = 40, 16
-    df = pd.DataFrame({"pair_id": [f"b{i}" for i in range(n)], "prompt": "p", "chosen": "c", "rejected": "r",
-                       "label_correct": True})
-    base = Pairs(df, rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(n, d)).astype(np.float32))
-    pdf = pd.DataFrame({"pair_id": [f"s{i}" for i in range(4 * n)], "prompt": "p", "chosen": "c", "rejected": "r",
-                        "source_id": np.repeat(df.pair_id, 4).to_numpy(), "label_correct": True})
-    pool = Pairs(pdf, rng.normal(size=(4 * n, d)).astype(np.float32), rng.normal(size=(4 * n, d)).astype(np.float32))
+    cfg0 = RunConfig.resolve("smoke", max_length=128)
+    pairs = load_task(cfg0.task_path, beta=1.0, label_seed=0).pairs
+    train = pairs[pairs.split == "train"].reset_index(drop=True)
+    n = 24
+    enc = encoder_for(cfg0)
+    base = featurize(train.iloc[:n].reset_index(drop=True), enc, desc="features: base")
+    pdf = train.iloc[n:5 * n].reset_index(drop=True).assign(source_id=np.repeat(base.df.pair_id.to_numpy(), 4))
+    pool = featurize(pdf, enc, desc="features: pool")
+    assert base.phi_c.shape == (n, 384) and np.allclose(np.linalg.norm(base.phi_c, axis=1), 1, atol=1e-4)
     cfg = RunConfig.resolve("smoke", rounds=2, seeds=[3])
     for s in ("uniform", "won", "mars_v1", "mars_v2"):
         a = run_strategy(s, base, pool, {"test": base}, cfg, seed=3)

@@ -204,7 +204,7 @@ def run_strategy(strategy: str, base: Pairs, pool: Pairs, eval_sets: dict[str, P
     trained = cfg.warm_start
     if cfg.warm_start:
         model.fit_pairs(base, epochs=1, seed=seed * 7 + 1)
-    every = getattr(cfg, "eval_every_round", True)    # False: held-out sets only after the last round
+    every = cfg.eval_every_round                       # False: held-out sets only after the last round
     if every:
         log(0, evaluate(model, eval_sets))
     for t in range(1, cfg.rounds + 1):

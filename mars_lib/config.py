@@ -1,13 +1,15 @@
 """One configuration object per run: profiles (smoke / cpu / paper) as named sets of defaults.
 
-A notebook's `parameters` cell holds `profile` plus one line per field, `None` meaning "take the
-profile's value"; `RunConfig.resolve(profile, **params)` merges them, validates every field, and
-the resolved config is saved beside every result table. The code never branches on the profile
+Settings are grouped by concern in small frozen dataclasses (task, reward model, MARS, augmentation,
+evaluation, downstream) inside one `RunConfig`, and every setting is also named flat. A notebook's
+`parameters` cell shows the cpu profile's literal values; `RunConfig.from_notebook(globals())` reads
+it (`RunConfig.resolve(profile, **params)` for code), validates every field, and the resolved config
+is saved beside every result table. The code never branches on the profile
 name: it reads the fields (docs/design.md §3).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2",
@@ -24,24 +26,16 @@ LABELERS = ("gold", "rm")
 HUMAN_TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+from .profiles import PRESETS, PROFILES  # noqa: E402  (named sets of defaults; re-exported)
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    # --- run ------------------------------------------------------------------------------
-    profile: str = "cpu"
-    preset: str | None = None                   # None | "v1" | "v2": the authors' settings (PRESETS), then parameters
-    results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
-    device: str = "cpu"                         # explicit; no hidden accelerator or bf16
-    threads: int = 2                            # torch threads (2-core laptop)
-    offline: bool = True                        # HF_*_OFFLINE=1 in this process: nothing is looked up on the hub
-                                                # (paper profile: False, its models and data sets come from the hub)
-    seeds: tuple[int, ...] = tuple(range(10))   # RM training seeds (init, order, synthetic draws); >= 10 for
-                                                # head RMs so that seed variation is estimated, not guessed
-    # --- task (mars_lib.tasks) -------------------------------------------------------------
+class TaskConfig:
+    """The preference data: the gold task (mars_lib.tasks) and the real-human tracks (mars_lib.tracks)."""
     task_dir: str = "data/gold_task_v2"         # committed offline task (prompts, responses, gold scores)
     beta: float = 1.0                           # label-noise temperature of the BT annotator (gold units)
     n_prompts: int | None = None                # keep a deterministic subset of prompts (None = all)
@@ -51,7 +45,20 @@ class RunConfig:
                                                 # (tasks.redraw_labels), so seed-to-seed spread includes label noise
     n_base: int | None = None                   # base (original) training pairs: a deterministic subset
                                                 # (authors: 1000 — the size parameter of the presets; None = all)
-    # --- reward model (mars_lib.reward_model) ----------------------------------------------
+    human_track: tuple[str, ...] = ("chitchat", "hh-rlhf")  # real-human tracks beside the gold task ("off" or
+                                                # () = none; a single name is accepted): chitchat and hh-rlhf
+                                                # are offline (hh-rlhf: the committed data/hh_rlhf_harmless copy)
+    human_track_path: str | None = None         # where the (single) track's data is: None = the track's default
+                                                # (committed copy for hh-rlhf, hub id for the others); a hub id, a
+                                                # local HH .jsonl[.gz] file with a split field, or a local folder
+                                                # in the hub's format
+    human_max_pairs: int | None = None          # cap on train pairs of the track (None = all; authors: 1000)
+    human_eval_max_pairs: int | None = None     # cap on its val / test pairs each (None = all)
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """The reward model: frozen encoder + head, or a fine-tuned classifier (mars_lib.reward_model, mars_lib.finetune)."""
     encoder: str = "minilm"                     # sentence encoder (head RM features, semantic distance): "minilm"
                                                 # (offline asset) or a local folder / hub id
     max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
@@ -65,7 +72,11 @@ class RunConfig:
     ft_lr: float = 2e-5                         # fine-tuning learning rate (authors: 2e-5)
     grad_accum: int = 1                         # fine-tuning: micro-batches of batch_size pairs per step
     precision: str = "fp32"                     # fine-tuning: "fp32" | "bf16" (CUDA only; weights stay fp32)
-    # --- MARS and baselines (mars_lib.selection, mars_lib.training) -------------------------
+
+
+@dataclass(frozen=True)
+class MarsConfig:
+    """MARS, its baselines and controls: allocation and the rounds schedule (mars_lib.selection, mars_lib.training)."""
     strategies: tuple[str, ...] = STRATEGIES
     rounds: int = 5                             # T: allocate -> augment -> train rounds (v1 code: 5)
     epochs_per_round: int = 1                   # v1 code: 1 epoch per round
@@ -84,6 +95,11 @@ class RunConfig:
     eval_every_round: bool = True               # evaluate on val / test before training and after every round
                                                 # (False: after the last round only — the fine-tuned regime on CPU)
     track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How synthetic pairs are built (mars_lib.augment, mars_lib.refine, mars_lib.pools)."""
     operator: str = "paraphrase"                # synthetic pairs: "paraphrase" (authors v1, WordNet offline) |
                                                 # "refined_paraphrase" (authors v2: semantic refinement of
                                                 # low-distance pairs, then paraphrase; mars_lib.refine) |
@@ -105,19 +121,13 @@ class RunConfig:
                                                 # (paper profile: the authors' T5, humarin/chatgpt_paraphraser_on_T5_base)
     paraphrase_prompt: bool = False             # authors: True; off on CPU: each pair then reuses 2n texts
                                                 # instead of 2n² (5x fewer encoder calls), see README
-    # --- a real-human track beside the gold task (mars_lib.tracks; nb 03) -----------------
-    human_track: tuple[str, ...] = ("chitchat", "hh-rlhf")  # real-human tracks beside the gold task ("off" or
-                                                # () = none; a single name is accepted): chitchat and hh-rlhf
-                                                # are offline (hh-rlhf: the committed data/hh_rlhf_harmless copy)
-    human_track_path: str | None = None         # where the (single) track's data is: None = the track's default
-                                                # (committed copy for hh-rlhf, hub id for the others); a hub id, a
-                                                # local HH .jsonl[.gz] file with a split field, or a local folder
-                                                # in the hub's format
-    human_max_pairs: int | None = None          # cap on train pairs of the track (None = all; authors: 1000)
-    human_eval_max_pairs: int | None = None     # cap on its val / test pairs each (None = all)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Intervals, curvature checks and fidelity (mars_lib.stats, mars_lib.curvature; notebooks 02-04)."""
     rewardbench: str | None = None              # nb 03: also score every RM on RewardBench (mars_lib.rewardbench):
                                                 # None = skip | "allenai/reward-bench" (hub) | a local copy in its format
-    # --- evaluation / theory / downstream ------------------------------------------------
     n_boot: int = 1000                          # bootstrap resamples for CIs
     curvature_taus: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
     hvp_pairs: int = 16                         # nb 04: pairs in the fine-tuned RM's Hessian-vector-product batch
@@ -125,6 +135,11 @@ class RunConfig:
     hutchinson_samples: int = 30                # nb 04: Rademacher probes (HVPs) for the trace estimate
     fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
                                                 # the judge runs SmolLM2 over every text: ~3 texts/s)
+
+
+@dataclass(frozen=True)
+class DownstreamConfig:
+    """Best-of-N and DPO with the trained reward models (mars_lib.downstream; notebook 05)."""
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
     policy_model: str | None = None             # nb 05 policy (extra Best-of-N samples, DPO): None = SmolLM2-135M-
                                                 # Instruct (offline asset) or a local folder / hub id of a chat LM
@@ -142,12 +157,66 @@ class RunConfig:
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
 
+
+GROUPS: dict[str, type] = {"task": TaskConfig, "reward_model": RewardModelConfig, "mars": MarsConfig, "augment": AugmentConfig, "evaluation": EvalConfig, "downstream": DownstreamConfig}
+
+@dataclass(frozen=True, init=False)
+class RunConfig:
+    """One run's settings: the run itself (below) and one small dataclass per concern — `task`,
+    `reward_model`, `mars`, `augment`, `evaluation`, `downstream` (GROUPS). Every setting also reads
+    flat (`cfg.tau_v1` is `cfg.mars.tau_v1`), is constructed flat (`RunConfig(tau_v1=0.5)`, or with
+    whole groups), and saves flat (`to_dict`), so a notebook parameter or `-p NAME VALUE` names it
+    without its group."""
+    profile: str = "cpu"
+    preset: str | None = None                   # None | "v1" | "v2": the authors' settings (PRESETS), then parameters
+    results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
+    device: str = "cpu"                         # explicit; no hidden accelerator or bf16
+    threads: int = 2                            # torch threads (2-core laptop)
+    offline: bool = True                        # HF_*_OFFLINE=1 in this process: nothing is looked up on the hub
+                                                # (paper profile: False, its models and data sets come from the hub)
+    seeds: tuple[int, ...] = tuple(range(10))   # RM training seeds (init, order, synthetic draws); >= 10 for
+                                                # head RMs so that seed variation is estimated, not guessed
+    task: TaskConfig = TaskConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    mars: MarsConfig = MarsConfig()
+    augment: AugmentConfig = AugmentConfig()
+    evaluation: EvalConfig = EvalConfig()
+    downstream: DownstreamConfig = DownstreamConfig()
+
+    def __init__(self, **values):
+        unknown = sorted(set(values) - set(_RUN_FIELDS) - set(GROUPS) - set(FIELD_GROUP))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(FIELD_GROUP) + list(_RUN_FIELDS)}")
+        for name, f in _RUN_FIELDS.items():
+            object.__setattr__(self, name, values.get(name, f.default))
+        for g, cls in GROUPS.items():
+            group = values.get(g, cls())
+            flat = {k: v for k, v in values.items() if FIELD_GROUP.get(k) == g}
+            object.__setattr__(self, g, replace(group, **flat) if flat else group)
+        self.__post_init__()
+
+    def __getattr__(self, name):
+        """Flat read of a grouped field (only called when normal lookup fails)."""
+        g = FIELD_GROUP.get(name)
+        if g is None or g not in vars(self):
+            raise AttributeError(f"{type(self).__name__!r} has no field {name!r}")
+        return getattr(vars(self)[g], name)
+
+    @staticmethod
+    def field_names() -> list[str]:
+        """Every setting's flat name (what a notebook parameter or `-p NAME VALUE` may set)."""
+        return [*_RUN_FIELDS, *FIELD_GROUP]
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with some fields changed, named flat (or whole groups); validated like a new config."""
+        return type(self)(**{**self.to_dict(), **changes})
+
     def __post_init__(self):
         def bad(name, why):
             raise ConfigError(f"config field '{name}' = {getattr(self, name)!r}: {why}")
         tracks = self.human_track
         tracks = () if tracks in ("off", None) else (tracks,) if isinstance(tracks, str) else tuple(tracks)
-        object.__setattr__(self, "human_track", tracks)
+        object.__setattr__(self, "task", replace(self.task, human_track=tracks))
         if any(t not in HUMAN_TRACKS for t in tracks) or len(set(tracks)) != len(tracks):
             bad("human_track", f"choose from {HUMAN_TRACKS} (each once), or 'off'")
         if self.human_track_path is not None and len(tracks) != 1:
@@ -219,7 +288,7 @@ class RunConfig:
         None. Unknown names are an error."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-        names = {f.name for f in fields(cls)}
+        names = set(cls.field_names())
         unknown = sorted(set(params) - names)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(names)}")
@@ -269,7 +338,15 @@ class RunConfig:
         return cls.resolve(profile, **params)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting under its flat name (what config.json, result metadata and cache keys hold)."""
+        out = {name: getattr(self, name) for name in _RUN_FIELDS}
+        for g in GROUPS:
+            out.update(asdict(getattr(self, g)))
+        return out
+
+    def grouped(self) -> dict:
+        """The settings by concern: {"run": {...}, "task": {...}, ...} (for reading, e.g. in a notebook)."""
+        return {"run": {name: getattr(self, name) for name in _RUN_FIELDS}, **{g: asdict(getattr(self, g)) for g in GROUPS}}
 
     def save(self, path) -> Path:
         from .io import atomic_write_json
@@ -305,39 +382,5 @@ class RunConfig:
         set_offline() if self.offline else set_online()
 
 
-PROFILES: dict[str, dict] = {
-    # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
-    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
-              "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
-              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
-              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
-              "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
-    # the reference run: the whole offline task
-    "cpu": {},
-    # the paper's setting on one GPU (docs/method.md §4; docs/reference.md "The paper profile"): hub ids in rm_model, encoder,
-    # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
-    "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
-              "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
-              "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
-              "budget_ratio": 2.0, "human_track": ("hh-rlhf",), "human_track_path": "Anthropic/hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
-              "rewardbench": "allenai/reward-bench",
-              "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
-              "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-              "paraphraser": "humarin/chatgpt_paraphraser_on_T5_base", "paraphrase_prompt": True},
-}
-
-# The authors' two settings (docs/method.md §4.3), as ratios so that they scale with the base-set
-# size: B = budget_ratio × n_base (v1: 2000 / 1000, v2: 5000 / 1000); WoN's K = B / n_base follows.
-# `n_base` (authors: 1000) is the size parameter; on CPU the default keeps every base pair of the
-# task. v2 uses the semantically refined paraphrase pool (operator "refined_paraphrase").
-PRESETS: dict[str, dict] = {
-    "v1": {"source": "[C1] v1 notebook: B=2000, alpha=0.1 on |margin|, 5 rounds x 1 epoch, WoN K=2",
-           "budget_ratio": 2.0, "tau_v1": 0.1, "rounds": 5, "epochs_per_round": 1, "cumulative": False,
-           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v1")},
-    "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5, "
-                     "semantic-refined aug26 pool",
-           "operator": "refined_paraphrase", "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
-           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2"),
-           "reweight_like": "mars_v2"},
-}
-
+_RUN_FIELDS = {f.name: f for f in fields(RunConfig) if f.name not in GROUPS}
+FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}   # flat name -> group

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     plan = []
     for nb in nbs:
         params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb]}}
-        cfg_fields = {k: v for k, v in params.items() if k in RunConfig.__dataclass_fields__ and k != "profile"}
+        cfg_fields = {k: v for k, v in params.items() if k in RunConfig.field_names() and k != "profile"}
         try:
             cfg = RunConfig.resolve(a.profile, **cfg_fields)
         except ConfigError as e:

@@ -1,0 +1,40 @@
+"""Named sets of defaults for `RunConfig` (mars_lib.config): the profiles (smoke / cpu / paper) and
+the authors' two settings as presets. Values are named flat, as in a notebook's parameter cell."""
+from __future__ import annotations
+
+PROFILES: dict[str, dict] = {
+    # every notebook end to end in minutes (CI): a slice of the task, fewer seeds/rounds
+    "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
+              "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
+              "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
+              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
+              "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
+    # the reference run: the whole offline task
+    "cpu": {},
+    # the paper's setting on one GPU (docs/method.md §4; docs/reference.md "The paper profile"): hub ids in rm_model, encoder,
+    # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
+    "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",
+              "rm": "full", "rm_model": "microsoft/deberta-v3-base", "batch_size": 4, "grad_accum": 16, "ft_lr": 2e-5,
+              "precision": "bf16", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
+              "budget_ratio": 2.0, "human_track": ("hh-rlhf",), "human_track_path": "Anthropic/hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
+              "rewardbench": "allenai/reward-bench",
+              "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,
+              "policy_model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+              "paraphraser": "humarin/chatgpt_paraphraser_on_T5_base", "paraphrase_prompt": True},
+}
+
+# The authors' two settings (docs/method.md §4.3), as ratios so that they scale with the base-set
+# size: B = budget_ratio × n_base (v1: 2000 / 1000, v2: 5000 / 1000); WoN's K = B / n_base follows.
+# `n_base` (authors: 1000) is the size parameter; on CPU the default keeps every base pair of the
+# task. v2 uses the semantically refined paraphrase pool (operator "refined_paraphrase").
+PRESETS: dict[str, dict] = {
+    "v1": {"source": "[C1] v1 notebook: B=2000, alpha=0.1 on |margin|, 5 rounds x 1 epoch, WoN K=2",
+           "budget_ratio": 2.0, "tau_v1": 0.1, "rounds": 5, "epochs_per_round": 1, "cumulative": False,
+           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v1")},
+    "v2": {"source": "[C2] v2 code: B=5000, alpha=0.5 on signed margin, 1 round x 5 epochs, WoN K=5, "
+                     "semantic-refined aug26 pool",
+           "operator": "refined_paraphrase", "budget_ratio": 5.0, "tau_v2": 0.5, "rounds": 1, "epochs_per_round": 5, "cumulative": False,
+           "reset_optimizer": True, "warm_start": False, "strategies": ("none", "uniform", "won", "mars_v2"),
+           "reweight_like": "mars_v2"},
+}
+

@@ -141,6 +141,7 @@ class EvalConfig:
 class DownstreamConfig:
     """Best-of-N and DPO with the trained reward models (mars_lib.downstream; notebook 05)."""
     bon_extra_samples: int = 0                  # extra policy samples per test prompt for Best-of-N
+    bon_iid_prompts: int | None = None          # nb 05: prompts of the committed i.i.d. Best-of-N set used (None = all)
     policy_model: str | None = None             # nb 05 policy (extra Best-of-N samples, DPO): None = SmolLM2-135M-
                                                 # Instruct (offline asset) or a local folder / hub id of a chat LM
     dpo_strategies: tuple[str, ...] = ("none", "uniform", "won", "mars_v1", "mars_v2")  # nb 05: RMs labelling DPO
@@ -277,6 +278,8 @@ class RunConfig:
             bad("dpo_strategies", f"choose from {STRATEGIES}")
         if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:
             bad("dpo_train_prompts", "must be >= 1 (or None for all)")
+        if self.bon_iid_prompts is not None and self.bon_iid_prompts < 2:
+            bad("bon_iid_prompts", "need at least 2 prompts (or None for all)")
         if self.n_prompts is not None and self.n_prompts < 2:
             bad("n_prompts", "need at least 2 prompts (or None for all)")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -74,6 +74,75 @@ def win_rate(gold_a, gold_b) -> dict:
             "wins": int((a > b).sum()), "ties": int((a == b).sum()), "losses": int((a < b).sum()), "n": int(s.size)}
 
 
+def bon_weights(N: int) -> np.ndarray:
+    """[N, N] matrix W with W[n-1, i] = C(i, n-1) / C(N, n): row n-1 weights the sample of ascending
+    reward rank i+1 in the unbiased best-of-n estimate (`bon_expected_gold`, all n at once)."""
+    return np.array([[comb(i, n - 1) / comb(N, n) for i in range(N)] for n in range(1, N + 1)])
+
+
+def bon_iid_per_prompt(bon: pd.DataFrame, rewards: dict, judges: tuple[str, ...] = ("gold", "gold3")) -> pd.DataFrame:
+    """Per reward model, judge, n = 1..N and prompt: the unbiased expected judge score of the RM's best
+    of n i.i.d. draws (`bon_set`: N draws per prompt). `rewards` maps (strategy, seed) to the RM's
+    score of every row of `bon` [rows]. Also rows for the two references every RM shares: strategy
+    "oracle" (best of n by the judge itself: the ceiling at this n) — n = 1 is a random draw for all.
+    Columns: strategy, seed, judge, n, kl_bon, prompt_id, value."""
+    bon = bon.reset_index(drop=True)
+    sizes = bon.groupby("prompt_id", sort=True).size()
+    if sizes.nunique() != 1:
+        raise ValueError(f"every prompt needs the same number of draws; got {sorted(sizes.unique())}")
+    N = int(sizes.iloc[0])
+    order_rows = bon.sort_values(["prompt_id", "sample"], kind="stable").index.to_numpy().reshape(-1, N)   # [P, N]
+    pids = bon.prompt_id.to_numpy()[order_rows[:, 0]]
+    W = bon_weights(N)
+    kl = np.array([kl_bon(n) for n in range(1, N + 1)])
+    out = []
+    for judge in judges:
+        g = bon[judge].to_numpy(float)[order_rows]                       # [P, N]
+        for (s, seed), r in [*rewards.items(), (("oracle", -1), bon[judge].to_numpy(float))]:
+            r = np.asarray(r, float)[order_rows]
+            ranked = np.take_along_axis(g, np.argsort(r, axis=1, kind="stable"), axis=1)
+            vals = ranked @ W.T                                          # [P, N]: column n-1
+            out.append(pd.DataFrame({"strategy": s, "seed": seed, "judge": judge, "n": np.tile(np.arange(1, N + 1), len(pids)),
+                                     "kl_bon": np.tile(kl, len(pids)), "prompt_id": np.repeat(pids, N),
+                                     "value": vals.ravel()}))
+    return pd.concat(out, ignore_index=True)
+
+
+def bon_iid_summary(per_prompt: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Mean over prompts and seeds of each RM's best-of-n score per judge and n, with the two-stage
+    interval over prompts and seeds (`stats.two_stage_bootstrap`). The oracle (one "seed") gets an
+    interval over prompts only (t interval)."""
+    from .stats import t_quantile, two_stage_bootstrap
+    rows = []
+    for (judge, n), g in per_prompt.groupby(["judge", "n"], sort=True):
+        rm = g[g.strategy != "oracle"]
+        if rm.seed.nunique() >= 2:
+            ci = two_stage_bootstrap(rm.assign(cluster=rm.prompt_id, pair_id=rm.prompt_id), n_boot=n_boot)
+            rows += [dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy=r.strategy, mean=r["mean"], lo=r.lo, hi=r.hi,
+                          n_seeds=r.n_seeds, n_prompts=r.n_clusters) for _, r in ci.iterrows()]
+        o = g[g.strategy == "oracle"].value.to_numpy()
+        half = t_quantile(0.975, len(o) - 1) * o.std(ddof=1) / np.sqrt(len(o))
+        rows.append(dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy="oracle", mean=o.mean(), lo=o.mean() - half,
+                         hi=o.mean() + half, n_seeds=1, n_prompts=len(o)))
+    return pd.DataFrame(rows)
+
+
+def bon_iid_paired(per_prompt: pd.DataFrame, comparisons: list[tuple[str, str]], n: int | None = None,
+                   n_boot: int = 1000) -> pd.DataFrame:
+    """Paired differences of best-of-n scores (a − b) at one n (default: the largest), per judge: same
+    prompts, seeds matched by label; the two-stage interval and minimum detectable effect of
+    `stats.paired_difference`."""
+    from .stats import paired_difference
+    n = int(per_prompt.n.max()) if n is None else n
+    rows = []
+    for judge, g in per_prompt[(per_prompt.n == n) & (per_prompt.strategy != "oracle")].groupby("judge", sort=True):
+        g = g.assign(cluster=g.prompt_id, pair_id=g.prompt_id)
+        for a, b in comparisons:
+            if {a, b} <= set(g.strategy):
+                rows.append(dict(judge=judge, n=n, a=a, b=b, **paired_difference(g, a, b, n_boot=n_boot)))
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- the stages of notebook 05
 # Best-of-N candidates, DPO with each reward model as the labeler, and LLM-judge win rates.
 

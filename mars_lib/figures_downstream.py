@@ -101,3 +101,33 @@ def fig_01_judge_human_agreement(results: Path, cfg=None) -> Figure:
     fig = ax[0].figure
     fig.suptitle("Gold judges vs people: each facet, fixed weights, weights tuned on the other set", y=1.12)
     return fig
+
+
+@figure("05_bon_iid", "05_downstream/bon_iid_summary.csv")
+def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
+    """Best-of-n on i.i.d. draws: expected judge score vs n and vs KL_bon, per reward model, under the
+    task's judge and under the independent judge, with intervals over prompts and seeds."""
+    summ = _t(results, "05_downstream/bon_iid_summary.csv")
+    judges = [j for j in ("gold", "gold3") if j in set(summ.judge)]
+    title = {"gold": "task's judge (gold)", "gold3": "independent judge (gold3)"}
+    plotting.style()
+    fig, ax = plt.subplots(len(judges), 2, figsize=(12, 3.8 * len(judges)), squeeze=False)
+    for row, judge in enumerate(judges):
+        g = summ[summ.judge == judge]
+        for s in [*plotting.ORDER, "oracle"]:
+            c = g[g.strategy == s].sort_values("n")
+            if c.empty:
+                continue
+            style = dict(color="grey", ls=":") if s == "oracle" else dict(color=plotting.COLORS[s])
+            for a, x in ((ax[row, 0], c.n), (ax[row, 1], c.kl_bon)):
+                a.plot(x, c["mean"], marker="o", ms=3, label="oracle (best by the judge)" if s == "oracle" else plotting.LABELS[s],
+                       **style)
+                a.fill_between(x, c.lo, c.hi, alpha=0.12, color=style["color"])
+        ax[row, 0].set_ylabel(f"E[score of best-of-n]\n{title[judge]}")
+        ax[row, 0].set_xlabel("n (i.i.d. draws of one policy)")
+        ax[row, 1].set_xlabel("KL_bon = log n − (n−1)/n")
+    ax[0, 0].legend(fontsize=7, ncol=2)
+    n_p, n_s = int(summ.n_prompts.max()), int(summ.n_seeds.max())
+    ax[0, 0].set_title(f"Best-of-n, {n_p} prompts (95 % intervals over prompts and {n_s} seeds)")
+    ax[0, 1].set_title("The same against KL")
+    return fig

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
+from .decoding import decode
 from .io import open_sqlite
 
 
@@ -124,7 +125,7 @@ class Generator:
     """
 
     def __init__(self, model, tokenizer, model_id: str, cache: GenerationCache | None,
-                 batch_size: int = 16, device: str = "cpu", system_prompt: str | None = None):
+                 batch_size: int = 32, device: str = "cpu", system_prompt: str | None = None):
         self.model, self.tok, self.model_id = model.eval(), tokenizer, model_id
         self.cache, self.batch_size, self.device = cache, batch_size, device
         self.system_prompt = system_prompt
@@ -135,13 +136,13 @@ class Generator:
         self.calls = 0                    # number of model.generate calls (tests check cache hits)
 
     @classmethod
-    def smollm2(cls, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):
+    def smollm2(cls, cache: GenerationCache | None, batch_size: int = 32, device: str = "cpu"):
         from .assets import smollm2_dir
         model, tok, _ = load_causal_lm(str(smollm2_dir()), device)
         return cls(model, tok, smollm2_model_id(), cache, batch_size=batch_size, device=device)
 
     @classmethod
-    def from_pretrained(cls, path: str, cache: GenerationCache | None, batch_size: int = 16, device: str = "cpu"):
+    def from_pretrained(cls, path: str, cache: GenerationCache | None, batch_size: int = 32, device: str = "cpu"):
         """Any causal LM with a chat template: a local folder or a hub id (safetensors only, no remote
         code). Its cache id is the path / hub id plus the weights' commit or file size."""
         model, tok, model_id = load_causal_lm(path, device)
@@ -161,8 +162,6 @@ class Generator:
 
     def generate_with_info(self, requests: list[Request], desc: str = "generating") -> list[tuple[str, bool]]:
         """Like `generate`, plus whether each output finished with EOS (False = hit max_new_tokens)."""
-        import torch
-
         keys = [r.key(self.model_id) for r in requests]
         have = self.cache.get_many(list(set(keys))) if self.cache is not None else {}
         self.stats.requested += len(requests)
@@ -197,26 +196,12 @@ class Generator:
                 enc = self.tok([chats[k] for k in batch], return_tensors="pt", padding=True,
                                add_special_tokens=False).to(self.device)
                 seed = int(hashlib.sha256("".join(batch).encode()).hexdigest()[:8], 16)
-                torch.manual_seed(seed)
-                kw = dict(max_new_tokens=dec.max_new_tokens, repetition_penalty=dec.repetition_penalty,
-                          pad_token_id=self.tok.pad_token_id)
-                if dec.temperature > 0:
-                    kw.update(do_sample=True, temperature=dec.temperature, top_p=dec.top_p, top_k=0)
-                else:
-                    kw.update(do_sample=False)
-                with torch.inference_mode():
-                    out = self.model.generate(**enc, **kw)
+                outs = decode(self.model, enc.input_ids, enc.attention_mask, max_new_tokens=dec.max_new_tokens,
+                              temperature=dec.temperature, top_p=dec.top_p, repetition_penalty_=dec.repetition_penalty,
+                              eos_token_id=self.tok.eos_token_id, seed=seed)
                 self.calls += 1
-                new = out[:, enc.input_ids.shape[1]:]
                 rows = []
-                for k, seq in zip(batch, new):
-                    ids = seq.tolist()
-                    eos = self.tok.eos_token_id
-                    finished = eos in ids
-                    if finished:
-                        ids = ids[:ids.index(eos)]
-                    while ids and ids[-1] == self.tok.pad_token_id:
-                        ids.pop()
+                for k, (ids, finished) in zip(batch, outs):
                     text = self.tok.decode(ids, skip_special_tokens=True).strip()
                     rows.append((k, text, len(ids), finished))
                     self.stats.new_tokens += len(ids)

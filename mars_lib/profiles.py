@@ -7,7 +7,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
               "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
-              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
+              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "bon_iid_prompts": 24, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},

@@ -1,0 +1,127 @@
+"""The i.i.d. Best-of-N set: n samples of one policy, one decoding configuration, per test prompt.
+
+The task's own responses are one sample from each of four decoding arms, so "best of 4" there is a
+choice among differently-decoded texts, not best-of-n of one policy: the unbiased estimator
+(`downstream.bon_expected_gold`) and KL_bon = log n − (n − 1)/n assume n i.i.d. draws of one
+policy. This set is what they assume: for the first `n_test_prompts` test prompts of the task (in
+the task's prompt order), `n` samples of SmolLM2-135M-Instruct with one arm of `tasks.ARMS`
+(default: "default", T = 1.0, top-p 0.95, repetition penalty 1.1, 80 new tokens), each judged by
+both gold judges:
+- `gold`  — the task's judge (`mars_lib.judge`, the annotator the reward models' labels come from);
+- `gold3` — the judge that shares no model with the policy or the reward models (`mars_lib.judge3`).
+
+Build (resumable: every generated batch and every judged chunk is committed to the caches in
+`.cache/`, so a killed build restarts where it stopped; the table is written once, at the end):
+
+    python -m mars_lib.bon_set --n 16 --n-test-prompts 160 --out data/gold_task_v2
+
+The table (`bon_iid.parquet`, zstd) and its manifest (`bon_iid.json`: sha256, sizes, the
+regenerate command, cost) go into the task folder; `load_bon_set` verifies the checksum.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .generation import GenerationCache, Generator, Request
+from .io import atomic_write_json
+from .prompts import collect_prompts, split_prompts
+from .tasks import ARMS, DEFAULT_TASK_DIR, TaskError, TaskSpec, _rel, _write_parquet
+
+BON_SAMPLE_OFFSET = 2000       # sample index of these draws: never collides with task responses (0-3) or policy samples (1000+)
+FILE, MANIFEST = "bon_iid.parquet", "bon_iid.json"
+COLUMNS = ["prompt_id", "prompt", "split", "arm", "sample", "response", "finished", "n_tokens", "gold", "gold3"]
+
+
+def bon_requests(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default") -> list[tuple[str, str, Request]]:
+    """(prompt_id, prompt, request) for n draws of each of the first `n_test_prompts` test prompts."""
+    if n < 2 or n_test_prompts < 1:
+        raise ValueError(f"need n >= 2 samples and >= 1 prompt, got n={n}, n_test_prompts={n_test_prompts}")
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose one of {sorted(ARMS)}")
+    prompts = split_prompts(collect_prompts(spec.n_prompts, spec.seed), spec.split_fractions, spec.seed)
+    test = prompts[prompts.split == "test"]
+    if len(test) < n_test_prompts:
+        raise ValueError(f"the task has {len(test)} test prompts; asked for {n_test_prompts}")
+    test = test.head(n_test_prompts)
+    return [(pid, text, Request(text, ARMS[arm], sample=BON_SAMPLE_OFFSET + s, seed=spec.seed))
+            for pid, text in zip(test.prompt_id, test.prompt) for s in range(n)]
+
+
+def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default", batch_size: int = 32) -> tuple[pd.DataFrame, dict]:
+    """Generate (cached) and judge (cached) the set. Returns (table with COLUMNS, cost record)."""
+    from .assets import cache_dir
+    t0 = time.perf_counter()
+    reqs = bon_requests(spec, n, n_test_prompts, arm)
+    gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=batch_size)
+    outs = gen.generate_with_info([r for *_, r in reqs], desc="Best-of-N i.i.d. samples")
+    df = pd.DataFrame([{"prompt_id": pid, "prompt": text, "split": "test", "arm": arm, "sample": r.sample - BON_SAMPLE_OFFSET,
+                        "response": t, "finished": f, "n_tokens": len(gen.tok(t, add_special_tokens=False).input_ids)}
+                       for (pid, text, r), (t, f) in zip(reqs, outs)])
+    t_gen = time.perf_counter() - t0
+    from .judge import GoldJudge
+    judge = GoldJudge.offline(generator=gen)
+    df["gold"] = judge.score(df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
+    st = gen.stats
+    del judge, gen
+    t_judge = time.perf_counter() - t0 - t_gen
+    from .judge3 import GoldJudge3
+    df["gold3"] = GoldJudge3.offline().score(df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
+    t_judge3 = time.perf_counter() - t0 - t_gen - t_judge
+    return df[COLUMNS], {"generation_seconds": round(t_gen, 1), "generated": st.generated, "new_tokens": st.new_tokens,
+                         "tokens_per_s": round(st.tokens_per_s, 1), "finished_share": round(float(df.finished.mean()), 4), "judge_seconds": round(t_judge, 1),
+                         "judge3_seconds": round(t_judge3, 1)}
+
+
+def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict) -> Path:
+    sha = _write_parquet(df, task_dir / FILE)
+    atomic_write_json(task_dir / MANIFEST, {
+        "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
+        "samples_per_prompt": int(df.groupby("prompt_id").size().min()), "arm": str(df.arm.iloc[0]),
+        "decoding": ARMS[str(df.arm.iloc[0])].__dict__, "judges": {"gold": "mars_lib.judge (gold-judge-1)",
+                                                                    "gold3": "mars_lib.judge3 (gold-judge-3)"},
+        "regenerate": command, **cost})
+    return task_dir / FILE
+
+
+def load_bon_set(task_dir: str | Path = DEFAULT_TASK_DIR) -> pd.DataFrame:
+    """The committed i.i.d. Best-of-N set of a task folder, checksum-verified."""
+    task_dir = Path(task_dir)
+    p, meta = task_dir / FILE, task_dir / MANIFEST
+    if not p.exists() or not meta.exists():
+        raise TaskError(f"{task_dir}: no i.i.d. Best-of-N set ({FILE}). Build it with: python -m mars_lib.bon_set "
+                        f"--n 16 --n-test-prompts 160 --out {task_dir}")
+    if hashlib.sha256(p.read_bytes()).hexdigest() != json.loads(meta.read_text())["sha256"]:
+        raise TaskError(f"{p}: checksum does not match {MANIFEST}; restore it from git or rebuild it")
+    return pd.read_parquet(p)
+
+
+def _cli(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m mars_lib.bon_set", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=16, help="i.i.d. samples per prompt (default: %(default)s)")
+    ap.add_argument("--n-test-prompts", type=int, default=160, help="first test prompts of the task (default: %(default)s)")
+    ap.add_argument("--arm", default="default", choices=sorted(ARMS), help="decoding arm (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=32, help="generation batch (default: %(default)s)")
+    ap.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts, help="the task's prompt count (default: %(default)s)")
+    ap.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions, metavar=("TRAIN", "VAL", "TEST"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder (default: %(default)s)")
+    a = ap.parse_args(argv)
+    from .assets import set_offline
+    set_offline()
+    spec = TaskSpec(n_prompts=a.n_prompts, seed=a.seed, split_fractions=tuple(a.split_fractions))
+    df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size)
+    cmd = (f"python -m mars_lib.bon_set --n {a.n} --n-test-prompts {a.n_test_prompts} --arm {a.arm} --n-prompts {a.n_prompts} "
+           f"--split-fractions {' '.join(str(f) for f in a.split_fractions)} --seed {a.seed} --out {_rel(a.out)}")
+    write_bon_set(df, a.out, cmd, cost)
+    print(f"[bon_set] {len(df)} samples ({df.prompt_id.nunique()} prompts) written to {a.out}")
+
+
+if __name__ == "__main__":
+    _cli()

@@ -4,7 +4,8 @@
     python bench/generation_speed.py                      # writes results/bench/generation_speed.csv
     python bench/generation_speed.py --prompts 64 --batches 1 16 64
 
-Every row runs the same prompts with the same decoding arm (the task's "default" arm: T=1.0,
+Run it as the notebooks run (`source scripts/runtime_env.sh` first: its allocator settings matter
+for large batches). Every row runs the same prompts with the same decoding arm (the task's "default" arm: T=1.0,
 top-p 0.95, repetition penalty 1.1, 80 new tokens), no cache, KV cache on:
 - "one at a time, model.generate": the naive loop a user writes (one transformers `generate` call
   per prompt, its own sampling) — the baseline every speed-up is measured against;
@@ -49,6 +50,8 @@ def main(argv=None):
     reqs = [Request(p, ARMS["default"], seed=7) for p in prompts]
     gen = Generator.smollm2(None, batch_size=1)
     gen.generate(reqs[:2], desc="warm-up")
+    gen.batch_size = max(a.batches)
+    gen.generate([Request(p, ARMS["default"], seed=1) for p in prompts], desc="warm-up (batched)")   # allocator, weights
     rows = []
     t0, n_tok = time.perf_counter(), 0
     dec = ARMS["default"]

@@ -53,9 +53,13 @@ def bon_requests(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defaul
             for pid, text in zip(test.prompt_id, test.prompt) for s in range(n)]
 
 
-def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default", batch_size: int = 32) -> tuple[pd.DataFrame, dict]:
-    """Generate (cached) and judge (cached) the set. Returns (table with COLUMNS, cost record)."""
+def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default", batch_size: int = 32,
+                  judges: tuple[str, ...] = ("gold3", "gold")) -> tuple[pd.DataFrame, dict]:
+    """Generate (cached) and judge (cached) the set; the independent judge first. Returns (table, cost record)."""
     from .assets import cache_dir
+    unknown = set(judges) - {"gold", "gold3"}
+    if unknown or not judges:
+        raise ValueError(f"judges must be among ('gold3', 'gold'), got {judges}")
     t0 = time.perf_counter()
     reqs = bon_requests(spec, n, n_test_prompts, arm)
     gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=batch_size)
@@ -63,19 +67,20 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
     df = pd.DataFrame([{"prompt_id": pid, "prompt": text, "split": "test", "arm": arm, "sample": r.sample - BON_SAMPLE_OFFSET,
                         "response": t, "finished": f, "n_tokens": len(gen.tok(t, add_special_tokens=False).input_ids)}
                        for (pid, text, r), (t, f) in zip(reqs, outs)])
-    t_gen = time.perf_counter() - t0
-    from .judge import GoldJudge
-    judge = GoldJudge.offline(generator=gen)
-    df["gold"] = judge.score(df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
     st = gen.stats
-    del judge, gen
-    t_judge = time.perf_counter() - t0 - t_gen
-    from .judge3 import GoldJudge3
-    df["gold3"] = GoldJudge3.offline().score(df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
-    t_judge3 = time.perf_counter() - t0 - t_gen - t_judge
-    return df[COLUMNS], {"generation_seconds": round(t_gen, 1), "generated": st.generated, "new_tokens": st.new_tokens,
-                         "tokens_per_s": round(st.tokens_per_s, 1), "finished_share": round(float(df.finished.mean()), 4), "judge_seconds": round(t_judge, 1),
-                         "judge3_seconds": round(t_judge3, 1)}
+    cost = {"generation_seconds": round(time.perf_counter() - t0, 1), "generated": st.generated, "new_tokens": st.new_tokens,
+            "tokens_per_s": round(st.tokens_per_s, 1), "finished_share": round(float(df.finished.mean()), 4)}
+    args = (df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
+    for judge in judges:
+        t1 = time.perf_counter()
+        if judge == "gold3":
+            from .judge3 import GoldJudge3
+            df["gold3"] = GoldJudge3.offline().score(*args)
+        else:
+            from .judge import GoldJudge
+            df["gold"] = GoldJudge.offline(generator=gen).score(*args)
+        cost[f"{judge}_seconds"] = round(time.perf_counter() - t1, 1)
+    return df[[c for c in COLUMNS if c in df]], cost
 
 
 def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict) -> Path:
@@ -83,8 +88,9 @@ def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict) ->
     atomic_write_json(task_dir / MANIFEST, {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
         "samples_per_prompt": int(df.groupby("prompt_id").size().min()), "arm": str(df.arm.iloc[0]),
-        "decoding": ARMS[str(df.arm.iloc[0])].__dict__, "judges": {"gold": "mars_lib.judge (gold-judge-1)",
-                                                                    "gold3": "mars_lib.judge3 (gold-judge-3)"},
+        "decoding": ARMS[str(df.arm.iloc[0])].__dict__,
+        "judges": {k: v for k, v in {"gold": "mars_lib.judge (gold-judge-1)", "gold3": "mars_lib.judge3 (gold-judge-3)"}.items()
+                   if k in df},
         "regenerate": command, **cost})
     return task_dir / FILE
 
@@ -111,14 +117,17 @@ def _cli(argv=None):
     ap.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts, help="the task's prompt count (default: %(default)s)")
     ap.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions, metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--judges", nargs="+", default=["gold3", "gold"], choices=["gold3", "gold"],
+                    help="judges to score every draw with, in this order (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder (default: %(default)s)")
     a = ap.parse_args(argv)
     from .assets import set_offline
     set_offline()
     spec = TaskSpec(n_prompts=a.n_prompts, seed=a.seed, split_fractions=tuple(a.split_fractions))
-    df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size)
+    df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size, tuple(a.judges))
     cmd = (f"python -m mars_lib.bon_set --n {a.n} --n-test-prompts {a.n_test_prompts} --arm {a.arm} --n-prompts {a.n_prompts} "
-           f"--split-fractions {' '.join(str(f) for f in a.split_fractions)} --seed {a.seed} --out {_rel(a.out)}")
+           f"--split-fractions {' '.join(str(f) for f in a.split_fractions)} --seed {a.seed} --judges {' '.join(a.judges)} "
+           f"--out {_rel(a.out)}")
     write_bon_set(df, a.out, cmd, cost)
     print(f"[bon_set] {len(df)} samples ({df.prompt_id.nunique()} prompts) written to {a.out}")
 

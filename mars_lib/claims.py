@@ -174,6 +174,9 @@ def write_claims(cfg) -> pd.DataFrame:
     win = cfg.path("05_downstream", "win_rate_summary.csv")
     if win.exists():
         table = pd.concat([table, downstream_claims(load_table(win), cfg.rm)], ignore_index=True)
+    iid = cfg.path("05_downstream", "bon_iid_paired.csv")
+    if iid.exists():
+        table = pd.concat([table, bon_iid_claims(load_table(iid), cfg.rm)], ignore_index=True)
     save_table(table, cfg.path("claims.csv"), cfg)
     return table
 
@@ -245,6 +248,19 @@ def downstream_claims(win_summary: pd.DataFrame, rm: str = "head") -> pd.DataFra
                      "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": lo, "hi": hi,
                      "n_seeds": r.n, "n_test_pairs": r.prompts, "verdict": stats.verdict(lo, hi), "mde": stats.mde(se),
                      "method": "win rate − 0.5; seeds and prompts (normal), from win_rate_summary.csv"})
+    return pd.DataFrame(rows)
+
+
+def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
+    """Best-of-n on i.i.d. draws (notebook 05's `bon_iid_paired.csv`): a's RM picks draws the judge
+    scores higher than b's, at the largest n; one row per judge. Paired over prompts and seeds
+    (`stats.paired_difference`), so the verdict rule is the same as for accuracy."""
+    judge_name = {"gold": "the task's judge", "gold3": "the independent judge"}
+    rows = [{"claim_id": f"bon_iid[{r.judge}]:{r.a}>{r.b}",
+             "claim": f"Best-of-{r.n} (i.i.d. draws) with the {r.a} RM beats the {r.b} RM under {judge_name.get(r.judge, r.judge)}",
+             "track": "gold", "rm": rm, "metric": f"bon{r.n}_{r.judge}", "effect": r.effect, "lo": r.lo, "hi": r.hi,
+             "n_seeds": r.n_seeds, "n_test_pairs": r.n_clusters, "verdict": stats.verdict(r.lo, r.hi), "mde": r.mde,
+             "method": "paired, prompts x seeds (mars_lib.stats), from bon_iid_paired.csv"} for r in paired.itertuples()]
     return pd.DataFrame(rows)
 
 

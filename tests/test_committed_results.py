@@ -68,3 +68,13 @@ def test_verdicts_follow_the_stated_rule():
             assert r.verdict == "held", r
         elif r.hi < 0:
             assert r.verdict == "not held", r
+
+
+def test_committed_generation_bench_shows_batched_at_least_10x_the_naive_loop():
+    """bench/generation_speed.py's committed table: the naive loop (model.generate, one prompt at a
+    time) first, and the best batched row of our loop at >= 10x its tokens/s."""
+    bench = pd.read_csv(R / "bench" / "generation_speed.csv")
+    naive = bench[bench.path == "one at a time, model.generate"].tokens_per_s.item()
+    best = bench[bench.path.str.startswith("batched")].tokens_per_s.max()
+    assert best / naive >= 10
+    assert np.allclose(bench.speedup_vs_one_at_a_time.dropna(), bench.tokens_per_s.dropna() / naive)

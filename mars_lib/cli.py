@@ -9,7 +9,12 @@ Input: JSONL / CSV / Parquet with prompt, chosen, rejected (or HH-RLHF dialogues
 Everything runs offline on the shipped MiniLM encoder; features are cached by content.
 `augment` writes TRL-style prompt/chosen/rejected JSONL: the original pairs followed by b_i WordNet
 paraphrase pairs per source, b = largest-remainder(B · softmax(−τ g(Δ))) (v1: g = |Δ|, τ = 0.1;
-v2: g = Δ, τ = 0.5 unless --tau is given).
+v2: g = Δ, τ = 0.5 unless --tau is given; `--version uniform`: the same B spread evenly, the
+baseline MARS is compared with). Only chosen and rejected are paraphrased unless
+--paraphrase-prompt is given (as in the notebooks' cpu profile; the authors paraphrase the prompt
+too); role markers ("Human:", "Assistant:") are never rewritten. `allocate` and `augment` print the
+allocation's concentration and warn when it is concentrated on few pairs (ESS/N < 0.5);
+--max-per-source caps b_i.
 """
 from __future__ import annotations
 
@@ -20,12 +25,38 @@ from pathlib import Path
 
 import pandas as pd
 
-VERSIONS = {"v1": ("abs", 0.1), "v2": ("signed", 0.5)}
+VERSIONS = {"v1": ("abs", 0.1), "v2": ("signed", 0.5), "uniform": (None, None)}
+CONCENTRATED = 0.5      # warn when the allocation's effective sample size over N falls below this
+
+
+MINILM_DIM = 384        # feature size of the shipped encoder (all-MiniLM-L6-v2)
 
 
 def _load(args):
-    from .data import load_hh_jsonl, load_pairs
-    return load_hh_jsonl(args.pairs, on_error=args.on_error) if args.hh else load_pairs(args.pairs, on_error=args.on_error)
+    from .data import DataError, load_hh_jsonl, load_pairs
+    if not Path(args.pairs).is_file():
+        raise DataError(f"--pairs {args.pairs}: no such file")
+    if args.hh:
+        return load_hh_jsonl(args.pairs, on_error=args.on_error)
+    try:
+        return load_pairs(args.pairs, on_error=args.on_error)
+    except DataError as e:
+        if "missing column" in str(e) and "'prompt'" in str(e) and _looks_like_hh(args.pairs):
+            raise DataError(f"{e}. The file holds chosen/rejected dialogues without a prompt column, as HH-RLHF does: "
+                            "add --hh to split each dialogue into prompt and final response") from None
+        raise
+
+
+def _looks_like_hh(path) -> bool:
+    """Does the file's first record have HH-RLHF's shape (chosen/rejected dialogues with role markers)?"""
+    import gzip
+    try:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            first = json.loads(f.readline())
+        return all("Assistant:" in str(first.get(k, "")) for k in ("chosen", "rejected"))
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
 
 
 def _encoder(args):
@@ -80,9 +111,9 @@ def cmd_train(args) -> int:
 
 def _gaps(args):
     from .features import featurize
+    rm = _load_rm(Path(args.rm), MINILM_DIM)          # a wrong folder fails now, not after every pair is encoded
     df = _load(args)
     pairs = featurize(df, _encoder(args))
-    rm = _load_rm(Path(args.rm), pairs.phi_c.shape[1])
     return (df, pairs, *rm.pair_scores(pairs))
 
 
@@ -96,11 +127,29 @@ def cmd_score(args) -> int:
 
 
 def _budgets(args, gaps):
-    from .selection import allocation_probs, integer_budgets
+    import numpy as np
+
+    from .selection import allocation_probs, capped_budgets, concentration, integer_budgets
     gap_kind, tau = VERSIONS[args.version]
-    tau = args.tau if args.tau is not None else tau
-    q = allocation_probs(gaps, tau, gap_kind)
-    return q, integer_budgets(q, args.budget, seed=args.seed)
+    if gap_kind is None:
+        q = np.full(len(gaps), 1.0 / len(gaps))
+    else:
+        q = allocation_probs(gaps, args.tau if args.tau is not None else tau, gap_kind)
+    from .data import DataError
+    try:
+        b = (capped_budgets(q, args.budget, args.max_per_source, seed=args.seed) if args.max_per_source
+             else integer_budgets(q, args.budget, seed=args.seed))
+    except ValueError as e:
+        raise DataError(f"{e}: raise --max-per-source or lower --budget") from None
+    c = concentration(b)
+    print(f"allocation ({args.version}): {int(b.sum())} synthetic pairs over {int((b > 0).sum())} of {len(b)} pairs, "
+          f"max {int(b.max())} on one pair, top 10 % of pairs get {c['top10_share']:.0%}, Gini {c['gini']:.2f}, "
+          f"ESS/N {c['ess_over_n']:.2f}", file=sys.stderr)
+    if c["ess_over_n"] < CONCENTRATED:
+        print(f"WARNING: the allocation is concentrated (ESS/N {c['ess_over_n']:.2f} < {CONCENTRATED}): few pairs get most "
+              f"of the budget, and near-copies of them dominate the augmented set. Lower --tau, or cap b_i with "
+              f"--max-per-source.", file=sys.stderr)
+    return q, b
 
 
 def cmd_allocate(args) -> int:
@@ -116,16 +165,25 @@ def cmd_augment(args) -> int:
     from .data import to_trl_jsonl
     df, _, rc, rr = _gaps(args)
     _, b = _budgets(args, rc - rr)
-    syn = draw_on_demand(df, b, ParaphraseOp(n=args.n_paraphrases, seed=args.seed), round_seed=0)
+    op = ParaphraseOp(n=args.n_paraphrases, seed=args.seed, paraphrase_prompt=args.paraphrase_prompt)
+    syn = draw_on_demand(df, b, op, round_seed=0)
     out = pd.concat([df[["prompt", "chosen", "rejected"]], syn[["prompt", "chosen", "rejected"]]], ignore_index=True)
     to_trl_jsonl(out, args.out)
-    print(f"{len(df)} original + {len(syn)} synthetic pairs (shortfall {syn.attrs['shortfall']}) -> {args.out}")
+    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out}")
+    short = syn.attrs["shortfall"]
+    if short:
+        print(f"WARNING: {short} of the {int(b.sum())} synthetic pairs asked for ({short / max(int(b.sum()), 1):.0%}) could not "
+              f"be made: some pairs' texts admit fewer distinct paraphrase pairs than their budget (short texts, few "
+              f"words with synonyms). Raise --n-paraphrases or cap b_i with --max-per-source.", file=sys.stderr)
     return 0
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the description's layout and shows every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mars_lib", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m mars_lib", description=__doc__, formatter_class=_Formatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def common(p, rm=True):
@@ -139,21 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
         if rm:
             p.add_argument("--rm", required=True, type=Path, help="folder written by `train`")
 
-    t = sub.add_parser("train", help="train a linear (or MLP) head RM on frozen MiniLM features")
+    t = sub.add_parser("train", help="train a linear (or MLP) head RM on frozen MiniLM features", formatter_class=_Formatter)
     common(t, rm=False)
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--lr", type=float, default=1e-2)
     t.add_argument("--hidden", type=int, default=0, help="0 = linear head")
-    s = sub.add_parser("score", help="reward gaps of every pair, plus accuracy / AUC / SNR")
+    s = sub.add_parser("score", help="reward gaps of every pair, plus accuracy / AUC / SNR", formatter_class=_Formatter)
     common(s)
     for name, hlp in (("allocate", "the MARS budget per pair"), ("augment", "MARS-augmented TRL JSONL")):
-        p = sub.add_parser(name, help=hlp)
+        p = sub.add_parser(name, help=hlp, formatter_class=_Formatter)
         common(p)
         p.add_argument("--budget", type=int, required=True, help="synthetic pairs B (>= 0)")
-        p.add_argument("--version", choices=sorted(VERSIONS), default="v1", help="v1: |gap|, v2: signed gap")
-        p.add_argument("--tau", type=float, default=None, help="allocation temperature (> 0; default v1 0.1, v2 0.5)")
+        p.add_argument("--version", choices=sorted(VERSIONS), default="v1",
+                       help="v1: q ∝ exp(−τ|gap|); v2: q ∝ exp(−τ·gap); uniform: the same B spread evenly (the baseline)")
+        p.add_argument("--tau", type=float, default=None, help="allocation temperature (> 0); None: v1 0.1, v2 0.5")
+        p.add_argument("--max-per-source", type=int, default=None,
+                       help="cap on synthetic pairs per original pair (the excess goes to the others by q)")
         if name == "augment":
-            p.add_argument("--n-paraphrases", type=int, default=5)
+            p.add_argument("--n-paraphrases", type=int, default=5, help="WordNet paraphrases per text")
+            p.add_argument("--paraphrase-prompt", action="store_true",
+                           help="paraphrase the prompt too (authors); off: only chosen and rejected, as the notebooks")
     return ap
 
 
@@ -165,6 +228,12 @@ def main(argv=None) -> int:
         return 2
     if getattr(args, "tau", None) is not None and not args.tau > 0:
         print(f"error: --tau must be > 0, got {args.tau}", file=sys.stderr)
+        return 2
+    if getattr(args, "tau", None) is not None and args.version == "uniform":
+        print("error: --tau has no meaning with --version uniform", file=sys.stderr)
+        return 2
+    if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
+        print(f"error: --max-per-source must be >= 1, got {args.max_per_source}", file=sys.stderr)
         return 2
     try:
         return {"train": cmd_train, "score": cmd_score, "allocate": cmd_allocate, "augment": cmd_augment}[args.cmd](args)

@@ -89,24 +89,37 @@ def _toggle_contractions(text: str, rng: np.random.Generator, p: float) -> str:
     return text
 
 
+# Dialogue structure is never paraphrased: a role marker at the start of a line ("Human:",
+# "Assistant:", "User:", "System:", "H:", "A:") is kept verbatim, only the turns' text is rewritten
+# (WordNet otherwise turns "Human:" into "Homo:" and "Assistant:" into "Adjunct:").
+_ROLE = re.compile(r"((?:^|\n)[ \t]*(?:Human|Assistant|User|System|H|A)[ \t]*:)")
+
+
 def paraphrase(text: str, seed: int, p_replace: float = 0.15, p_contraction: float = 0.5) -> str:
     """One paraphrase draw of `text`, deterministic for (text, seed).
 
     Each eligible content word (alphabetic, ≥ 4 letters, not a stop word, has a synonym) is
     replaced with probability `p_replace` by a random synonym from its most frequent sense;
     contractions are toggled ("do not" <-> "don't") with probability `p_contraction` each.
+    Role markers of a dialogue (`_ROLE`) are left as they are.
     """
     h = int(hashlib.sha256(f"{seed}|{text}".encode()).hexdigest()[:12], 16)
     rng = np.random.default_rng(h)
-    parts = []
-    for tok in _TOKEN.findall(text):
-        low = tok.lower()
-        if tok.isalpha() and len(tok) >= 4 and low not in _STOP:
-            syn = synonyms(low)
-            if syn and rng.random() < p_replace:
-                tok = _match_case(tok, syn[rng.integers(len(syn))])
-        parts.append(tok)
-    return _toggle_contractions("".join(parts), rng, p_contraction)
+    out = []
+    for i, seg in enumerate(_ROLE.split(text)):        # odd pieces are role markers
+        if i % 2:
+            out.append(seg)
+            continue
+        parts = []
+        for tok in _TOKEN.findall(seg):
+            low = tok.lower()
+            if tok.isalpha() and len(tok) >= 4 and low not in _STOP:
+                syn = synonyms(low)
+                if syn and rng.random() < p_replace:
+                    tok = _match_case(tok, syn[rng.integers(len(syn))])
+            parts.append(tok)
+        out.append(_toggle_contractions("".join(parts), rng, p_contraction))
+    return "".join(out)
 
 
 def paraphrases(text: str, n: int, seed: int = 0, **kw) -> list[str]:

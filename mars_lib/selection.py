@@ -59,6 +59,29 @@ def integer_budgets(q, budget: int, seed: int | None = 0) -> np.ndarray:
     return base
 
 
+def capped_budgets(q, budget: int, cap: int, seed: int | None = 0) -> np.ndarray:
+    """`integer_budgets` with at most `cap` per pair: pairs that would exceed it get `cap`, and the
+    rest of the budget is spread over the others in proportion to q (repeated until none exceeds).
+    Shapes: q [N] -> int64 [N]; the result sums to B exactly."""
+    q = np.asarray(q, dtype=np.float64)
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    if cap * q.size < budget:
+        raise ValueError(f"a cap of {cap} per pair over {q.size} pairs holds at most {cap * q.size} < budget {budget}")
+    fixed = np.zeros(q.size, dtype=bool)
+    while True:
+        rest = budget - cap * int(fixed.sum())
+        free_q = np.where(fixed, 0.0, q)
+        if free_q.sum() == 0:                       # all probability mass is on capped pairs: spread evenly
+            free_q = (~fixed).astype(np.float64)
+        b = integer_budgets(free_q / free_q.sum(), rest, seed)
+        b[fixed] = cap
+        over = (b > cap) & ~fixed
+        if not over.any():
+            return b
+        fixed |= over
+
+
 def uniform_budgets(n: int, budget: int, seed: int | None = 0) -> np.ndarray:
     """The uniform baseline's per-source counts under the same rounding."""
     return integer_budgets(np.full(n, 1.0 / n), budget, seed)

@@ -59,3 +59,68 @@ def test_truncated_checkpoint_is_reported(pairs_file, tmp_path):
     (rm / "head.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(SystemExit, match="cannot load"):
         main(["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")])
+
+
+HH_ROW = {"chosen": "\n\nHuman: How do I politely decline an invitation to a wedding?\n\nAssistant: Thank the couple warmly, "
+                    "say you cannot attend, and send a kind note or a gift.",
+          "rejected": "\n\nHuman: How do I politely decline an invitation to a wedding?\n\nAssistant: Just ignore it."}
+
+
+def _hh_file(path, n=12):
+    rows = [{k: v.replace("wedding", f"wedding number {i}") for k, v in HH_ROW.items()} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_augment_keeps_prompts_and_role_markers_and_has_a_uniform_mode(tmp_path, capsys):
+    """Found on held-out HH data: the prompt was paraphrased and WordNet rewrote "Human:" / "Assistant:"."""
+    hh = _hh_file(tmp_path / "hh.jsonl")
+    rm = tmp_path / "rm"
+    assert main(["train", "--hh", "--pairs", str(hh), "--out", str(rm), "--epochs", "1"]) == 0
+    for extra in ([], ["--paraphrase-prompt"]):
+        out = tmp_path / f"aug{len(extra)}.jsonl"
+        assert main(["augment", "--hh", "--pairs", str(hh), "--rm", str(rm), "--budget", "36", "--version", "uniform",
+                     "--out", str(out)] + extra) == 0
+        rows = [json.loads(line) for line in open(out)]
+        prompts = {r["prompt"] for r in rows[:12]}
+        for r in rows[12:]:
+            assert r["prompt"].count("Human:") == 1 and r["prompt"].rstrip().endswith("Assistant:")
+            assert "Homo" not in r["prompt"] and "Adjunct" not in r["prompt"]
+            if not extra:
+                assert r["prompt"] in prompts                 # default: the prompt is never paraphrased
+    err = capsys.readouterr().err
+    assert "allocation (uniform): 36 synthetic pairs over 12 of 12 pairs" in err and "ESS/N 1.00" in err
+
+
+def test_concentrated_allocation_warns_and_a_cap_spreads_it(pairs_file, tmp_path, capsys):
+    rm = tmp_path / "rm"
+    assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--epochs", "3"]) == 0
+    capsys.readouterr()
+    args = ["allocate", "--pairs", str(pairs_file), "--rm", str(rm), "--budget", "200", "--version", "v2", "--tau", "50"]
+    assert main(args + ["--out", str(tmp_path / "a.csv")]) == 0
+    assert "WARNING: the allocation is concentrated" in capsys.readouterr().err
+    assert main(args + ["--max-per-source", "10", "--out", str(tmp_path / "b.csv")]) == 0
+    b = pd.read_csv(tmp_path / "b.csv").budget
+    assert b.sum() == 200 and b.max() <= 10
+    assert main(args + ["--max-per-source", "2", "--out", str(tmp_path / "c.csv")]) == 2      # cannot hold B
+    assert "raise --max-per-source or lower --budget" in capsys.readouterr().err
+
+
+def test_cli_input_errors_name_the_fix(pairs_file, tmp_path, capsys):
+    hh = _hh_file(tmp_path / "hh.jsonl")
+    assert main(["train", "--pairs", str(hh), "--out", str(tmp_path / "rm")]) == 2            # HH file without --hh
+    assert "add --hh" in capsys.readouterr().err
+    assert main(["train", "--hh", "--pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "rm")]) == 2
+    assert "no such file" in capsys.readouterr().err                                          # no traceback
+    with pytest.raises(SystemExit, match="not a reward model folder"):                        # before any encoding
+        main(["score", "--pairs", str(tmp_path / "missing.jsonl"), "--rm", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert main(["allocate", "--pairs", str(pairs_file), "--rm", str(tmp_path), "--budget", "5", "--version", "uniform",
+                 "--tau", "1", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "no meaning with --version uniform" in capsys.readouterr().err
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["augment", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: v1)" in out and "(default: 5)" in out and "(default: 256)" in out

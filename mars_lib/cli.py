@@ -1,9 +1,9 @@
 """Command line for practitioners: MARS on your own prompt/chosen/rejected data.
 
-    python -m mars_lib train    --pairs train.jsonl --out my_rm/            # linear head on frozen MiniLM features
-    python -m mars_lib score    --pairs test.jsonl  --rm my_rm/ --out scored.csv   # reward gaps + metrics
-    python -m mars_lib allocate --pairs train.jsonl --rm my_rm/ --budget 2000 --version v1 --out alloc.csv
-    python -m mars_lib augment  --pairs train.jsonl --rm my_rm/ --budget 2000 --version v2 --out augmented.jsonl
+    mars train    --pairs train.jsonl --out my_rm/            # or: python -m mars_lib train ...
+    mars score    --pairs test.jsonl  --rm my_rm/ --out scored.csv   # reward gaps + metrics
+    mars allocate --pairs train.jsonl --rm my_rm/ --budget 2000 --version v1 --out alloc.csv
+    mars augment  --pairs train.jsonl --rm my_rm/ --budget 2000 --version v2 --out augmented.jsonl
 
 Input: JSONL / CSV / Parquet with prompt, chosen, rejected (or HH-RLHF dialogues with --hh).
 Everything runs offline on the shipped MiniLM encoder; features are cached by content.
@@ -183,7 +183,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mars_lib", description=__doc__, formatter_class=_Formatter)
+    ap = argparse.ArgumentParser(prog="mars", description=__doc__, formatter_class=_Formatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def common(p, rm=True):

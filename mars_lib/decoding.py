@@ -188,13 +188,13 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         seen = torch.zeros(B, vocab, device=device).scatter_add_(1, input_ids.clamp(max=vocab - 1),
                                                                attention_mask.float()) > 0
     cache = _buffered_cache(model, max_new_tokens)
-    first = _prefill(model, input_ids, attention_mask, cache)
+    next_logits = _prefill(model, input_ids, attention_mask, cache)     # [live rows, V]
     live = torch.arange(B, device=device)                    # original row of each live row
     last_pos = attention_mask.long().sum(-1) - 1             # position of each row's last prompt token
     tokens: list[list[int]] = [[] for _ in range(B)]
     finished = [False] * B
     for step in range(max_new_tokens):
-        logits = repetition_penalty((first if step == 0 else out.logits[:, -1, :]).float(), seen, repetition_penalty_)
+        logits = repetition_penalty(next_logits.float(), seen, repetition_penalty_)
         nxt = sample_tokens(logits, temperature, top_p, gen)
         is_eos = nxt == eos_token_id
         for row, tok, e in zip(live.tolist(), nxt.tolist(), is_eos.tolist()):
@@ -219,6 +219,6 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
                 layer.batch_select_indices(stay, start)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=last_pos[:, None], cache=cache,
-                    use_cache=True)
+        next_logits = model(input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=last_pos[:, None],
+                            cache=cache, use_cache=True).logits[:, -1, :]
     return [(t, f) for t, f in zip(tokens, finished)]

@@ -178,6 +178,16 @@ def glance_section(results: Path) -> str:
             lines.append(f"- At the authors' τ₁ = 0.1 the v1 allocation has ESS/N = {r.ess_over_n.iloc[0]:.3f} on the "
                          "gold task: " + ("uniform for all practical purposes." if r.ess_over_n.iloc[0] >= 0.99
                                           else "not uniform."))
+    iid = results / "05_downstream" / "bon_iid_paired.csv"
+    if iid.exists():
+        t = load_table(iid)
+        t = t[(t.a == "mars_v1") & (t.b.isin(["uniform", "none_matched"]))]
+        if len(t):
+            name = {"gold": "task's judge", "gold3": "independent judge"}
+            lines.append(f"- Best-of-{int(t.n.iloc[0])} on i.i.d. policy draws (`bon_iid_paired.csv`), MARS v1's RM minus the "
+                         "baseline's, judge score of the pick: " + "; ".join(
+                             f"vs {r.b} ({name.get(r.judge, r.judge)}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
+                             for r in t.itertuples()) + ".")
     agree = results / "01_margins" / "judge_human_agreement.csv"
     if agree.exists():
         a = load_table(agree)

@@ -124,3 +124,14 @@ def test_help_shows_defaults(capsys):
         main(["augment", "--help"])
     out = capsys.readouterr().out
     assert "(default: v1)" in out and "(default: 5)" in out and "(default: 256)" in out
+
+
+def test_console_script_is_installed():
+    """`mars` (pyproject [project.scripts]) is the same command line as `python -m mars_lib`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(sys.executable).parent / "mars"
+    assert script.exists(), "no `mars` console script in this environment: reinstall the package (scripts/setup_env.sh)"
+    out = subprocess.run([str(script), "allocate", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: mars allocate" in out.stdout and "(default: v1)" in out.stdout

@@ -72,8 +72,9 @@ def _load_rm(path: Path, dim: int):
     from .reward_model import HeadConfig, HeadRewardModel
     meta_p, w_p = path / "head.json", path / "head.safetensors"
     if not meta_p.exists() or not w_p.exists():
-        raise SystemExit(f"error: {path} is not a reward model folder (need head.json and head.safetensors; "
-                         "make one with `python -m mars_lib train`)")
+        raise SystemExit(f"error: {path} is not a reward model folder: need head.json and head.safetensors (make one "
+                         "with `mars train`) or a Hugging Face AutoModelForSequenceClassification folder (config.json "
+                         "and *.safetensors, e.g. saved by TRL's RewardTrainer)")
     try:
         m = HeadRewardModel(dim, HeadConfig(**json.loads(meta_p.read_text())["head"]))
     except (KeyError, TypeError, ValueError) as e:
@@ -111,6 +112,14 @@ def cmd_train(args) -> int:
 
 def _gaps(args):
     from .features import featurize
+    from .hf_rm import HFRewardModel, HFRewardModelError, is_hf_folder
+    if is_hf_folder(args.rm):                        # any local AutoModelForSequenceClassification reward model
+        try:
+            rm = HFRewardModel(args.rm, max_length=args.max_length, template=args.template)
+        except HFRewardModelError as e:
+            raise SystemExit(f"error: {e}") from None
+        df = _load(args)
+        return (df, None, *rm.pair_scores(df))
     rm = _load_rm(Path(args.rm), MINILM_DIM)          # a wrong folder fails now, not after every pair is encoded
     df = _load(args)
     pairs = featurize(df, _encoder(args))
@@ -195,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", required=True, type=Path)
         if rm:
-            p.add_argument("--rm", required=True, type=Path, help="folder written by `train`")
+            p.add_argument("--rm", required=True, type=Path,
+                           help="reward model: a folder written by `mars train`, or any local Hugging Face "
+                                "AutoModelForSequenceClassification folder with one output (TRL's RewardTrainer saves one)")
+            p.add_argument("--template", choices=["auto", "concat", "mars"], default="auto",
+                           help="Hugging Face RMs: text scored — concat: prompt + response (TRL's convention); mars: "
+                                "'Human: x / Assistant: y'; auto: mars for folders our fine-tuning wrote, else concat")
 
     t = sub.add_parser("train", help="train a linear (or MLP) head RM on frozen MiniLM features", formatter_class=_Formatter)
     common(t, rm=False)

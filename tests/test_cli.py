@@ -1,6 +1,7 @@
 """The practitioners' command line, end to end on real task pairs (MiniLM features, seconds)."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -135,3 +136,52 @@ def test_console_script_is_installed():
     assert script.exists(), "no `mars` console script in this environment: reinstall the package (scripts/setup_env.sh)"
     out = subprocess.run([str(script), "allocate", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage: mars allocate" in out.stdout and "(default: v1)" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def hf_rm(tmp_path_factory):
+    """A real Hugging Face reward-model folder: MiniLM with a fresh one-logit sequence-classification head,
+    saved with save_pretrained as TRL's RewardTrainer saves its model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mars_lib.assets import minilm_dir
+    out = tmp_path_factory.mktemp("hf") / "rm"
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(out)
+    return out
+
+
+def test_score_allocate_augment_with_a_hugging_face_reward_model(pairs_file, hf_rm, tmp_path, capsys):
+    assert main(["score", "--pairs", str(pairs_file), "--rm", str(hf_rm), "--out", str(tmp_path / "s.csv")]) == 0
+    scored = pd.read_csv(tmp_path / "s.csv")
+    assert len(scored) == sum(1 for _ in open(pairs_file)) and scored.reward_gap.std() > 0
+    from mars_lib.hf_rm import HFRewardModel
+    rows = pd.read_json(pairs_file, lines=True)
+    rm = HFRewardModel(hf_rm, max_length=256)
+    assert rm.template == "concat"                                   # TRL's convention for a foreign folder
+    assert np.allclose(scored.reward_chosen, rm.score(rows.prompt, rows.chosen), atol=1e-5)   # batching changes nothing
+    assert main(["augment", "--pairs", str(pairs_file), "--rm", str(hf_rm), "--budget", "20", "--version", "v1",
+                 "--out", str(tmp_path / "aug.jsonl")]) == 0
+    assert sum(1 for _ in open(tmp_path / "aug.jsonl")) > len(rows)
+
+
+def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm, tmp_path):
+    import shutil
+    missing_pairs = str(tmp_path / "never-read.jsonl")
+    run = ["score", "--pairs", missing_pairs, "--out", str(tmp_path / "s.csv"), "--rm"]
+    with pytest.raises(SystemExit, match="exceeds the model's 512 positions"):
+        main(run + [str(hf_rm), "--max-length", "4096"])
+    bin_only = tmp_path / "bin"
+    shutil.copytree(hf_rm, bin_only)
+    (bin_only / "model.safetensors").rename(bin_only / "pytorch_model.bin")
+    with pytest.raises(SystemExit, match="safetensors"):
+        main(run + [str(bin_only)])
+    no_head = tmp_path / "nohead"
+    shutil.copytree(hf_rm, no_head)
+    cfg = json.loads((no_head / "config.json").read_text())
+    cfg["architectures"] = ["BertModel"]
+    (no_head / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="no reward head"):
+        main(run + [str(no_head)])

@@ -69,7 +69,7 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
                        for (pid, text, r), (t, f) in zip(reqs, outs)])
     st = gen.stats
     cost = {"generation_seconds": round(time.perf_counter() - t0, 1), "generated": st.generated, "new_tokens": st.new_tokens,
-            "tokens_per_s": round(st.tokens_per_s, 1), "finished_share": round(float(df.finished.mean()), 4)}
+            "tokens_per_s": round(st.tokens_per_s, 1) if st.new_tokens else None, "finished_share": round(float(df.finished.mean()), 4)}
     args = (df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
     for judge in judges:
         t1 = time.perf_counter()

@@ -114,16 +114,24 @@ def bon_iid_summary(per_prompt: pd.DataFrame, n_boot: int = 1000) -> pd.DataFram
     interval over prompts only (t interval)."""
     from .stats import t_quantile, two_stage_bootstrap
     rows = []
+    def over_prompts(v: np.ndarray) -> tuple[float, float, float]:
+        half = t_quantile(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        return v.mean(), v.mean() - half, v.mean() + half
+
     for (judge, n), g in per_prompt.groupby(["judge", "n"], sort=True):
         rm = g[g.strategy != "oracle"]
         if rm.seed.nunique() >= 2:
             ci = two_stage_bootstrap(rm.assign(cluster=rm.prompt_id, pair_id=rm.prompt_id), n_boot=n_boot)
             rows += [dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy=r.strategy, mean=r["mean"], lo=r.lo, hi=r.hi,
                           n_seeds=r.n_seeds, n_prompts=r.n_clusters) for _, r in ci.iterrows()]
-        o = g[g.strategy == "oracle"].value.to_numpy()
-        half = t_quantile(0.975, len(o) - 1) * o.std(ddof=1) / np.sqrt(len(o))
-        rows.append(dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy="oracle", mean=o.mean(), lo=o.mean() - half,
-                         hi=o.mean() + half, n_seeds=1, n_prompts=len(o)))
+        else:                                     # one seed (paper profile): prompts only, seed variation not covered
+            for s, gs in rm.groupby("strategy", sort=False):
+                m, lo, hi = over_prompts(gs.value.to_numpy())
+                rows.append(dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy=s, mean=m, lo=lo, hi=hi, n_seeds=1,
+                                 n_prompts=len(gs)))
+        m, lo, hi = over_prompts(g[g.strategy == "oracle"].value.to_numpy())
+        rows.append(dict(judge=judge, n=n, kl_bon=g.kl_bon.iloc[0], strategy="oracle", mean=m, lo=lo, hi=hi, n_seeds=1,
+                         n_prompts=int((g.strategy == "oracle").sum())))
     return pd.DataFrame(rows)
 
 
@@ -131,10 +139,13 @@ def bon_iid_paired(per_prompt: pd.DataFrame, comparisons: list[tuple[str, str]],
                    n_boot: int = 1000) -> pd.DataFrame:
     """Paired differences of best-of-n scores (a − b) at one n (default: the largest), per judge: same
     prompts, seeds matched by label; the two-stage interval and minimum detectable effect of
-    `stats.paired_difference`."""
+    `stats.paired_difference`. With one seed (paper profile) there is no such interval: no rows."""
     from .stats import paired_difference
     n = int(per_prompt.n.max()) if n is None else n
     rows = []
+    if per_prompt[per_prompt.strategy != "oracle"].seed.nunique() < 2:
+        return pd.DataFrame(columns=["judge", "n", "a", "b", "effect", "lo", "hi", "se", "df", "p_better", "n_seeds",
+                                     "n_clusters", "n_pairs", "mde", "method"])
     for judge, g in per_prompt[(per_prompt.n == n) & (per_prompt.strategy != "oracle")].groupby("judge", sort=True):
         g = g.assign(cluster=g.prompt_id, pair_id=g.prompt_id)
         for a, b in comparisons:

@@ -74,3 +74,12 @@ def test_loader_verifies_the_checksum(tmp_path):
     (tmp_path / bon_set.FILE).write_bytes((tmp_path / bon_set.FILE).read_bytes()[:-8] + b"corrupt!")
     with pytest.raises(TaskError, match="checksum"):
         bon_set.load_bon_set(tmp_path)
+
+
+def test_one_seed_gives_prompt_intervals_and_no_paired_claims():
+    """The paper profile trains one seed: intervals over prompts only, and no paired rows (no claim)."""
+    bon = _toy(P=10, N=4)
+    pp = downstream.bon_iid_per_prompt(bon, {("a", 42): bon.gold.to_numpy(), ("b", 42): -bon.gold.to_numpy()})
+    summ = downstream.bon_iid_summary(pp, n_boot=50)
+    assert set(summ.strategy) == {"a", "b", "oracle"} and (summ.n_seeds == 1).all() and (summ.lo <= summ.hi).all()
+    assert downstream.bon_iid_paired(pp, [("a", "b")]).empty

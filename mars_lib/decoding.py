@@ -181,12 +181,13 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     B = input_ids.shape[0]
     gen = torch.Generator(device=device).manual_seed(seed)
     vocab = model.get_output_embeddings().weight.shape[0]
-    seen = torch.zeros(B, vocab, dtype=torch.bool, device=device)
     if repetition_penalty_ != 1.0:
         # prompt tokens count, padding does not (transformers also counts the pad token — EOS for these
         # models — in padded rows, which makes a row's text depend on its batchmates)
         seen = torch.zeros(B, vocab, device=device).scatter_add_(1, input_ids.clamp(max=vocab - 1),
                                                                attention_mask.float()) > 0
+    else:
+        seen = torch.zeros(B, vocab, dtype=torch.bool, device=device)   # unused by the penalty; kept for one code path
     cache = _buffered_cache(model, max_new_tokens)
     next_logits = _prefill(model, input_ids, attention_mask, cache)     # [live rows, V]
     live = torch.arange(B, device=device)                    # original row of each live row

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from .generation import GenerationCache, Generator, Request
-from .io import atomic_write_json
+from .io import atomic_write_json, repo_relative, write_parquet
 from .prompts import collect_prompts, split_prompts
-from .tasks import ARMS, DEFAULT_TASK_DIR, TaskError, TaskSpec, _rel, _write_parquet
+from .tasks import ARMS, DEFAULT_TASK_DIR, TaskError, TaskSpec
 
 BON_SAMPLE_OFFSET = 2000       # sample index of these draws: never collides with task responses (0-3) or policy samples (1000+)
 FILE, MANIFEST = "bon_iid.parquet", "bon_iid.json"
@@ -84,7 +84,7 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
 
 
 def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict) -> Path:
-    sha = _write_parquet(df, task_dir / FILE)
+    sha = write_parquet(df, task_dir / FILE)
     atomic_write_json(task_dir / MANIFEST, {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
         "samples_per_prompt": int(df.groupby("prompt_id").size().min()), "arm": str(df.arm.iloc[0]),
@@ -127,7 +127,7 @@ def _cli(argv=None):
     df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size, tuple(a.judges))
     cmd = (f"python -m mars_lib.bon_set --n {a.n} --n-test-prompts {a.n_test_prompts} --arm {a.arm} --n-prompts {a.n_prompts} "
            f"--split-fractions {' '.join(str(f) for f in a.split_fractions)} --seed {a.seed} --judges {' '.join(a.judges)} "
-           f"--out {_rel(a.out)}")
+           f"--out {repo_relative(a.out)}")
     write_bon_set(df, a.out, cmd, cost)
     print(f"[bon_set] {len(df)} samples ({df.prompt_id.nunique()} prompts) written to {a.out}")
 

@@ -7,14 +7,15 @@
 
 Input: JSONL / CSV / Parquet with prompt, chosen, rejected (or HH-RLHF dialogues with --hh).
 Everything runs offline on the shipped MiniLM encoder; features are cached by content.
-`augment` writes TRL-style prompt/chosen/rejected JSONL: the original pairs followed by b_i WordNet
+`augment` writes TRL-style prompt/chosen/rejected JSONL (and the same rows as a `datasets` dataset,
+`save_to_disk`, for `load_from_disk`): the original pairs followed by b_i WordNet
 paraphrase pairs per source, b = largest-remainder(B · softmax(−τ g(Δ))) (v1: g = |Δ|, τ = 0.1;
 v2: g = Δ, τ = 0.5 unless --tau is given; `--version uniform`: the same B spread evenly, the
 baseline MARS is compared with). Only chosen and rejected are paraphrased unless
 --paraphrase-prompt is given (as in the notebooks' cpu profile; the authors paraphrase the prompt
 too); role markers ("Human:", "Assistant:") are never rewritten. `allocate` and `augment` print the
 allocation's concentration and warn when it is concentrated on few pairs (ESS/N < 0.5);
---max-per-source caps b_i.
+--max-per-source caps b_i. Every output is written whole or not at all (temp file + rename).
 """
 from __future__ import annotations
 
@@ -102,7 +103,9 @@ def cmd_train(args) -> int:
     losses = m.fit(pairs.phi_c, pairs.phi_r)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(out / "head.safetensors"))
+    tmp = out / ".head.safetensors.tmp"             # weights first, then head.json: the folder is usable only whole
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp))
+    tmp.replace(out / "head.safetensors")
     atomic_write_json(out / "head.json", {"head": dataclasses.asdict(cfg), "encoder": "all-MiniLM-L6-v2",
                                           "max_length": args.max_length, "trained_on": str(args.pairs),
                                           "pairs": len(df), "loss_per_epoch": losses})
@@ -126,11 +129,36 @@ def _gaps(args):
     return (df, pairs, *rm.pair_scores(pairs))
 
 
+def _write_csv(df: pd.DataFrame, path) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def dataset_dir(out: Path) -> Path:
+    """Where `augment` saves the `datasets` copy of its JSONL: augmented.jsonl -> augmented_dataset/."""
+    out = Path(out)
+    return out.with_name(out.name.split(".")[0] + "_dataset")
+
+
+def save_dataset(df: pd.DataFrame, path: Path) -> Path:
+    """`datasets.Dataset.save_to_disk`, built beside the target and renamed into place when complete."""
+    import shutil
+
+    from datasets import Dataset
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    Dataset.from_pandas(df.reset_index(drop=True), preserve_index=False).save_to_disk(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return path
+
+
 def cmd_score(args) -> int:
     from .metrics import rm_metrics
     df, _, rc, rr = _gaps(args)
     out = pd.DataFrame({"pair_id": df.pair_id, "reward_chosen": rc, "reward_rejected": rr, "reward_gap": rc - rr})
-    out.to_csv(args.out, index=False)
+    _write_csv(out, args.out)
     print(json.dumps({k: round(v, 4) for k, v in rm_metrics(rc, rr).items()}))
     return 0
 
@@ -164,7 +192,7 @@ def _budgets(args, gaps):
 def cmd_allocate(args) -> int:
     df, _, rc, rr = _gaps(args)
     q, b = _budgets(args, rc - rr)
-    pd.DataFrame({"pair_id": df.pair_id, "reward_gap": rc - rr, "q": q, "budget": b}).to_csv(args.out, index=False)
+    _write_csv(pd.DataFrame({"pair_id": df.pair_id, "reward_gap": rc - rr, "q": q, "budget": b}), args.out)
     print(f"budget {int(b.sum())} over {len(b)} pairs; max {int(b.max())}, pairs with none {int((b == 0).sum())} -> {args.out}")
     return 0
 
@@ -177,8 +205,10 @@ def cmd_augment(args) -> int:
     op = ParaphraseOp(n=args.n_paraphrases, seed=args.seed, paraphrase_prompt=args.paraphrase_prompt)
     syn = draw_on_demand(df, b, op, round_seed=0)
     out = pd.concat([df[["prompt", "chosen", "rejected"]], syn[["prompt", "chosen", "rejected"]]], ignore_index=True)
+    ds = args.dataset_out or dataset_dir(args.out)
     to_trl_jsonl(out, args.out)
-    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out}")
+    save_dataset(out, ds)
+    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out} (JSONL) and {ds} (datasets.load_from_disk)")
     short = syn.attrs["shortfall"]
     if short:
         print(f"WARNING: {short} of the {int(b.sum())} synthetic pairs asked for ({short / max(int(b.sum()), 1):.0%}) could not "
@@ -229,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cap on synthetic pairs per original pair (the excess goes to the others by q)")
         if name == "augment":
             p.add_argument("--n-paraphrases", type=int, default=5, help="WordNet paraphrases per text")
+            p.add_argument("--dataset-out", type=Path, default=None,
+                           help="folder for the datasets copy (save_to_disk); default: OUT's name + _dataset")
             p.add_argument("--paraphrase-prompt", action="store_true",
                            help="paraphrase the prompt too (authors); off: only chosen and rejected, as the notebooks")
     return ap

@@ -22,6 +22,9 @@ aligns the same base policy on them. Rules, each with its source:
 * Determinism: cfg.seed seeds the LoRA init, `fit(seed)` seeds torch (LoRA dropout) and the batch
   order (a fresh numpy permutation per pass): the same base, pairs, steps and seed for every
   reward model make the policies differ only through the labels.
+* Data-parallel under `accelerate launch` / `torchrun`: each process takes its share of every
+  micro-batch and the gradients are summed before each step, so the optimisation is that of one
+  process (`mars_lib.distributed`).
 
 Generation: `Generator(policy.model, policy.tokenizer, f"smollm2-dpo@{policy.digest()}", cache)`
 samples with the adapters on; `policy.merged()` is a plain transformers copy with them merged in
@@ -42,6 +45,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import distributed as ddp
 from .finetune import PRECISIONS, Throughput, _is_peft
 
 
@@ -152,6 +156,9 @@ class DPOPolicy:
 
     def __init__(self, model, tokenizer, cfg: DPOConfig | None = None):
         self.cfg = cfg or DPOConfig()
+        ddp.ensure_group(self.cfg.device)               # under accelerate launch / torchrun
+        if ddp.local_device(self.cfg.device) != self.cfg.device:
+            self.cfg = replace(self.cfg, device=ddp.local_device(self.cfg.device))
         self.tokenizer = tokenizer
         if not _is_peft(model):
             from peft import LoraConfig, TaskType, get_peft_model
@@ -161,6 +168,7 @@ class DPOPolicy:
                 task_type=TaskType.CAUSAL_LM, r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
                 bias="none", target_modules=list(c.lora_targets) if c.lora_targets else None))
         self.model = model.to(self.cfg.device)
+        ddp.broadcast_parameters(self.model)
         self.ref_cache: dict[tuple[str, str, str], tuple[float, float]] = {}   # (x, y+, y−) -> ref log-probs
         self.steps = 0
         self.stats = Throughput()
@@ -219,23 +227,28 @@ class DPOPolicy:
         total = run.steps or math.ceil((run.epochs or 1) * math.ceil(len(df) / bs) / accum)
         seed = run.seed if seed is None else seed
         rng = np.random.default_rng(seed)                # the batch order
-        torch.manual_seed(seed)                          # LoRA dropout masks
-        opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=run.lr, weight_decay=0.0)
+        torch.manual_seed(seed + ddp.rank())             # LoRA dropout masks (per rank when data-parallel)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trainable, lr=run.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))   # HF "linear", warm-up 0
         stream = _micro_batches(len(df), bs, rng)
         history, t0 = [], time.perf_counter()
-        bar = tqdm(total=total, desc="DPO", unit="step", disable=not progress, leave=False)
+        bar = tqdm(total=total, desc="DPO", unit="step", disable=not (progress and ddp.is_main()), leave=False)
         for _ in range(total):
-            sums, n = np.zeros(3), 0
+            sums = np.zeros(4)                           # loss, accuracy and margin sums, pairs
             for _ in range(accum):
-                idx = next(stream)
+                idx = ddp.shard(next(stream))            # all of it in one process; this rank's share otherwise
+                if not idx:
+                    continue
                 rc, rr = self._reference(enc, keys, idx)
                 self.model.train()
                 pc, pr = self._pair_logprobs(enc, idx)
                 loss, acc, m = dpo_loss(pc, pr, rc, rr, run.beta)
                 (loss * len(idx) / (bs * accum)).backward()
-                sums += [loss.item() * len(idx), acc.item() * len(idx), m.sum().item()]
-                n += len(idx)
+                sums += [loss.item() * len(idx), acc.item() * len(idx), m.sum().item(), len(idx)]
+            ddp.all_reduce_gradients(trainable)
+            sums = np.array(ddp.all_reduce_sum(sums.tolist(), self.cfg.device))
+            n = int(sums[3])
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -268,10 +281,13 @@ class DPOPolicy:
     def save(self, path: str | Path) -> Path:
         """Adapter (adapter_model.safetensors + adapter_config.json), tokenizer, and mars_dpo.json."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
-        (path / "mars_dpo.json").write_text(json.dumps({"config": asdict(self.cfg), "steps": self.steps}, indent=2))
+        if ddp.is_main():                               # data-parallel: every rank holds the same adapters
+            path.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(path, safe_serialization=True)
+            self.tokenizer.save_pretrained(path)
+            (path / "mars_dpo.json").write_text(json.dumps({"config": asdict(self.cfg), "steps": self.steps},
+                                                           indent=2))
+        ddp.barrier()
         return path
 
     @classmethod

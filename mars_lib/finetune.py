@@ -14,6 +14,10 @@ Memory: on CUDA, `fit` first runs the epoch's longest micro-batch forward and ba
 (`fit_batch_probe`); if that runs out of memory, the micro-batch is halved and the accumulation
 doubled, so the effective batch and the optimisation are unchanged, and the change is printed.
 
+Data-parallel: under `accelerate launch` / `torchrun` each process trains on its share of every
+micro-batch and the gradients are summed before each step, so the optimisation is that of one
+process (`mars_lib.distributed`).
+
 Precision is explicit: "fp32" (default; the only choice on CPU) or "bf16" autocast on CUDA — the
 weights stay fp32, so optimizer state is exact. LoRA (peft) trains the adapters *and* the score
 head (`modules_to_save`), and `save` writes both; `FinetunedRewardModel.load` rebuilds the same
@@ -31,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed as ddp
 from .features import rm_text
 from .reward_model import bt_loss
 
@@ -95,6 +100,8 @@ class FinetunedRewardModel:
     def __init__(self, cfg: FinetuneConfig, model=None, tokenizer=None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         self.cfg = cfg
+        ddp.ensure_group(cfg.device)                    # under accelerate launch / torchrun (mars_lib.distributed)
+        cfg.device = ddp.local_device(cfg.device)
         torch.manual_seed(cfg.seed)                     # the fresh score head's init
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.model)
         self.tokenizer.truncation_side = "left"         # keep the response end and the turn marker
@@ -111,6 +118,7 @@ class FinetunedRewardModel:
         if cfg.lora and not _is_peft(model):
             model = _add_lora(model, cfg)
         self.model = model.to(cfg.device)
+        ddp.broadcast_parameters(self.model)
         self.optimizer = self.scheduler = None
         self.steps = 0
         self.stats = Throughput()
@@ -231,7 +239,7 @@ class FinetunedRewardModel:
             raise ValueError("fit: empty pair table")
         epochs = epochs or self.cfg.epochs
         rng = np.random.default_rng(self.cfg.seed if seed is None else seed)
-        torch.manual_seed(int(rng.integers(2**31)))     # dropout masks
+        torch.manual_seed(int(rng.integers(2**31)) + ddp.rank())   # dropout masks (per rank when data-parallel)
         ids_c = self._encode([rm_text(p, c) for p, c in zip(df.prompt, df.chosen)])
         ids_r = self._encode([rm_text(p, r) for p, r in zip(df.prompt, df.rejected)])
         m = None if label_margin is None else torch.as_tensor(np.asarray(label_margin, np.float32))
@@ -243,25 +251,30 @@ class FinetunedRewardModel:
         self.model.train()
         losses = []
         t0 = time.perf_counter()
-        bar = tqdm(total=len(df) * epochs, desc="fine-tune RM", unit="pair", disable=not progress, leave=False)
+        bar = tqdm(total=len(df) * epochs, desc="fine-tune RM", unit="pair", disable=not (progress and ddp.is_main()),
+                   leave=False)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         for _ in range(epochs):
             batches = self._micro_batches(ids_c, ids_r, rng)
             tot = 0.0
-            for k, idx in enumerate(batches):
-                enc = self._collate([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
-                with self._autocast():
-                    r = self.model(**enc).logits[:, 0].float()
-                mk = 0.0 if m is None else m[idx].to(r.device)
-                loss = bt_loss(r[:len(idx)], r[len(idx):], mk)
-                (loss * len(idx) / (self.cfg.batch_size * self.cfg.grad_accum)).backward()
-                tot += loss.item() * len(idx)
+            for k, batch in enumerate(batches):
+                idx = ddp.shard(batch)                  # all of it in one process; this rank's share otherwise
+                if len(idx):
+                    enc = self._collate([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
+                    with self._autocast():
+                        r = self.model(**enc).logits[:, 0].float()
+                    mk = 0.0 if m is None else m[idx].to(r.device)
+                    loss = bt_loss(r[:len(idx)], r[len(idx):], mk)
+                    (loss * len(idx) / (self.cfg.batch_size * self.cfg.grad_accum)).backward()
+                    tot += loss.item() * len(idx)
                 if (k + 1) % self.cfg.grad_accum == 0 or k + 1 == len(batches):
+                    ddp.all_reduce_gradients(trainable)
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.steps += 1
-                bar.update(len(idx))
-            losses.append(tot / len(df))
+                bar.update(len(batch))
+            losses.append(ddp.all_reduce_sum([tot], self.cfg.device)[0] / len(df))
         bar.close()
         self.model.eval()
         self.stats.pairs += len(df) * epochs
@@ -272,10 +285,12 @@ class FinetunedRewardModel:
     def save(self, path: str | Path) -> Path:
         """Weights (safetensors; adapter + score head for LoRA), tokenizer and the config."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
-        (path / "mars_finetune.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        if ddp.is_main():                               # data-parallel: every rank holds the same weights
+            path.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(path, safe_serialization=True)
+            self.tokenizer.save_pretrained(path)
+            (path / "mars_finetune.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        ddp.barrier()
         return path
 
     @classmethod

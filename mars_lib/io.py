@@ -83,3 +83,23 @@ def cached_frame(path: str | Path, compute) -> "pd.DataFrame":
         atomic_write_bytes(meta, json.dumps(out.attrs, default=str).encode())
     atomic_write_bytes(path, buf.getvalue())
     return out
+
+
+def write_parquet(df: "pd.DataFrame", path: str | Path, label: str = "data") -> str:
+    """zstd Parquet written atomically; returns its sha256 (recorded in the folder's manifest)."""
+    import io as _io
+    buf = _io.BytesIO()
+    df.to_parquet(buf, compression="zstd", index=False)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    print(f"[{label}] wrote {path} ({len(data) / 1e6:.2f} MB)")
+    return hashlib.sha256(data).hexdigest()
+
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when inside it (for manifests and commands), else as given."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)

@@ -110,6 +110,31 @@ def left_padded(seqs: list[list[int]], pad: int):
     return ids, att, (att.cumsum(1) - 1).clamp(min=0)
 
 
+def response_mean_logprobs(lm, ids, att, pos, r_lens: list[int], softcap: float | None = None,
+                           chunk: int = 256) -> list[float]:
+    """Mean log p(token | previous tokens) over each row's last r_lens[j] tokens of a left-padded batch.
+
+    Memory: the output layer is applied to each row's own response positions, `chunk` at a time, so the
+    peak is [chunk, V] floats instead of the [b, R, V] logits of the whole batch (16 MT-Bench answers of
+    1,500 tokens under a 49k vocabulary: 4.7 GB of logits, twice that with their log-softmax)."""
+    import torch
+    L = ids.shape[1]
+    head = lm.get_output_embeddings()
+    with torch.inference_mode():
+        hid = lm.base_model(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
+        out = []
+        for j, r in enumerate(r_lens):
+            total = 0.0
+            for a in range(L - r, L, chunk):                 # target positions a .. b-1, predicted from a-1 .. b-2
+                b = min(a + chunk, L)
+                logits = head(hid[j, a - 1:b - 1]).float()   # [b - a, V]
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+                total += torch.log_softmax(logits, -1).gather(-1, ids[j, a:b, None]).sum().item()
+            out.append(total / r)
+    return out
+
+
 def facet_frame(cos, logprob, responses: list[str], finished: list[bool], vader, relevance: tuple[float, float],
                 fluency: tuple[float, float]) -> pd.DataFrame:
     """The six facets in [0, 1] from a judge's model outputs: relevance = (cos − lo) / span and fluency =
@@ -176,9 +201,11 @@ class GoldJudge:
 
     def mean_logprob(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """Mean log p(response token | chat prompt, previous tokens) under the LM; [N]. Empty -> -inf."""
-        import torch
+        from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
         out = np.full(len(prompts), -np.inf)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+        bar = tqdm(total=len(order), desc="judge: fluency (smollm2)", unit="text",
+                   disable=len(order) < 4 * self.batch_size)
         for s in range(0, len(order), self.batch_size):
             idx = [i for i in order[s:s + self.batch_size] if responses[i].strip()]
             if not idx:
@@ -187,18 +214,11 @@ class GoldJudge:
                                                 add_generation_prompt=True) for i in idx]
             c_ids = [self.tok(c, add_special_tokens=False).input_ids for c in ctx]
             r_ids = [self.tok(responses[i], add_special_tokens=False).input_ids for i in idx]
-            seqs = [c + r for c, r in zip(c_ids, r_ids)]
-            L, R = max(map(len, seqs)), max(map(len, r_ids))
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            ids, att, pos = left_padded(seqs, pad)
-            with torch.inference_mode():
-                # only the last R+1 positions' logits are needed: [b, R+1, V] instead of [b, L, V]
-                logits = self.lm(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=R + 1).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), -1)            # predicts tokens L-R .. L-1
-            tgt = ids[:, L - R:]                                           # [b, R]
-            tok_lp = logp.gather(-1, tgt[..., None])[..., 0]               # [b, R]
-            for j, r in enumerate(r_ids):
-                out[idx[j]] = tok_lp[j, R - len(r):].mean().item()
+            ids, att, pos = left_padded([c + r for c, r in zip(c_ids, r_ids)], pad)
+            out[idx] = response_mean_logprobs(self.lm, ids, att, pos, [len(r) for r in r_ids])
+            bar.update(len(order[s:s + self.batch_size]))
+        bar.close()
         return out
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
-from .judge import FACETS, WEIGHTS, JudgeCache, cached_facets, facet_frame, left_padded
+from .judge import FACETS, WEIGHTS, JudgeCache, cached_facets, facet_frame, left_padded, response_mean_logprobs
 
 JUDGE_ID = "gold-judge-3"       # part of every cache key: change it whenever a facet's definition changes
 MODELS = {"relevance": "all-mpnet-base-v2", "fluency": "gemma-3-270m"}   # the models the facets load
@@ -100,11 +100,9 @@ class GoldJudge3:
 
         The 262k-word output layer is applied only to each row's own response positions (not to padding):
         [r, V] per row instead of [b, L, V]."""
-        import torch
         out = np.full(len(prompts), -np.inf)
         ids_all = {i: self._ids(prompts[i], responses[i]) for i in range(len(prompts)) if responses[i].strip()}
         order = sorted(ids_all, key=lambda i: len(ids_all[i][0]) + len(ids_all[i][1]))
-        head = self.lm.get_output_embeddings()
         cap = getattr(self.lm.config, "final_logit_softcapping", None)
         bar = tqdm(total=len(order), desc="judge3: fluency (gemma)", unit="text",
                    disable=not self.progress or len(order) < 2 * self.batch_size)
@@ -112,16 +110,7 @@ class GoldJudge3:
             idx = order[s:s + self.batch_size]
             seqs = [ids_all[i][0] + ids_all[i][1] for i in idx]
             ids, att, pos = left_padded(seqs, 0)      # every response ends at position L-1
-            L = ids.shape[1]
-            with torch.inference_mode():
-                hid = self.lm.model(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
-                for j, i in enumerate(idx):
-                    r = len(ids_all[i][1])
-                    logits = head(hid[j, L - r - 1:L - 1]).float()                    # [r, V]
-                    if cap:
-                        logits = torch.tanh(logits / cap) * cap
-                    lp = torch.log_softmax(logits, -1).gather(-1, ids[j, L - r:, None])[:, 0]
-                    out[i] = lp.mean().item()
+            out[idx] = response_mean_logprobs(self.lm, ids, att, pos, [len(ids_all[i][1]) for i in idx], softcap=cap)
             bar.update(len(idx))
         bar.close()
         return out

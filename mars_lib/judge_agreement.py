@@ -22,6 +22,17 @@ to 9.5 like the fixed weights; evaluated on the other data set (out of sample) a
 (in sample, `in_sample` True, optimistic).
 
     python -m mars_lib.judge_agreement --out results/01_margins/judge_human_agreement.csv
+
+Committed judgments. Judging these 1,190 long human texts (MT-Bench answers run to 1,000+ tokens) is
+the largest cold cost of notebook 01 (`bench/stage_memory.py` times it per text), too much for the
+cpu profile's cold budget. Like the task's gold labels, the facets are therefore committed, with a
+manifest and the command that rebuilds them (`data/judge_human/`):
+
+    python -m mars_lib.judge_agreement --build-facets
+
+`compute` reads a pair's facets from that file when the judge id matches and the sha256 of the pair's
+texts equals the recorded one; any other pair (other data, another judge version) is judged (cached by
+content). `tests/test_judge_agreement.py` re-judges a sample of committed rows and checks they agree.
 """
 from __future__ import annotations
 
@@ -32,7 +43,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .judge import FACETS, WEIGHTS
+from .judge import FACETS, JUDGE_ID, WEIGHTS
+from .judge3 import JUDGE_ID as JUDGE3_ID
+
+FACETS_DIR = Path(__file__).resolve().parent.parent / "data" / "judge_human"
+FACETS_FILE, FACETS_MANIFEST = "facets.parquet", "facets.json"
+JUDGES = {"old": ("old (SmolLM2 + MiniLM)", JUDGE_ID), "new": ("new (Gemma-3-270M + mpnet)", JUDGE3_ID)}  # name, id
 
 DATASETS = ("mt-bench-human", "chitchat")
 TIE = 1e-12
@@ -82,6 +98,67 @@ def pair_facets(judge, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     n = len(pairs)
     f = judge.facets(list(pairs.prompt) * 2, list(pairs.chosen) + list(pairs.rejected), [False] * (2 * n))
     return f.iloc[:n].reset_index(drop=True), f.iloc[n:].reset_index(drop=True)
+
+
+def text_sha(prompt: str, response: str) -> str:
+    import hashlib
+    return hashlib.sha256(f"{prompt}\x00{response}".encode()).hexdigest()[:16]
+
+
+def committed_facets(judge_id: str, dataset: str, pairs: pd.DataFrame, folder: Path = FACETS_DIR):
+    """(chosen facets, rejected facets) of `pairs` from the committed file, or None when any pair is
+    missing or its texts differ from the ones judged (then the caller judges)."""
+    path = Path(folder) / FACETS_FILE
+    if not path.exists():
+        return None
+    from .assets import sha256_file
+    manifest = json.loads((Path(folder) / FACETS_MANIFEST).read_text())
+    if sha256_file(path) != manifest["sha256"]:
+        raise RuntimeError(f"{path}: sha256 differs from {FACETS_MANIFEST}; restore it with git or rebuild it with "
+                           "`python -m mars_lib.judge_agreement --build-facets`")
+    df = pd.read_parquet(path)
+    df = df[(df.judge_id == judge_id) & (df.dataset == dataset)].set_index(["pair_id", "side"])
+    out = []
+    for side, col in (("chosen", "chosen"), ("rejected", "rejected")):
+        keys = pd.MultiIndex.from_arrays([pairs.pair_id, [side] * len(pairs)])
+        if not keys.isin(df.index).all():
+            return None
+        rows = df.loc[keys]
+        want = [text_sha(p, r) for p, r in zip(pairs.prompt, pairs[col])]
+        if list(rows.text_sha) != want:
+            return None
+        out.append(rows[list(FACETS)].reset_index(drop=True).astype(float))
+    return tuple(out)
+
+
+def build_facets(folder: Path = FACETS_DIR, judges=("old", "new"), chitchat_pairs: int = 400, seed: int = 0) -> Path:
+    """Judge every pair of both data sets with both judges (cached by content) and commit the facets."""
+    import time
+
+    from .io import atomic_write_json, repo_relative, write_parquet
+    t0, rows, cost = time.perf_counter(), [], {}
+    pairs = {ds: load_human_pairs(ds, chitchat_pairs, seed) for ds in DATASETS}
+    for which in judges:
+        judge, _, jid = load_judge(which)
+        t = time.perf_counter()
+        for ds, p in pairs.items():
+            for side, f in zip(("chosen", "rejected"), pair_facets(judge, p)):
+                rows.append(f.assign(judge_id=jid, dataset=ds, pair_id=p.pair_id.to_numpy(), side=side,
+                                     text_sha=[text_sha(a, b) for a, b in zip(p.prompt, p[side])]))
+        cost[jid] = {"seconds": round(time.perf_counter() - t, 1), "texts_judged": judge.judged}   # 0: all cached
+        del judge
+    df = pd.concat(rows, ignore_index=True)[["judge_id", "dataset", "pair_id", "side", "text_sha", *FACETS]]
+    sha = write_parquet(df, Path(folder) / FACETS_FILE, "judge_agreement")
+    atomic_write_json(Path(folder) / FACETS_MANIFEST, {
+        "file": FACETS_FILE, "sha256": sha, "rows": len(df),
+        "pairs": {ds: len(p) for ds, p in pairs.items()}, "judge_ids": list(cost), "chitchat_pairs": chitchat_pairs,
+        "seed": seed, "judging_this_build": cost, "build_seconds": round(time.perf_counter() - t0, 1),
+        "regenerate": f"python -m mars_lib.judge_agreement --build-facets --chitchat-pairs {chitchat_pairs} "
+                      f"--facets-dir {repo_relative(folder)}",
+        "what": "facets (judge.FACETS, each in [0, 1], finished=False) of the chosen and the rejected response of "
+                "every human-labelled pair (mars_lib.judge_agreement.load_human_pairs), per judge; text_sha = "
+                "sha256(prompt NUL response)[:16]"})
+    return Path(folder) / FACETS_FILE
 
 
 # ----------------------------------------------------------------------------- agreement
@@ -161,25 +238,29 @@ def agreement_table(facets: dict, clusters: dict, n_boot: int = 2000, seed: int 
 
 def load_judge(which: str):
     """("old" | "new") -> (judge, display name, judge id)."""
+    if which not in JUDGES:
+        raise ValueError(f"judge must be 'old' or 'new', got {which!r}")
     if which == "old":
         from . import judge as j1
-        return j1.GoldJudge.offline(), "old (SmolLM2 + MiniLM)", j1.JUDGE_ID
-    if which == "new":
-        from . import judge3 as j3
-        return j3.GoldJudge3.offline(), "new (Gemma-3-270M + mpnet)", j3.JUDGE_ID
-    raise ValueError(f"judge must be 'old' or 'new', got {which!r}")
+        return j1.GoldJudge.offline(), *JUDGES[which]
+    from . import judge3 as j3
+    return j3.GoldJudge3.offline(), *JUDGES[which]
 
 
 def compute(judges=("old", "new"), datasets=DATASETS, chitchat_pairs: int | None = 400, seed: int = 0,
             n_boot: int = 2000, mtbench_pairs: int | None = None) -> pd.DataFrame:
-    """Judge every pair of every data set with every judge (cached by content) and tabulate agreement.
-    Cold cost on 2 CPU cores: tens of minutes (the Gemma fluency facet dominates); cached: seconds."""
+    """Facets of every pair of every data set by every judge (committed file, else judged and cached by
+    content) and the agreement table. Judging cold on 2 CPU cores: tens of minutes; committed: seconds."""
     pairs = {ds: load_human_pairs(ds, chitchat_pairs, seed, mtbench_pairs) for ds in datasets}
     facets = {}
     for which in judges:
-        judge, name, jid = load_judge(which)
-        facets[(name, jid)] = {ds: pair_facets(judge, p) for ds, p in pairs.items()}
-        del judge
+        name, jid = JUDGES[which]
+        got = {ds: committed_facets(jid, ds, p) for ds, p in pairs.items()}
+        if any(v is None for v in got.values()):
+            judge = load_judge(which)[0]
+            got = {ds: v if v is not None else pair_facets(judge, pairs[ds]) for ds, v in got.items()}
+            del judge
+        facets[(name, jid)] = got
     return agreement_table(facets, {ds: p.cluster.to_numpy() for ds, p in pairs.items()}, n_boot, seed)
 
 
@@ -219,7 +300,12 @@ def main(argv=None) -> None:
     ap.add_argument("--chitchat-pairs", type=int, default=400)
     ap.add_argument("--mtbench-pairs", type=int, default=None)
     ap.add_argument("--out", default=None, help="CSV to write (with results.save_table); else printed only")
+    ap.add_argument("--build-facets", action="store_true", help="judge every pair and commit the facets file")
+    ap.add_argument("--facets-dir", type=Path, default=FACETS_DIR)
     args = ap.parse_args(argv)
+    if args.build_facets:
+        build_facets(args.facets_dir, tuple(args.judges), args.chitchat_pairs)
+        return
     df = compute(args.judges, args.datasets, args.chitchat_pairs, mtbench_pairs=args.mtbench_pairs)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.drop(columns="weights").round(3).to_string(index=False))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .generation import Decoding, GenerationCache, Generator, Request
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_json, repo_relative, write_parquet
 from .prompts import collect_prompts, split_prompts
 
 # Decoding "arms": the same policy at several temperatures and repetition penalties, so response
@@ -93,21 +93,8 @@ def generate_policy_samples(spec: TaskSpec, gen: Generator, n: int, split: str =
                          for (pid, text, r), (t, f) in zip(reqs, outs)])
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> str:
-    """zstd Parquet written atomically; returns its sha256 (recorded in the folder's manifest)."""
-    import hashlib
-    import io
-    buf = io.BytesIO()
-    df.to_parquet(buf, compression="zstd", index=False)
-    data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    print(f"[tasks] wrote {path} ({len(data) / 1e6:.2f} MB)")
-    return hashlib.sha256(data).hexdigest()
-
-
 def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
-    sha = _write_parquet(df, task_dir / "policy_samples.parquet")
+    sha = write_parquet(df, task_dir / "policy_samples.parquet")
     atomic_write_json(task_dir / "policy_samples.json", {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
         "judged": "gold" in df, "regenerate": command, "seconds": round(seconds, 1)})
@@ -145,7 +132,7 @@ def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=
     from .results import environment_info
     t0 = time.perf_counter()
     judged = judge_responses(responses, judge or GoldJudge.offline())
-    sha = _write_parquet(judged, out / "responses.parquet")
+    sha = write_parquet(judged, out / "responses.parquet")
     atomic_write_json(out / "manifest.json", {
         "task": "gold-judge task", "version": out.name, "spec": asdict(spec),
         "arms": {k: asdict(ARMS[k]) for k in spec.arms},
@@ -153,18 +140,10 @@ def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=
         "responses_sha256": sha,
         "regenerate": f"python -m mars_lib.tasks build --n-prompts {spec.n_prompts} "
                       f"--samples-per-arm {spec.samples_per_arm} --split-fractions "
-                      f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(out)}",
+                      f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {repo_relative(out)}",
         "generation": generation,  # seconds, responses generated vs taken from the cache, tokens/s
         "judge_seconds": round(time.perf_counter() - t0, 1), "environment": environment_info()})
     return out
-
-
-def _rel(path: Path) -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 class TaskError(RuntimeError):
@@ -319,7 +298,7 @@ def _cli(argv=None):
             del gen                                      # the judge loads its own copy of the LM
             df = judge_responses(df, GoldJudge.offline())
         cmd = (f"python -m mars_lib.tasks samples --n {a.n} --split {a.split} --arm {a.arm} --n-prompts {spec.n_prompts} "
-               f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {_rel(a.out)}")
+               f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {repo_relative(a.out)}")
         write_policy_samples(df, a.out, cmd, time.perf_counter() - t0)
         print(f"[tasks] {len(df)} policy samples written to {a.out}")
         return

@@ -165,6 +165,11 @@ def test_score_allocate_augment_with_a_hugging_face_reward_model(pairs_file, hf_
     assert main(["augment", "--pairs", str(pairs_file), "--rm", str(hf_rm), "--budget", "20", "--version", "v1",
                  "--out", str(tmp_path / "aug.jsonl")]) == 0
     assert sum(1 for _ in open(tmp_path / "aug.jsonl")) > len(rows)
+    from datasets import load_from_disk                              # the same rows as a datasets dataset
+    ds = load_from_disk(str(tmp_path / "aug_dataset"))
+    assert ds.column_names == ["prompt", "chosen", "rejected"]
+    assert ds.to_pandas().equals(pd.read_json(tmp_path / "aug.jsonl", lines=True, dtype=False))
+    assert not list(tmp_path.glob(".*tmp*"))                          # no temp file or folder left behind
 
 
 def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm, tmp_path):
@@ -185,3 +190,28 @@ def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm
     (no_head / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SystemExit, match="no reward head"):
         main(run + [str(no_head)])
+    from transformers import AutoTokenizer
+    no_pad = tmp_path / "nopad"
+    shutil.copytree(hf_rm, no_pad)
+    tok = AutoTokenizer.from_pretrained(no_pad)
+    tok.pad_token = None
+    tok.save_pretrained(no_pad)
+    assert AutoTokenizer.from_pretrained(no_pad).pad_token is None
+    with pytest.raises(SystemExit, match="no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        main(run + [str(no_pad)])
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty"),
+    ('{"prompt": "x", "chosen": "a"}\n', "rejected"),
+    ('{"prompt": "x", "chosen": "a", "rejected": \n', "row 1"),
+])
+def test_empty_or_malformed_pairs_file_stops_and_writes_nothing(hf_rm, tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    for cmd in (["score"], ["allocate", "--budget", "4"], ["augment", "--budget", "4"]):
+        out = tmp_path / f"{cmd[0]}.out"
+        assert main(cmd + ["--pairs", str(bad), "--rm", str(hf_rm), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert list(tmp_path.iterdir()) == [bad]                       # nothing written, not even a temp file

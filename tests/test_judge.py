@@ -56,3 +56,16 @@ def test_judge_cache_returns_identical_facets_without_rejudging(judge, tmp_path)
         assert a.iloc[0].equals(a.iloc[2])
     finally:
         judge.cache = old
+
+
+def test_chunked_output_layer_gives_the_same_log_probs(judge):
+    """response_mean_logprobs applies the 49k-word output layer `chunk` positions at a time (memory): the
+    chunk size must not change the result."""
+    from mars_lib.judge import left_padded, response_mean_logprobs
+    seqs = [judge.tok(t, add_special_tokens=False).input_ids for t in
+            ["Tell me about rivers. Rivers carry water from hills to the sea, and they shape valleys.",
+             "Hi. Hello there, friend."]]
+    r_lens = [12, 3]
+    ids, att, pos = left_padded(seqs, 0)
+    whole = response_mean_logprobs(judge.lm, ids, att, pos, r_lens, chunk=4096)
+    assert response_mean_logprobs(judge.lm, ids, att, pos, r_lens, chunk=5) == pytest.approx(whole, abs=1e-5)

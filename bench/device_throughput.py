@@ -23,12 +23,23 @@ Tokenizer/config files are read from the installed assets, or from --assets DIR 
     returns, no-repeat 3-grams, up to 192 new tokens): T5-base's shape (random weights never emit
     EOS, so every text runs all 192 steps: a worst case).
 One table (rows: what, model, mode, precision, batch, items/s) is printed and written as CSV.
+
+Contention. A small model's GPU step is bound by kernel launches from Python, i.e. by the CPU, so
+another job on the machine's cores or on the card distorts its rows (the first H200 table had MiniLM
+full fine-tuning in bf16 at 73 pairs/s against 235 with LoRA, and scoring at 529 against 5,004
+sequences/s, with no reason in the code for such a gap). So the RM and DPO rows are measured
+`--repeats` times (default 3 on CUDA) with the precisions interleaved, and report the median with
+the range (`per_s_min`, `per_s_max`), the 1-minute load average (`load_1min`) and the number of
+other processes on the GPU (`other_gpu_procs`) at the time of each row.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,7 +74,25 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def rm_rows(device, minilm: Path, pairs: pd.DataFrame, n_pairs: int, precisions) -> list[dict]:
+def contention(device) -> dict:
+    """The 1-minute load average and how many *other* processes hold the GPU (nvidia-smi; -1 if unknown)."""
+    out = {"load_1min": round(os.getloadavg()[0], 2), "other_gpu_procs": 0}
+    if device.startswith("cuda"):
+        try:
+            pids = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+                                  capture_output=True, text=True, timeout=20).stdout.split()
+            out["other_gpu_procs"] = len([p for p in pids if p.strip() != str(os.getpid())])
+        except (OSError, subprocess.SubprocessError):
+            out["other_gpu_procs"] = -1
+    return out
+
+
+def summarise(rates: list[float]) -> dict:
+    return {"per_s": statistics.median(rates), "per_s_min": min(rates), "per_s_max": max(rates), "repeats": len(rates)}
+
+
+def rm_rows(device, minilm: Path, pairs: pd.DataFrame, n_pairs: int, precisions, repeats: int = 1,
+            models=("deberta-v3-base", "minilm-l6")) -> list[dict]:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DebertaV2Config
     tok = AutoTokenizer.from_pretrained(minilm)
     shapes = {"deberta-v3-base": DebertaV2Config(**{k: v for k, v in DEBERTA_V3_BASE.items() if k != "model_type"}),
@@ -71,35 +100,46 @@ def rm_rows(device, minilm: Path, pairs: pd.DataFrame, n_pairs: int, precisions)
     rows = []
     df = pairs.head(n_pairs)
     for name, conf in shapes.items():
+        if name not in models:
+            continue
         conf.num_labels = 1
         for lora in (False, True):
-            for prec in precisions:
-                for bs, acc in ((4, 16), (16, 4)):
-                    torch.manual_seed(0)
-                    model = AutoModelForSequenceClassification.from_config(conf, dtype=torch.float32)
-                    m = FinetunedRewardModel(FinetuneConfig(str(minilm), lora=lora, batch_size=bs, grad_accum=acc,
-                                                            max_length=512, precision=prec, device=device,
-                                                            score_batch_size=64),
-                                             model=model, tokenizer=tok)
-                    m.fit(df.head(bs * acc), progress=False)            # warm-up step (kernels, allocator)
-                    sync(device)
-                    m.stats.pairs, m.stats.train_seconds = 0, 0.0
-                    m.fit(df, progress=False)
-                    sync(device)
-                    m.reward_gap(df.head(64))                           # warm-up
-                    m.stats.sequences_scored, m.stats.score_seconds = 0, 0.0
-                    m.reward_gap(df)
-                    sync(device)
-                    mode = "lora" if lora else "full"
-                    base = dict(model=name, mode=mode, precision=prec, device=device)
-                    rows.append({**base, "what": "rm_train", "batch": f"{bs}x{acc}", "items": m.stats.pairs,
-                                 "seconds": m.stats.train_seconds, "per_s": m.stats.train_pairs_per_s, "unit": "pairs/s"})
+            for bs, acc in ((4, 16), (16, 4)):
+                rates = {(p, w): [] for p in precisions for w in ("train", "score")}
+                seen = {}
+                for _ in range(repeats):
+                    for prec in precisions:                           # interleaved: drift hits both alike
+                        torch.manual_seed(0)
+                        model = AutoModelForSequenceClassification.from_config(conf, dtype=torch.float32)
+                        m = FinetunedRewardModel(FinetuneConfig(str(minilm), lora=lora, batch_size=bs, grad_accum=acc,
+                                                                max_length=512, precision=prec, device=device,
+                                                                score_batch_size=64),
+                                                 model=model, tokenizer=tok)
+                        m.fit(df.head(bs * acc), progress=False)        # warm-up step (kernels, allocator)
+                        sync(device)
+                        m.stats.pairs, m.stats.train_seconds = 0, 0.0
+                        m.fit(df, progress=False)
+                        sync(device)
+                        m.reward_gap(df.head(64))                       # warm-up
+                        m.stats.sequences_scored, m.stats.score_seconds = 0, 0.0
+                        m.reward_gap(df)
+                        sync(device)
+                        rates[(prec, "train")].append(m.stats.train_pairs_per_s)
+                        rates[(prec, "score")].append(m.stats.score_seqs_per_s)
+                        seen[prec] = (m.stats.pairs, m.stats.sequences_scored, contention(device))
+                        del m, model
+                mode = "lora" if lora else "full"
+                for prec in precisions:
+                    pairs_n, seqs_n, busy = seen[prec]
+                    base = dict(model=name, mode=mode, precision=prec, device=device, **busy)
+                    r = summarise(rates[(prec, "train")])
+                    rows.append({**base, "what": "rm_train", "batch": f"{bs}x{acc}", "items": pairs_n,
+                                 "seconds": pairs_n / r["per_s"], **r, "unit": "pairs/s"})
+                    print(rows[-1], flush=True)
                     if (bs, acc) == (4, 16):
-                        rows.append({**base, "what": "rm_score", "batch": "64", "items": m.stats.sequences_scored,
-                                     "seconds": m.stats.score_seconds, "per_s": m.stats.score_seqs_per_s,
-                                     "unit": "sequences/s"})
-                    print(rows[-1] if (bs, acc) != (4, 16) else rows[-2], flush=True)
-                    del m, model
+                        r = summarise(rates[(prec, "score")])
+                        rows.append({**base, "what": "rm_score", "batch": "64", "items": seqs_n,
+                                     "seconds": seqs_n / r["per_s"], **r, "unit": "sequences/s"})
     return rows
 
 
@@ -141,28 +181,37 @@ def gen_rows(device, smollm2: Path, prompts: list[str], batches, dtypes) -> list
     return rows
 
 
-def dpo_rows(device, smollm2: Path, pairs: pd.DataFrame, n_pairs: int, precisions, batches) -> list[dict]:
+def dpo_rows(device, smollm2: Path, pairs: pd.DataFrame, n_pairs: int, precisions, batches, repeats: int = 1,
+             models=("smollm2-135m", "tinyllama-1.1b")) -> list[dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mars_lib.dpo import DPOConfig, DPOPolicy
     tok = AutoTokenizer.from_pretrained(smollm2)
     rows = []
     for name, conf in llama_shapes(smollm2):
-        for prec in precisions:
-            for bs in batches:
-                torch.manual_seed(0)
-                model = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
-                pol = DPOPolicy(model, tok, DPOConfig(batch_size=bs, precision=prec, device=device))
-                pol.fit(pairs.head(bs), steps=1, progress=False)              # warm-up (kernels, allocator)
-                sync(device)
-                pol.stats.pairs, pol.stats.train_seconds = 0, 0.0
-                pol.fit(pairs.head(n_pairs), epochs=1, progress=False)        # reference log-probs included
-                sync(device)
+        if name not in models:
+            continue
+        for bs in batches:
+            rates, seen = {p: [] for p in precisions}, {}
+            for _ in range(repeats):
+                for prec in precisions:                               # interleaved: drift hits both alike
+                    torch.manual_seed(0)
+                    model = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
+                    pol = DPOPolicy(model, tok, DPOConfig(batch_size=bs, precision=prec, device=device))
+                    pol.fit(pairs.head(bs), steps=1, progress=False)          # warm-up (kernels, allocator)
+                    sync(device)
+                    pol.stats.pairs, pol.stats.train_seconds = 0, 0.0
+                    pol.fit(pairs.head(n_pairs), epochs=1, progress=False)    # reference log-probs included
+                    sync(device)
+                    rates[prec].append(pol.stats.train_pairs_per_s)
+                    seen[prec] = (pol.stats.pairs, contention(device))
+                    del pol, model
+            for prec in precisions:
+                r = summarise(rates[prec])
                 rows.append({"what": "dpo_train", "model": name, "mode": "lora", "precision": prec, "device": device,
-                             "batch": f"{bs}x1", "items": pol.stats.pairs, "seconds": pol.stats.train_seconds,
-                             "per_s": pol.stats.train_pairs_per_s, "unit": "pairs/s"})
+                             "batch": f"{bs}x1", "items": seen[prec][0], "seconds": seen[prec][0] / r["per_s"], **r,
+                             **seen[prec][1], "unit": "pairs/s"})
                 print(rows[-1], flush=True)
-                del pol, model
     return rows
 
 
@@ -203,7 +252,12 @@ def main(argv=None):
     ap.add_argument("--skip", nargs="*", default=[], choices=["rm", "gen", "dpo", "t5"])
     ap.add_argument("--dpo-pairs", type=int, default=None, help="pairs per DPO measurement (default 128 cuda / 8 cpu)")
     ap.add_argument("--t5-texts", type=int, default=None, help="texts per paraphrase measurement (default 64 cuda / 4 cpu)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per RM / DPO row, median reported "
+                    "(default 3 cuda / 1 cpu)")
+    ap.add_argument("--rm-models", nargs="+", default=["deberta-v3-base", "minilm-l6"])
+    ap.add_argument("--dpo-models", nargs="+", default=["smollm2-135m", "tinyllama-1.1b"])
     a = ap.parse_args(argv)
+    repeats = a.repeats or (3 if a.device.startswith("cuda") else 1)
     cuda = a.device.startswith("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False       # fp32 means fp32
     minilm, smollm2 = asset_dirs(a.assets)
@@ -224,7 +278,7 @@ def main(argv=None):
 
     if "rm" not in a.skip:
         rows += rm_rows(a.device, minilm, pairs, a.rm_pairs or (1024 if cuda else 64),
-                        ("fp32", "bf16") if cuda else ("fp32",))
+                        ("fp32", "bf16") if cuda else ("fp32",), repeats, a.rm_models)
         save()
     if "gen" not in a.skip:
         rows += gen_rows(a.device, smollm2, prompts, a.gen_batches or ((1, 32, 128) if cuda else (1, 32)),
@@ -232,7 +286,7 @@ def main(argv=None):
         save()
     if "dpo" not in a.skip:
         rows += dpo_rows(a.device, smollm2, pairs, a.dpo_pairs or (128 if cuda else 8),
-                         ("fp32", "bf16") if cuda else ("fp32",), (4, 16) if cuda else (4,))
+                         ("fp32", "bf16") if cuda else ("fp32",), (4, 16) if cuda else (4,), repeats, a.dpo_models)
         save()
     if "t5" not in a.skip:
         texts = resp.response.drop_duplicates().head(a.t5_texts or (64 if cuda else 4)).tolist()

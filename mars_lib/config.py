@@ -157,6 +157,9 @@ class DownstreamConfig:
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
+    dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA only); None = `precision`. Separate
+                                                # because the faster one differs by model and micro-batch
+                                                # (docs/reference.md, "bf16 or fp32 on a GPU")
 
 
 GROUPS: dict[str, type] = {"task": TaskConfig, "reward_model": RewardModelConfig, "mars": MarsConfig, "augment": AugmentConfig, "evaluation": EvalConfig, "downstream": DownstreamConfig}
@@ -255,10 +258,14 @@ class RunConfig:
             bad("pool_mode", f"choose one of {POOL_MODES}")
         if self.rm not in RM_KINDS:
             bad("rm", f"choose one of {RM_KINDS}")
-        if self.precision not in ("fp32", "bf16"):
-            bad("precision", "choose 'fp32' or 'bf16'")
-        if self.precision == "bf16" and not self.device.startswith("cuda"):
-            bad("precision", "bf16 is for CUDA devices; use 'fp32' on CPU")
+        for name in ("precision", "dpo_precision"):
+            value = getattr(self, name)
+            if value is None and name == "dpo_precision":
+                continue
+            if value not in ("fp32", "bf16"):
+                bad(name, "choose 'fp32' or 'bf16'")
+            if value == "bf16" and not self.device.startswith("cuda"):
+                bad(name, "bf16 is for CUDA devices; use 'fp32' on CPU")
         for name in ("human_max_pairs", "human_eval_max_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 bad(name, "need at least 2 pairs (or None for all)")
@@ -378,9 +385,10 @@ class RunConfig:
             raise ConfigError(f"config field 'device' = {self.device!r}: torch {torch.__version__} sees no CUDA GPU "
                               "here; install the CUDA build (README, 'Installing torch') or run with -p device cpu "
                               "-p precision fp32")
-        if self.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"config field 'precision' = 'bf16': {torch.cuda.get_device_name()} has no bf16 "
-                              "support; run with -p precision fp32")
+        for name in ("precision", "dpo_precision"):
+            if getattr(self, name) == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+                raise ConfigError(f"config field {name!r} = 'bf16': {torch.cuda.get_device_name()} has no bf16 "
+                                  f"support; run with -p {name} fp32")
         from .assets import set_offline, set_online
         set_offline() if self.offline else set_online()
 

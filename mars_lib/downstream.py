@@ -267,7 +267,8 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
             labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
                                                       agrees_with_gold=gold_agrees))
-            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, precision=cfg.precision, seed=seed)
+            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device,
+                             precision=cfg.dpo_precision or cfg.precision, seed=seed)
             # the folder is named by what the policy is trained from: a changed setting never reuses it
             key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
                                              base_id]).encode()).hexdigest()[:10]

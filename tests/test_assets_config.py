@@ -101,7 +101,8 @@ def test_paper_profile_is_online_and_a_missing_gpu_fails_clearly(monkeypatch):
     import torch
     paper = RunConfig.resolve("paper")
     assert paper.offline is False and RunConfig.resolve("cpu").offline is True
-    assert (paper.device, paper.precision) == ("cuda", "bf16")
+    assert (paper.device, paper.precision, paper.dpo_precision) == ("cuda", "bf16", "fp32")   # the faster per model
+    assert paper.batch_size * paper.grad_accum == 64                                            # the authors' batch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device.*no CUDA GPU.*-p device cpu"):
         RunConfig.resolve("paper", threads=2, offline=True).apply_runtime()

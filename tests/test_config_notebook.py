@@ -62,3 +62,14 @@ def test_from_notebook_refuses_a_module_shadowing_a_field():
         RunConfig.from_notebook({"profile": "cpu", "rewardbench": np})
     with pytest.raises(ConfigError, match="tau_v1"):
         RunConfig.from_notebook({"profile": "cpu", "tau_v1": -1.0})        # still validated
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_line(nb_path):
+    """papermill parses the parameters cell itself (`--help-notebook`, type inference); a line it cannot
+    parse (e.g. an "=" inside the comment) prints "Unable to parse line" in every run's log."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+    nb = nbformat.read(str(nb_path), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert {p.name for p in PythonTranslator.inspect(cell)} == set(_parameters(nb_path))

@@ -10,7 +10,9 @@ RSS is that process's `ru_maxrss` from `os.wait4`, so stages do not inherit each
 Stages use the cpu profile's sizes and models with every content cache off (cold work). The judge
 stage runs twice, ours (output layer applied per row, 256 positions at a time) beside the previous
 code (the whole batch's [b, R, V] logits and their log-softmax), on the 48 longest MT-Bench answers:
-the texts that drove the test suite to 7.6 GB. Whole runs (the test suite, the cpu profile) are
+the texts that drove the test suite to 7.6 GB. The DPO stage also runs twice: the cpu profile's one
+pair per forward pass (`dpo_micro_batch`, the other three of each 4-pair step accumulated) beside the
+previous 4 pairs per forward. Whole runs (the test suite, the cpu profile) are
 added from a GNU `time -v` log (its "Maximum resident set size": the largest single process of the
 run — the notebooks' kernels are separate processes). The budget is 4 GB.
 """
@@ -100,14 +102,20 @@ def stage(name: str) -> dict:
         rm.fit(df, progress=False)
         rm.reward_gap(df)
         return {"items": len(df), "what": "fine-tuned MiniLM RM: 64 task pairs, batch 8, length 128 (cpu regime)"}
-    if name == "dpo":
+    if name in ("dpo", "dpo_before"):
+        from mars_lib.config import RunConfig
+        from mars_lib.downstream import DPO_STEP_PAIRS
         from mars_lib.dpo import DPOConfig, DPOPolicy
         from mars_lib.generation import Generator
         from mars_lib.tasks import DEFAULT_TASK_DIR, load_task
+        mb = RunConfig.resolve("cpu").dpo_micro_batch if name == "dpo" else DPO_STEP_PAIRS
         g = Generator.smollm2(None)
-        df = load_task(DEFAULT_TASK_DIR).split("train").head(16)
-        DPOPolicy(g.model, g.tok, DPOConfig(lr=5e-4)).fit(df, steps=4, progress=False)
-        return {"items": 16, "what": "DPO of SmolLM2-135M (LoRA), 4 steps of 4 task pairs (notebook 05's settings)"}
+        df = load_task(DEFAULT_TASK_DIR).split("train")
+        df = df.assign(n=df.chosen.str.len() + df.rejected.str.len()).nlargest(16, "n")    # the longest pairs
+        DPOPolicy(g.model, g.tok, DPOConfig(lr=5e-4, batch_size=mb, grad_accum=DPO_STEP_PAIRS // mb)).fit(
+            df, steps=4, progress=False)
+        return {"items": 16, "what": f"DPO of SmolLM2-135M (LoRA), 4 steps of 4 of the longest task pairs, {mb} "
+                                     f"pair(s) per forward{' (cpu profile)' if name == 'dpo' else ' (previous setting)'}"}
     if name == "generate":
         from mars_lib.generation import Generator, Request
         from mars_lib.tasks import ARMS, DEFAULT_TASK_DIR, load_responses
@@ -118,7 +126,8 @@ def stage(name: str) -> dict:
     raise SystemExit(f"unknown stage {name!r}; known: {STAGES}")
 
 
-STAGES = ("import", "encode", "judge_long", "judge_long_before", "judge3_long", "finetune", "dpo", "generate")
+STAGES = ("import", "encode", "judge_long", "judge_long_before", "judge3_long", "finetune", "dpo", "dpo_before",
+          "generate")
 
 
 def measure(name: str) -> dict:

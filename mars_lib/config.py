@@ -157,6 +157,9 @@ class DownstreamConfig:
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
+    dpo_micro_batch: int = 1                    # DPO pairs per forward pass (1, 2 or 4): every step has 4 pairs, the
+                                                # rest by gradient accumulation (the same gradient). Memory: 4 pairs
+                                                # of SmolLM2 in one backward take ~2 GB of activations on CPU
     dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA only); None = `precision`. Separate
                                                 # because the faster one differs by model and micro-batch
                                                 # (docs/reference.md, "bf16 or fp32 on a GPU")
@@ -283,6 +286,8 @@ class RunConfig:
             bad("seeds", "need at least one seed")
         if any(x not in STRATEGIES for x in self.dpo_strategies):
             bad("dpo_strategies", f"choose from {STRATEGIES}")
+        if self.dpo_micro_batch not in (1, 2, 4):
+            bad("dpo_micro_batch", "choose 1, 2 or 4 (pairs per forward pass; each DPO step has 4 pairs)")
         if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:
             bad("dpo_train_prompts", "must be >= 1 (or None for all)")
         if self.bon_iid_prompts is not None and self.bon_iid_prompts < 2:

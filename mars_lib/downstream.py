@@ -186,6 +186,9 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
 
 
+DPO_STEP_PAIRS = 4            # pairs per DPO optimizer step (dpo_micro_batch per forward, the rest accumulated)
+
+
 def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
     """DPO with each reward model as the labeler (RLAIF), then each policy's answers on held-out prompts.
 
@@ -234,7 +237,11 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
 
     base, tok, base_id = policy_model(cfg)
     cache = GenerationCache(cache_dir() / "generations.sqlite")
-    judge = GoldJudge.offline(encoder=ctx.encoder)
+    from .generation import smollm2_model_id
+    # the gold judge's LM is the offline SmolLM2 too: share the policy's base weights (never trained: each
+    # policy trains a deep copy) instead of holding a second copy (540 MB)
+    shared = Generator(base, tok, base_id, None, device=cfg.device) if base_id == smollm2_model_id() else None
+    judge = GoldJudge.offline(encoder=ctx.encoder, generator=shared)
     labels, logs, answers = [], [], []
 
     def answer(model, model_id: str, policy: str, dpo: DPOPolicy | None = None):
@@ -267,7 +274,8 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
             labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
                                                       agrees_with_gold=gold_agrees))
-            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device,
+            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, batch_size=cfg.dpo_micro_batch,
+                             grad_accum=DPO_STEP_PAIRS // cfg.dpo_micro_batch,
                              precision=cfg.dpo_precision or cfg.precision, seed=seed)
             # the folder is named by what the policy is trained from: a changed setting never reuses it
             key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),

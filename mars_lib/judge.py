@@ -110,6 +110,24 @@ def left_padded(seqs: list[list[int]], pad: int):
     return ids, att, (att.cumsum(1) - 1).clamp(min=0)
 
 
+MAX_ATTENTION_CELLS = 4_000_000   # rows × length² per forward: bounds the attention matrices of long texts
+
+
+def budget_split(lengths: list[int], max_cells: int = MAX_ATTENTION_CELLS) -> list[list[int]]:
+    """Consecutive groups of positions 0..n-1 with len(group) × max(length)² <= max_cells (at least one
+    row each). A batch of the task's short texts stays whole; 16 MT-Bench answers of 1,500 tokens become
+    groups of one, so no forward materialises 16 × heads × 1,500² attention weights."""
+    groups, cur, top = [], [], 0
+    for j, n in enumerate(lengths):
+        t = max(top, n)
+        if cur and (len(cur) + 1) * t * t > max_cells:
+            groups.append(cur)
+            cur, t = [], n
+        cur.append(j)
+        top = t
+    return groups + [cur] if cur else groups
+
+
 def response_mean_logprobs(lm, ids, att, pos, r_lens: list[int], softcap: float | None = None,
                            chunk: int = 256) -> list[float]:
     """Mean log p(token | previous tokens) over each row's last r_lens[j] tokens of a left-padded batch.
@@ -215,8 +233,9 @@ class GoldJudge:
             c_ids = [self.tok(c, add_special_tokens=False).input_ids for c in ctx]
             r_ids = [self.tok(responses[i], add_special_tokens=False).input_ids for i in idx]
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            ids, att, pos = left_padded([c + r for c, r in zip(c_ids, r_ids)], pad)
-            out[idx] = response_mean_logprobs(self.lm, ids, att, pos, [len(r) for r in r_ids])
+            for g in budget_split([len(c) + len(r) for c, r in zip(c_ids, r_ids)]):
+                ids, att, pos = left_padded([c_ids[j] + r_ids[j] for j in g], pad)
+                out[[idx[j] for j in g]] = response_mean_logprobs(self.lm, ids, att, pos, [len(r_ids[j]) for j in g])
             bar.update(len(order[s:s + self.batch_size]))
         bar.close()
         return out

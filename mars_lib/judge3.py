@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
-from .judge import FACETS, WEIGHTS, JudgeCache, cached_facets, facet_frame, left_padded, response_mean_logprobs
+from .judge import (FACETS, WEIGHTS, JudgeCache, budget_split, cached_facets, facet_frame, left_padded,
+                    response_mean_logprobs)
 
 JUDGE_ID = "gold-judge-3"       # part of every cache key: change it whenever a facet's definition changes
 MODELS = {"relevance": "all-mpnet-base-v2", "fluency": "gemma-3-270m"}   # the models the facets load
@@ -109,8 +110,10 @@ class GoldJudge3:
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             seqs = [ids_all[i][0] + ids_all[i][1] for i in idx]
-            ids, att, pos = left_padded(seqs, 0)      # every response ends at position L-1
-            out[idx] = response_mean_logprobs(self.lm, ids, att, pos, [len(ids_all[i][1]) for i in idx], softcap=cap)
+            for g in budget_split([len(q) for q in seqs]):
+                ids, att, pos = left_padded([seqs[j] for j in g], 0)      # every response ends at position L-1
+                out[[idx[j] for j in g]] = response_mean_logprobs(self.lm, ids, att, pos,
+                                                                  [len(ids_all[idx[j]][1]) for j in g], softcap=cap)
             bar.update(len(idx))
         bar.close()
         return out

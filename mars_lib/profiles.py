@@ -19,7 +19,7 @@ PROFILES: dict[str, dict] = {
               # step), in bf16: 218 pairs/s against 65 at 4 x 16 fp32 and 51 at 4 x 16 bf16 on an H200; DPO keeps
               # micro-batches of 4, where fp32 is the faster (TinyLlama 18 vs 16 pairs/s; SmolLM2 28 vs 8)
               # (results/bench/device_throughput_*.csv; docs/reference.md, "bf16 or fp32 on a GPU")
-              "batch_size": 16, "grad_accum": 4, "precision": "bf16", "dpo_precision": "fp32", "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
+              "batch_size": 16, "grad_accum": 4, "precision": "bf16", "dpo_precision": "fp32", "dpo_micro_batch": 4, "seeds": (42,), "max_length": 512, "rounds": 5, "epochs_per_round": 1,
               "budget_ratio": 2.0, "human_track": ("hh-rlhf",), "human_track_path": "Anthropic/hh-rlhf", "human_max_pairs": 1000, "n_base": 1000, "refine_max_pairs": None,
               "rewardbench": "allenai/reward-bench",
               "dpo_train_prompts": None, "dpo_eval_prompts": 100, "dpo_lr": 5e-5,

@@ -69,3 +69,13 @@ def test_chunked_output_layer_gives_the_same_log_probs(judge):
     ids, att, pos = left_padded(seqs, 0)
     whole = response_mean_logprobs(judge.lm, ids, att, pos, r_lens, chunk=4096)
     assert response_mean_logprobs(judge.lm, ids, att, pos, r_lens, chunk=5) == pytest.approx(whole, abs=1e-5)
+
+
+def test_budget_split_keeps_short_batches_whole_and_splits_long_ones():
+    from mars_lib.judge import budget_split
+    assert budget_split([200] * 16) == [list(range(16))]                       # a task batch: one forward
+    groups = budget_split([300, 400, 1500, 1600, 1700], max_cells=4_000_000)
+    assert sum(groups, []) == list(range(5)) and all(groups)
+    assert all(len(g) * max([300, 400, 1500, 1600, 1700][j] for j in g) ** 2 <= 4_000_000 or len(g) == 1
+               for g in groups)
+    assert budget_split([5000], max_cells=10) == [[0]]                           # one row always fits

@@ -157,12 +157,10 @@ class DownstreamConfig:
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
-    dpo_micro_batch: int = 1                    # DPO pairs per forward pass (1, 2 or 4): every step has 4 pairs, the
-                                                # rest by gradient accumulation (the same gradient). Memory: 4 pairs
-                                                # of SmolLM2 in one backward take ~2 GB of activations on CPU
-    dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA only); None = `precision`. Separate
-                                                # because the faster one differs by model and micro-batch
-                                                # (docs/reference.md, "bf16 or fp32 on a GPU")
+    dpo_micro_batch: int = 1                    # DPO pairs per forward (1, 2, 4); each step has 4, the rest accumulated
+                                                # (same gradient); 4 at once: +2 GB of SmolLM2 activations on CPU
+    dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA); None = `precision`: the faster one
+                                                # differs by model (docs/reference.md, "bf16 or fp32 on a GPU")
 
 
 GROUPS: dict[str, type] = {"task": TaskConfig, "reward_model": RewardModelConfig, "mars": MarsConfig, "augment": AugmentConfig, "evaluation": EvalConfig, "downstream": DownstreamConfig}

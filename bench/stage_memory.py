@@ -14,7 +14,7 @@ the texts that drove the test suite to 7.6 GB. The DPO stage also runs twice: th
 pair per forward pass (`dpo_micro_batch`, the other three of each 4-pair step accumulated) beside the
 previous 4 pairs per forward. Whole runs (the test suite, the cpu profile) are
 added from a GNU `time -v` log (its "Maximum resident set size": the largest single process of the
-run — the notebooks' kernels are separate processes). The budget is 4 GB.
+run — the notebooks' kernels are separate processes). The budget is 4 GiB (4,096 MiB); RSS is reported in MiB (GNU time and ru_maxrss count KiB).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "results" / "bench" / "stage_memory.csv"
-BUDGET_MB = 4096
+BUDGET_MB = 4096                # MiB
 
 
 def _long_texts(n: int = 48):
@@ -140,10 +140,10 @@ def measure(name: str) -> dict:
         raise SystemExit(f"stage {name} failed:\n{out[-2000:]}")
     info = json.loads(out.strip().splitlines()[-1])
     return {"stage": name, "what": info["what"], "items": info["items"], "seconds": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "command": f"python bench/stage_memory.py --stages {name}"}
+            "peak_rss_mib": round(usage.ru_maxrss / 1024), "command": f"python bench/stage_memory.py --stages {name}"}
 
 
-def from_time_log(label: str, log: Path, command: str) -> dict:
+def from_time_log(label: str, log: Path, command: str, what: str = "") -> dict:
     text = Path(log).read_text(errors="replace")
     kb = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
@@ -151,8 +151,8 @@ def from_time_log(label: str, log: Path, command: str) -> dict:
         raise SystemExit(f"{log}: no 'Maximum resident set size' line (run the command under /usr/bin/time -v)")
     parts = [float(x) for x in wall.group(1).split(":")] if wall else []
     secs = sum(v * 60 ** i for i, v in enumerate(reversed(parts))) if parts else float("nan")
-    return {"stage": label, "what": "whole run; largest single process (GNU time -v)", "items": 0,
-            "seconds": round(secs, 1), "peak_rss_mb": round(int(kb.group(1)) / 1024), "command": command}
+    return {"stage": label, "what": what or "whole run; largest single process (GNU time -v)", "items": 0,
+            "seconds": round(secs, 1), "peak_rss_mib": round(int(kb.group(1)) / 1024), "command": command}
 
 
 def main(argv=None) -> None:
@@ -162,6 +162,7 @@ def main(argv=None) -> None:
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--from-time-log", nargs=2, metavar=("LABEL", "LOG"))
     ap.add_argument("--command", default="", help="with --from-time-log: the command that was timed")
+    ap.add_argument("--what", default="", help="with --from-time-log: what the run was (commit, caches, outcome)")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     if a.run:
@@ -169,7 +170,7 @@ def main(argv=None) -> None:
         return
     old = pd.read_csv(a.out) if a.out.exists() else pd.DataFrame()
     if a.from_time_log:
-        new = [from_time_log(a.from_time_log[0], Path(a.from_time_log[1]), a.command)]
+        new = [from_time_log(a.from_time_log[0], Path(a.from_time_log[1]), a.command, a.what)]
     else:
         new = []
         for s in a.stages:
@@ -177,11 +178,12 @@ def main(argv=None) -> None:
             print(new[-1], flush=True)
     new = pd.DataFrame(new)
     df = pd.concat([old[~old.stage.isin(new.stage)] if len(old) else old, new], ignore_index=True)
-    df["within_4gb"] = df.peak_rss_mb <= BUDGET_MB
+    df["peak_rss_mib"] = df.peak_rss_mib.astype(int)
+    df["within_4gib"] = df.peak_rss_mib <= BUDGET_MB
     a.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(a.out, index=False)
     with pd.option_context("display.width", 220, "display.max_colwidth", 70):
-        print(df[["stage", "peak_rss_mb", "seconds", "within_4gb", "what"]].to_string(index=False))
+        print(df[["stage", "peak_rss_mib", "seconds", "within_4gib", "what"]].to_string(index=False))
 
 
 if __name__ == "__main__":

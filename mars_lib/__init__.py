@@ -24,6 +24,7 @@ Modules:
   curvature   Hessian / Fisher information of the BT loss for the linear head
   downstream  Best-of-N (unbiased best-of-n estimator), notebook 05's stages: Best-of-N pool, DPO, LLM judge
   dpo         DPO of a LoRA policy on RM-labelled pairs (own loop; reference = adapters disabled)
+  distributed data parallelism of the finetune and dpo loops under accelerate launch / torchrun
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals, run summaries
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables

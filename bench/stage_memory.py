@@ -104,7 +104,7 @@ def stage(name: str) -> dict:
         return {"items": len(df), "what": "fine-tuned MiniLM RM: 64 task pairs, batch 8, length 128 (cpu regime)"}
     if name in ("dpo", "dpo_before"):
         from mars_lib.config import RunConfig
-        from mars_lib.downstream import DPO_STEP_PAIRS
+        from mars_lib.dpo_eval import DPO_STEP_PAIRS
         from mars_lib.dpo import DPOConfig, DPOPolicy
         from mars_lib.generation import Generator
         from mars_lib.tasks import DEFAULT_TASK_DIR, load_task

@@ -22,7 +22,8 @@ Modules:
   tracks      real-human preference tracks (chitchat ratings offline; HH, UltraFeedback, PKU from the hub)
   training    the rounds loop: no-aug / uniform / West-of-N / MARS v1 / MARS v2
   curvature   Hessian / Fisher information of the BT loss for the linear head
-  downstream  Best-of-N (unbiased best-of-n estimator), notebook 05's stages: Best-of-N pool, DPO, LLM judge
+  downstream  Best-of-N (unbiased best-of-n estimator), notebook 05's Best-of-N pool and i.i.d. set
+  dpo_eval    notebook 05's DPO stage: each RM labels pairs, a policy per RM, judged answers, paired comparisons
   dpo         DPO of a LoRA policy on RM-labelled pairs (own loop; reference = adapters disabled)
   distributed data parallelism of the finetune and dpo loops under accelerate launch / torchrun
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals, run summaries

@@ -38,7 +38,10 @@ def _load_one(cfg: RunConfig, path: Path, seed: int) -> RewardModel:
 
 def load_reward_models(cfg: RunConfig, folder: str = "03_rm_training") -> dict[tuple[str, int], RewardModel]:
     """Every reward model notebook 03 saved for this config's strategies and seeds, of the kind
-    `cfg.rm`, keyed by (strategy, seed). Score any of them with `model.score(prompts, responses, phi)`."""
+    `cfg.rm`, keyed by (strategy, seed), from `cfg.models_dir` when set (a profile that reads another
+    run's models, e.g. cpu_dpo) else `cfg.results_dir`. Score any of them with `model.score(prompts, responses, phi)`."""
+    if cfg.models_dir is not None:
+        cfg = cfg.replace(results_dir=cfg.models_dir)
     out = {}
     for s in cfg.strategies:
         for seed in cfg.seeds:

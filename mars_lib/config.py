@@ -145,22 +145,20 @@ class DownstreamConfig:
     policy_model: str | None = None             # nb 05 policy (extra Best-of-N samples, DPO): None = SmolLM2-135M-
                                                 # Instruct (offline asset) or a local folder / hub id of a chat LM
     dpo_strategies: tuple[str, ...] = ("none", "uniform", "won", "mars_v1", "mars_v2")  # nb 05: RMs labelling DPO
-                                                # pairs (one SmolLM2 LoRA policy each; () = skip DPO); only
-                                                # those among `strategies` run
+                                                # pairs (a LoRA policy each; () = skip DPO); those among `strategies` run
     dpo_seeds: tuple[int, ...] | None = None    # nb 05: RM seeds used for DPO (None = the first of `seeds`; each also seeds its DPO run);
                                                 # only those among `seeds` run
     dpo_epochs: int = 1                         # DPO passes over the pairs (2 policy samples per train prompt)
-    dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): DPO on SmolLM2 runs at
-                                                # ~0.42 pairs/s on 2 CPU cores, so 64 pairs cost ~2.5 min per RM
-    dpo_eval_prompts: int = 48                  # held-out prompts each policy answers (gold-judged; ~2 s each)
+    dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): 64 pairs ≈ 1.6 min per RM on 2 cores
+    dpo_eval_prompts: int = 48                  # held-out prompts each policy answers (~1 s each, judged)
+    dpo_judges: tuple[str, ...] = ("gold",)     # judges of the DPO answers: "gold" (the task's), "gold3" (shares no model)
     judge_model: str | None = None              # nb 05: also judge the DPO answers with this chat LM (local folder
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
                                                 # (16 at 64 pairs); mars_lib.dpo's default is 5e-5
     dpo_micro_batch: int = 1                    # DPO pairs per forward (1, 2, 4); each step has 4, the rest accumulated
                                                 # (same gradient); 4 at once: +2 GB of SmolLM2 activations on CPU
-    dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA); None = `precision`: the faster one
-                                                # differs by model (docs/reference.md, "bf16 or fp32 on a GPU")
+    dpo_precision: str | None = None            # DPO's "fp32" | "bf16" (CUDA); None = `precision` (docs/reference.md, "bf16 or fp32 on a GPU")
 
 
 GROUPS: dict[str, type] = {"task": TaskConfig, "reward_model": RewardModelConfig, "mars": MarsConfig, "augment": AugmentConfig, "evaluation": EvalConfig, "downstream": DownstreamConfig}
@@ -175,6 +173,7 @@ class RunConfig:
     profile: str = "cpu"
     preset: str | None = None                   # None | "v1" | "v2": the authors' settings (PRESETS), then parameters
     results_dir: str = "results"                # tables in results/<nb>/, figures in results/figures/
+    models_dir: str | None = None               # nb 05 reads notebook 03's saved RMs from here (None = results_dir)
     device: str = "cpu"                         # explicit; no hidden accelerator or bf16
     threads: int = 2                            # torch threads (2-core laptop)
     offline: bool = True                        # HF_*_OFFLINE=1 in this process: nothing is looked up on the hub
@@ -288,6 +287,8 @@ class RunConfig:
             bad("dpo_micro_batch", "choose 1, 2 or 4 (pairs per forward pass; each DPO step has 4 pairs)")
         if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:
             bad("dpo_train_prompts", "must be >= 1 (or None for all)")
+        if not self.dpo_judges or any(j not in ("gold", "gold3") for j in self.dpo_judges):
+            bad("dpo_judges", "choose one or more of 'gold', 'gold3'")
         if self.bon_iid_prompts is not None and self.bon_iid_prompts < 2:
             bad("bon_iid_prompts", "need at least 2 prompts (or None for all)")
         if self.n_prompts is not None and self.n_prompts < 2:
@@ -297,8 +298,7 @@ class RunConfig:
 
     @classmethod
     def resolve(cls, profile: str = "cpu", **params) -> "RunConfig":
-        """Profile defaults, then the preset's values (`preset=`), then every parameter that is not
-        None. Unknown names are an error."""
+        """Profile defaults, then the preset's values (`preset=`), then every non-None parameter; unknown names: error."""
         if profile not in PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
         names = set(cls.field_names())

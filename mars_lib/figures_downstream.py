@@ -55,40 +55,47 @@ def fig_05_win_rates(results: Path, cfg=None) -> Figure:
     return fig
 
 
-@figure("05_dpo", "05_downstream/dpo_train_log.csv", "05_downstream/dpo_win_rates.csv",
+@figure("05_dpo", "05_downstream/dpo_train_log.csv", "05_downstream/dpo_paired.csv",
         "05_downstream/dpo_policy_stats.csv")
 def fig_05_dpo(results: Path, cfg=None) -> Figure:
     log = _t(results, "05_downstream/dpo_train_log.csv")
-    dpo_wr = _t(results, "05_downstream/dpo_win_rates.csv")
+    paired = _t(results, "05_downstream/dpo_paired.csv")
     pstats = _t(results, "05_downstream/dpo_policy_stats.csv")
     plotting.style()
-    fig, ax = plt.subplots(1, 3, figsize=(19, 4.4), layout="constrained")
+    fig, ax = plt.subplots(1, 3, figsize=(19, 4.8), layout="constrained")
     for (s, seed), g in log.groupby(["strategy", "seed"]):
         ax[0].plot(g.step, g.loss.rolling(5, min_periods=1).mean(), color=plotting.COLORS[s],
-                   label=f"{plotting.LABELS[s]} (seed {seed})")
+                   ls="-" if seed == log.seed.min() else "--", label=f"{plotting.LABELS[s]} (seed {seed})")
     ax[0].axhline(np.log(2), color="grey", ls=":", label="log 2 (step 0)")
     ax[0].set_xlabel("DPO step")
     ax[0].set_ylabel("DPO loss (rolling mean of 5)")
-    ax[0].legend(fontsize=7)
+    ax[0].legend(fontsize=6)
     ax[0].set_title("DPO training on each RM's labels")
-    short = lambda p: p.replace("_seed", ", seed ")                            # noqa: E731
-    lab = [f"{short(x)}  vs  {short(y)}" for x, y in zip(dpo_wr.a, dpo_wr.b)]
-    err = np.vstack([dpo_wr.win_rate - dpo_wr.lo, dpo_wr.hi - dpo_wr.win_rate])
-    y = np.arange(len(lab))
-    ax[1].barh(y, dpo_wr.win_rate, xerr=err, capsize=3, color="#4C72B0")
-    ax[1].set_yticks(y, lab, fontsize=7)
+    name = lambda x: "base policy" if x == "base" else plotting.LABELS.get(x, x)      # noqa: E731
+    comps = list(dict.fromkeys(zip(paired.a, paired.b)))
+    judges = list(dict.fromkeys(paired.judge))
+    for k, judge in enumerate(judges):
+        g = paired[paired.judge == judge].set_index(["a", "b"]).loc[comps]
+        y = np.arange(len(comps)) + (k - (len(judges) - 1) / 2) * 0.3
+        ax[1].errorbar(g.effect, y, xerr=np.vstack([g.effect - g.lo, g.hi - g.effect]), fmt="o", capsize=3,
+                       color=("#4C72B0", "#DD8452")[k % 2], label=f"judge {judge}")
+    ax[1].set_yticks(np.arange(len(comps)), [f"{name(a)} − {name(b)}" for a, b in comps], fontsize=7)
     ax[1].invert_yaxis()
-    ax[1].axvline(0.5, color="grey", ls="--")
-    ax[1].set_xlabel("gold win rate (ties ½), ±1.96 SE over prompts")
-    ax[1].set_title(f"DPO policies' answers on {int(dpo_wr.n.max())} held-out prompts")
-    for r in pstats.itertuples():
+    ax[1].axvline(0, color="grey", ls="--")
+    ax[1].set_xlabel("mean judge-score difference of the answers, 95 % interval")
+    ax[1].set_title(f"DPO policies on {int(paired.n_prompts.max())} held-out prompts × {int(paired.n_seeds.max())} seed(s)")
+    ax[1].legend(fontsize=7)
+    first = pstats[pstats.judge == judges[0]]
+    for r in first.itertuples():
         s = r.policy.split("_seed")[0]
-        ax[2].errorbar(r.kl_estimate, r.mean_gold, yerr=1.96 * r.se, marker="o", capsize=3,
+        ax[2].errorbar(r.kl_estimate, r.mean_score, yerr=1.96 * r.se, marker="o", capsize=3,
                        color=plotting.COLORS.get(s, "k"), label=plotting.LABELS.get(s, s))
+    handles, labels = ax[2].get_legend_handles_labels()
+    keep = dict(zip(labels, handles))
+    ax[2].legend(keep.values(), keep.keys(), fontsize=7)
     ax[2].set_xlabel("KL(π ‖ π_ref) estimate on the answers")
-    ax[2].set_ylabel("mean gold score of the answers (±1.96 SE)")
-    ax[2].set_title("Gold score vs KL per policy")
-    ax[2].legend(fontsize=7)
+    ax[2].set_ylabel(f"mean {judges[0]} score of the answers (±1.96 SE)")
+    ax[2].set_title("Judge score vs KL per policy")
     return fig
 
 

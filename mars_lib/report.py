@@ -188,6 +188,7 @@ def glance_section(results: Path) -> str:
                          "baseline's, judge score of the pick: " + "; ".join(
                              f"vs {r.b} ({name.get(r.judge, r.judge)}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
                              for r in t.itertuples()) + ".")
+    lines += dpo_glance(results)
     agree = results / "01_margins" / "judge_human_agreement.csv"
     if agree.exists():
         a = load_table(agree)
@@ -198,6 +199,25 @@ def glance_section(results: Path) -> str:
                                      for r in fixed.itertuples()) + ".")
     lines += ["", GLANCE_END]
     return "\n".join(lines)
+
+
+def dpo_glance(results: Path) -> list[str]:
+    """One line on DPO: the cpu_dpo profile's paired table (160 prompts × 2 seeds) where it exists, else the
+    reference run's (one seed, an interval over prompts only)."""
+    from .results import load_table
+    for sub, what in (("cpu_dpo", "`cpu_dpo` profile"), ("", "reference run, one DPO seed")):
+        p = results / sub / "05_downstream" / "dpo_paired.csv" if sub else results / "05_downstream" / "dpo_paired.csv"
+        if p.exists():
+            t = load_table(p)
+            t = t[(t.a == "mars_v1") & t.b.isin(["none", "uniform"])]
+            if len(t):
+                name = {"gold": "task's judge", "gold3": "independent judge"}
+                return [f"- DPO of SmolLM2 on each RM's labels ({what}: {int(t.n_prompts.max())} held-out prompts × "
+                        f"{int(t.n_seeds.max())} seed(s), `{p.relative_to(results.parent)}`), MARS v1's policy minus the "
+                        "baseline's, mean judge score of the answers: " + "; ".join(
+                            f"vs {r.b} ({name.get(r.judge, r.judge)}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}], "
+                            f"MDE {r.mde:.3f}" for r in t.itertuples()) + "."]
+    return []
 
 
 def replace_section(readme: str, section: str, begin: str = BEGIN, end: str = END) -> str:

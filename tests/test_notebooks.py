@@ -20,7 +20,7 @@ EXPECTED = {
                        "per_pair_human_track.parquet", "intervals_human_track.csv", "tau_sweep.csv", "tau_allocation.csv",
                        "ood_eval.csv", "ood_intervals.csv", "noise_ceiling.csv"],
     "04_curvature": ["curvature.csv", "tau_sweep.csv", "per_round.csv", "finetuned_hvp.csv", "base_gaps.csv"],
-    "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
+    "05_downstream": ["bon_curve.csv", "win_rates.csv", "win_rate_summary.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv", "dpo_paired.csv"],
 }
 
 

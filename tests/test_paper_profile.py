@@ -23,7 +23,7 @@ EXPECTED = {
                        "authors_protocol_human_track.csv", "rewardbench.csv", "rewardbench_authors.csv",
                        "rewardbench_summary.csv", "models.csv"],
     "04_curvature": ["curvature.csv", "finetuned_hvp.csv", "finetuned_sigma_prime.csv"],
-    "05_downstream": ["bon_curve.csv", "win_rates.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv"],
+    "05_downstream": ["bon_curve.csv", "win_rates.csv", "dpo_win_rates.csv", "dpo_policy_stats.csv", "dpo_paired.csv"],
 }
 
 

@@ -26,6 +26,7 @@ Modules:
   dpo_eval    notebook 05's DPO stage: each RM labels pairs, a policy per RM, judged answers, paired comparisons
   dpo         DPO of a LoRA policy on RM-labelled pairs (own loop; reference = adapters disabled)
   distributed data parallelism of the finetune and dpo loops under accelerate launch / torchrun
+  memory      release_memory(): freed heap back to the OS after encoding, generation, judging, each DPO policy
   metrics     pairwise accuracy, ROC-AUC, SNR, bootstrap confidence intervals, run summaries
   results     atomic tidy-table writing with config, seed and versions beside it
   plotting    one style, one colour per method; figures drawn from saved tables

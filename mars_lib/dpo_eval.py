@@ -19,24 +19,10 @@ from .assets import cache_dir
 from .config import RunConfig
 from .context import Context, policy_model
 from .downstream import win_rate
+from .memory import release_memory
 
 JUDGE_NAMES = {"gold": "the task's gold judge (mars_lib.judge)", "gold3": "gold3, no model shared (mars_lib.judge3)"}
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
-
-
-def release_memory() -> None:
-    """Collect cyclic garbage (peft-wrapped models hold reference cycles) and give freed heap pages back
-    to the OS: under the glibc thresholds of scripts/runtime_env.sh freed memory otherwise stays in the
-    process. malloc_trim is glibc's; elsewhere only the collection runs (nothing else to release)."""
-    import ctypes
-    import gc
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 DPO_STEP_PAIRS = 4            # pairs per DPO optimizer step (dpo_micro_batch per forward, the rest accumulated)
 
 
@@ -139,7 +125,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             logs.append(log.assign(strategy=strategy, seed=seed))
             answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}", strategy, seed, policy)
             del policy
-            release_memory()                         # each policy held a model copy: without this RSS grew ~0.3 GB each
+            release_memory(collect=True)             # each policy held a model copy: without this RSS grew ~0.3 GB each
     if not labels:
         raise ValueError(f"dpo_downstream: none of dpo_strategies {cfg.dpo_strategies} x dpo_seeds {cfg.dpo_seeds} "
                          f"was trained (strategies {cfg.strategies}, seeds {cfg.seeds})")

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
 from .io import open_sqlite
+from .memory import release_memory
 
 
 def rm_text(prompt: str, response: str) -> str:
@@ -121,6 +122,7 @@ class Encoder:
                 self.encoded += len(chunk)
                 bar.update(len(chunk))
             bar.close()
+            release_memory()                            # the batches' activations (mars_lib.memory)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([have[k] for k in keys]).astype(np.float32)

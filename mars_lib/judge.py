@@ -238,6 +238,8 @@ class GoldJudge:
                 out[[idx[j] for j in g]] = response_mean_logprobs(self.lm, ids, att, pos, [len(r_ids[j]) for j in g])
             bar.update(len(order[s:s + self.batch_size]))
         bar.close()
+        from .memory import release_memory
+        release_memory()                                # the LM's activations (mars_lib.memory)
         return out
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:

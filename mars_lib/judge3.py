@@ -116,6 +116,8 @@ class GoldJudge3:
                                                                   [len(ids_all[idx[j]][1]) for j in g], softcap=cap)
             bar.update(len(idx))
         bar.close()
+        from .memory import release_memory
+        release_memory()                                # the LM's activations (mars_lib.memory)
         return out
 
     def facets(self, prompts: list[str], responses: list[str], finished: list[bool]) -> pd.DataFrame:

@@ -11,11 +11,12 @@ PROFILES: dict[str, dict] = {
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
     # the reference run: the whole offline task
     "cpu": {},
-    # notebook 05's DPO at a size the cpu profile's 45-min cold budget cannot hold (~40 min more with its
-    # policies cached): 160 held-out prompts, 2 DPO seeds, both judges, the MARS policies and the two
-    # baselines they must beat; the cpu run's reward models (./run_all.sh --profile cpu_dpo --only 05)
+    # notebook 05's DPO at a size the cpu profile's 45-min cold budget cannot hold (~1 h on 2 cores after a
+    # cpu run): 160 held-out prompts, 2 DPO seeds, MARS v1 and the two baselines it must beat, judged by
+    # gold3 (shares no model with the policy or the RMs); the cpu run's reward models
+    # (./run_all.sh --profile cpu_dpo --only 05; -p dpo_judges '["gold3", "gold"]' adds the task's judge)
     "cpu_dpo": {"results_dir": "results/cpu_dpo", "models_dir": "results", "dpo_eval_prompts": 160, "dpo_seeds": (0, 1),
-                "dpo_strategies": ("none", "uniform", "mars_v1", "mars_v2"), "dpo_judges": ("gold", "gold3")},
+                "dpo_strategies": ("none", "uniform", "mars_v1"), "dpo_judges": ("gold3",)},
     # the paper's setting on one GPU (docs/method.md §4; docs/reference.md "The paper profile"): hub ids in rm_model, encoder,
     # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",

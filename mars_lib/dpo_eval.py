@@ -213,8 +213,9 @@ def dpo_paired(answers: pd.DataFrame, judges: tuple[str, ...] | None = None, n_b
     against every seed) and the interval is `stats.paired_difference`'s two-stage interval over prompts
     and seeds; with one seed, a paired t interval over prompts (`method` says so: the seed-to-seed
     variation of DPO and of the RM is then not covered). Columns: judge, a, b, effect, lo, hi, se, df,
-    p_better, n_seeds, n_prompts, mde, method."""
-    from .stats import mde, paired_difference, t_quantile
+    p_better, n_seeds, n_prompts, mde (minimum detectable effect at 80 % power, with the t quantiles of
+    the interval: few seeds leave few df), method."""
+    from .stats import paired_difference, t_quantile
     pol = answers[answers.policy != "base"]
     seeds = sorted(pol.seed.unique())
     base = answers[answers.policy == "base"]
@@ -227,6 +228,9 @@ def dpo_paired(answers: pd.DataFrame, judges: tuple[str, ...] | None = None, n_b
                 r = paired_difference(df, a, b, n_boot=n_boot)
                 r["n_prompts"] = r.pop("n_clusters")
                 r.pop("n_pairs")
+                # with few DPO seeds the seed stage leaves few df: the z-based MDE would understate what the
+                # t interval can detect, so the MDE uses the same t quantiles (80 % power)
+                r["mde"] = (t_quantile(0.975, r["df"]) + t_quantile(0.8, r["df"])) * r["se"]
             else:
                 piv = df.pivot(index="prompt_id", columns="strategy", values="value")
                 d = (piv[a] - piv[b]).to_numpy(float)
@@ -234,7 +238,7 @@ def dpo_paired(answers: pd.DataFrame, judges: tuple[str, ...] | None = None, n_b
                 se = d.std(ddof=1) / np.sqrt(n)
                 t = t_quantile(0.975, n - 1)
                 r = dict(effect=d.mean(), lo=d.mean() - t * se, hi=d.mean() + t * se, se=se, df=n - 1,
-                         p_better=np.nan, n_seeds=1, n_prompts=n, mde=mde(se),
+                         p_better=np.nan, n_seeds=1, n_prompts=n, mde=(t + t_quantile(0.8, n - 1)) * se,
                          method="paired t over prompts (one DPO seed: seed variation not covered)")
             rows.append({"judge": judge, "a": a, "b": b, **r})
     return pd.DataFrame(rows)[["judge", "a", "b", "effect", "lo", "hi", "se", "df", "p_better", "n_seeds",

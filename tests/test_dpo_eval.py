@@ -32,7 +32,7 @@ def test_paired_two_seeds_pools_prompts_and_seeds():
     piv = ans.pivot_table(index="prompt_id", columns="strategy", values="gold", aggfunc="mean")
     assert r.effect == pytest.approx((piv.mars_v1 - piv.none).mean())          # mean over prompts and seeds
     assert r.n_seeds == 2 and r.n_prompts == 60 and r.lo < r.effect < r.hi and r.mde > 0
-    assert "two-stage" in r.method
+    assert "two-stage" in r.method and r.mde > (r.hi - r.lo) / 2          # MDE with the interval's t quantiles
     base = out[(out.judge == "gold") & (out.b == "base")].set_index("a").effect
     assert base["mars_v1"] > base["none"] > 0
 

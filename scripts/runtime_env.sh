@@ -11,4 +11,7 @@ export TOKENIZERS_PARALLELISM=false
 # trim thresholds made CPU training 30-70 % faster (docs/design.md §4.4). Must be set before start.
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824}"
 export MPLBACKEND=Agg
-export MARS_CACHE_DIR="${MARS_CACHE_DIR:-$ROOT/.cache}"
+# the repository root from this file's place when the caller did not set ROOT (sourced by hand, the
+# cache would otherwise land in /.cache)
+_MARS_ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export MARS_CACHE_DIR="${MARS_CACHE_DIR:-$_MARS_ROOT/.cache}"

@@ -23,6 +23,7 @@ from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto wou
 
 from .decoding import decode
 from .io import open_sqlite
+from .memory import release_memory
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,5 @@ class Generator:
                 bar.update(len(batch))
                 bar.set_postfix(tok_s=f"{self.stats.tokens_per_s:.0f}")
             bar.close()
-            from .memory import release_memory
             release_memory()                            # the batches' KV caches and logits (mars_lib.memory)
         return [(have[k][0], have[k][2]) for k in keys]

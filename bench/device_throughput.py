@@ -262,7 +262,7 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False       # fp32 means fp32
     minilm, smollm2 = asset_dirs(a.assets)
     from mars_lib.tasks import load_responses, make_pairs
-    resp = load_responses(ROOT / "data" / "gold_task_v2", verify=False)
+    resp = load_responses(ROOT / "data" / "gold_task_v3", verify=False)
     pairs = make_pairs(resp, beta=1.0, seed=0).sample(frac=1.0, random_state=0)
     prompts = resp.drop_duplicates("prompt_id").prompt.tolist()
     name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"

@@ -33,7 +33,7 @@ def main(argv=None):
     from mars_lib.tasks import load_task
     set_offline()
     torch.set_num_threads(a.threads)
-    df = load_task(ROOT / "data" / "gold_task_v2").split("train")
+    df = load_task(ROOT / "data" / "gold_task_v3").split("train")
     texts = list(dict.fromkeys([rm_text(p, c) for p, c in zip(df.prompt, df.chosen)] +
                                [rm_text(p, r) for p, r in zip(df.prompt, df.rejected)]))[: a.texts]
     rows = []

@@ -50,7 +50,7 @@ def main(argv=None):
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=a.model, batch_size=a.batch, grad_accum=a.accum,
                             ft_lr=a.lr, rounds=a.rounds, seeds=a.seeds, strategies=a.strategies,
                             track_curvature=False, human_track="off")
-    task = load_task(ROOT / "data" / "gold_task_v2", beta=cfg.beta, label_seed=cfg.label_seed)
+    task = load_task(ROOT / "data" / "gold_task_v3", beta=cfg.beta, label_seed=cfg.label_seed)
 
     def text_pairs(df):
         z = np.zeros((len(df), 0), np.float32)

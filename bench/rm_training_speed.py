@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def pairs_for_bench(n: int) -> pd.DataFrame:
     from mars_lib.tasks import load_task
-    return load_task(ROOT / "data" / "gold_task_v2").split("train").sample(n=n, random_state=0).reset_index(drop=True)
+    return load_task(ROOT / "data" / "gold_task_v3").split("train").sample(n=n, random_state=0).reset_index(drop=True)
 
 
 def ours(df, model_dir, a, dropout: bool) -> float:

@@ -6,14 +6,15 @@ choice among differently-decoded texts, not best-of-n of one policy: the unbiase
 policy. This set is what they assume: for the first `n_test_prompts` test prompts of the task (in
 the task's prompt order), `n` samples of SmolLM2-135M-Instruct with one arm of `tasks.ARMS`
 (default: "default", T = 1.0, top-p 0.95, repetition penalty 1.1, 80 new tokens), each judged by
-both gold judges:
-- `gold`  — the task's judge (`mars_lib.judge`, the annotator the reward models' labels come from);
-- `gold3` — the judge that shares no model with the policy or the reward models (`mars_lib.judge3`).
+both gold judges (`mars_lib.task_judges`):
+- `gold`  — the task's judge (the annotator the reward models' labels come from; gold-judge-3 in
+  task v3, which shares no model with the policy or the reward models);
+- the other judge under its own name (`gold1` in task v3: gold-judge-1, SmolLM2 + MiniLM).
 
 Build (resumable: every generated batch and every judged chunk is committed to the caches in
 `.cache/`, so a killed build restarts where it stopped; the table is written once, at the end):
 
-    python -m mars_lib.bon_set --n 16 --n-test-prompts 160 --out data/gold_task_v2
+    python -m mars_lib.bon_set --n 16 --n-test-prompts 160 --out data/gold_task_v3
 
 The table (`bon_iid.parquet`, zstd) and its manifest (`bon_iid.json`: sha256, sizes, the
 regenerate command, cost) go into the task folder; `load_bon_set` verifies the checksum.
@@ -35,7 +36,7 @@ from .tasks import ARMS, DEFAULT_TASK_DIR, TaskError, TaskSpec
 
 BON_SAMPLE_OFFSET = 2000       # sample index of these draws: never collides with task responses (0-3) or policy samples (1000+)
 FILE, MANIFEST = "bon_iid.parquet", "bon_iid.json"
-COLUMNS = ["prompt_id", "prompt", "split", "arm", "sample", "response", "finished", "n_tokens", "gold", "gold3"]
+COLUMNS = ["prompt_id", "prompt", "split", "arm", "sample", "response", "finished", "n_tokens", "gold", "gold1", "gold3"]
 
 
 def bon_requests(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default") -> list[tuple[str, str, Request]]:
@@ -54,12 +55,13 @@ def bon_requests(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defaul
 
 
 def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "default", batch_size: int = 32,
-                  judges: tuple[str, ...] = ("gold3", "gold")) -> tuple[pd.DataFrame, dict]:
-    """Generate (cached) and judge (cached) the set; the independent judge first. Returns (table, cost record)."""
+                  judges: tuple[str, ...] = ("gold3", "gold1"), task_judge: str = "gold3") -> tuple[pd.DataFrame, dict]:
+    """Generate (cached) and judge (cached) the set, judges in the given order. The task's judge
+    (`task_judge`) writes column `gold`, any other its own name. Returns (table, cost record)."""
     from .assets import cache_dir
-    unknown = set(judges) - {"gold", "gold3"}
-    if unknown or not judges:
-        raise ValueError(f"judges must be among ('gold3', 'gold'), got {judges}")
+    from .task_judges import JUDGES
+    if set(judges) - set(JUDGES) or not judges or task_judge not in judges:
+        raise ValueError(f"judges must be among {sorted(JUDGES)} and include the task's judge {task_judge!r}, got {judges}")
     t0 = time.perf_counter()
     reqs = bon_requests(spec, n, n_test_prompts, arm)
     gen = Generator.smollm2(GenerationCache(cache_dir() / "generations.sqlite"), batch_size=batch_size)
@@ -71,26 +73,22 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
     cost = {"generation_seconds": round(time.perf_counter() - t0, 1), "generated": st.generated, "new_tokens": st.new_tokens,
             "tokens_per_s": round(st.tokens_per_s, 1) if st.new_tokens else None, "finished_share": round(float(df.finished.mean()), 4)}
     args = (df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
+    from .task_judges import make_judge
     for judge in judges:
         t1 = time.perf_counter()
-        if judge == "gold3":
-            from .judge3 import GoldJudge3
-            df["gold3"] = GoldJudge3.offline().score(*args)
-        else:
-            from .judge import GoldJudge
-            df["gold"] = GoldJudge.offline(generator=gen).score(*args)
+        df["gold" if judge == task_judge else judge] = make_judge(judge, generator=gen).score(*args)
         cost[f"{judge}_seconds"] = round(time.perf_counter() - t1, 1)
     return df[[c for c in COLUMNS if c in df]], cost
 
 
-def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict) -> Path:
+def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict, task_judge: str = "gold3") -> Path:
+    from .task_judges import MODULES
     sha = write_parquet(df, task_dir / FILE)
     atomic_write_json(task_dir / MANIFEST, {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
         "samples_per_prompt": int(df.groupby("prompt_id").size().min()), "arm": str(df.arm.iloc[0]),
         "decoding": ARMS[str(df.arm.iloc[0])].__dict__,
-        "judges": {k: v for k, v in {"gold": "mars_lib.judge (gold-judge-1)", "gold3": "mars_lib.judge3 (gold-judge-3)"}.items()
-                   if k in df},
+        "judges": {c: MODULES[task_judge if c == "gold" else c] for c in ("gold", *MODULES) if c in df},
         "regenerate": command, **cost})
     return task_dir / FILE
 
@@ -117,18 +115,21 @@ def _cli(argv=None):
     ap.add_argument("--n-prompts", type=int, default=TaskSpec.n_prompts, help="the task's prompt count (default: %(default)s)")
     ap.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions, metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--judges", nargs="+", default=["gold3", "gold"], choices=["gold3", "gold"],
-                    help="judges to score every draw with, in this order (default: %(default)s)")
+    ap.add_argument("--judges", nargs="+", default=["gold3", "gold1"], choices=["gold3", "gold1"],
+                    help="judges to score every draw with, in this order; the task's own judge (its manifest's) "
+                         "writes column `gold` (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder (default: %(default)s)")
     a = ap.parse_args(argv)
     from .assets import set_offline
     set_offline()
     spec = TaskSpec(n_prompts=a.n_prompts, seed=a.seed, split_fractions=tuple(a.split_fractions))
-    df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size, tuple(a.judges))
+    from .task_judges import task_judge_name
+    tj = task_judge_name(a.out)
+    df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size, tuple(a.judges), task_judge=tj)
     cmd = (f"python -m mars_lib.bon_set --n {a.n} --n-test-prompts {a.n_test_prompts} --arm {a.arm} --n-prompts {a.n_prompts} "
            f"--split-fractions {' '.join(str(f) for f in a.split_fractions)} --seed {a.seed} --judges {' '.join(a.judges)} "
            f"--out {repo_relative(a.out)}")
-    write_bon_set(df, a.out, cmd, cost)
+    write_bon_set(df, a.out, cmd, cost, task_judge=tj)
     print(f"[bon_set] {len(df)} samples ({df.prompt_id.nunique()} prompts) written to {a.out}")
 
 

@@ -255,9 +255,9 @@ def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
     """Best-of-n on i.i.d. draws (notebook 05's `bon_iid_paired.csv`): a's RM picks draws the judge
     scores higher than b's, at the largest n; one row per judge. Paired over prompts and seeds
     (`stats.paired_difference`), so the verdict rule is the same as for accuracy."""
-    judge_name = {"gold": "the task's judge", "gold3": "the independent judge"}
+    from .task_judges import label as judge_label
     rows = [{"claim_id": f"bon_iid[{r.judge}]:{r.a}>{r.b}",
-             "claim": f"Best-of-{r.n} (i.i.d. draws) with the {r.a} RM beats the {r.b} RM under {judge_name.get(r.judge, r.judge)}",
+             "claim": f"Best-of-{r.n} (i.i.d. draws) with the {r.a} RM beats the {r.b} RM under {judge_label(r.judge)}",
              "track": "gold", "rm": rm, "metric": f"bon{r.n}_{r.judge}", "effect": r.effect, "lo": r.lo, "hi": r.hi,
              "n_seeds": r.n_seeds, "n_test_pairs": r.n_clusters, "verdict": stats.verdict(r.lo, r.hi), "mde": r.mde,
              "method": "paired, prompts x seeds (mars_lib.stats), from bon_iid_paired.csv"} for r in paired.itertuples()]

@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TaskConfig:
     """The preference data: the gold task (mars_lib.tasks) and the real-human tracks (mars_lib.tracks)."""
-    task_dir: str = "data/gold_task_v2"         # committed offline task (prompts, responses, gold scores)
+    task_dir: str = "data/gold_task_v3"         # committed offline task (prompts, responses, gold3 scores)
     beta: float = 1.0                           # label-noise temperature of the BT annotator (gold units)
     n_prompts: int | None = None                # keep a deterministic subset of prompts (None = all)
     max_pairs_per_prompt: int | None = None     # None = every pair of distinct responses
@@ -151,7 +151,7 @@ class DownstreamConfig:
     dpo_epochs: int = 1                         # DPO passes over the pairs (2 policy samples per train prompt)
     dpo_train_prompts: int | None = 64          # cap on train prompts (None = all 240): 64 pairs ≈ 1.6 min per RM on 2 cores
     dpo_eval_prompts: int = 48                  # held-out prompts each policy answers (~1 s each, judged)
-    dpo_judges: tuple[str, ...] = ("gold",)     # judges of the DPO answers: "gold" (the task's), "gold3" (shares no model)
+    dpo_judges: tuple[str, ...] = ("gold",)     # judges of the DPO answers: "gold" (the task's), "gold1", "gold3"
     judge_model: str | None = None              # nb 05: also judge the DPO answers with this chat LM (local folder
                                                 # or hub id; randomized A/B order); None = the gold judge only
     dpo_lr: float = 5e-4                        # LoRA learning rate: high because a CPU run takes few steps
@@ -287,8 +287,8 @@ class RunConfig:
             bad("dpo_micro_batch", "choose 1, 2 or 4 (pairs per forward pass; each DPO step has 4 pairs)")
         if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:
             bad("dpo_train_prompts", "must be >= 1 (or None for all)")
-        if not self.dpo_judges or any(j not in ("gold", "gold3") for j in self.dpo_judges):
-            bad("dpo_judges", "choose one or more of 'gold', 'gold3'")
+        if not self.dpo_judges or any(j not in ("gold", "gold1", "gold3") for j in self.dpo_judges):
+            bad("dpo_judges", "choose one or more of 'gold' (the task's), 'gold1', 'gold3'")
         if self.bon_iid_prompts is not None and self.bon_iid_prompts < 2:
             bad("bon_iid_prompts", "need at least 2 prompts (or None for all)")
         if self.n_prompts is not None and self.n_prompts < 2:

@@ -77,13 +77,15 @@ def bon_weights(N: int) -> np.ndarray:
     return np.array([[comb(i, n - 1) / comb(N, n) for i in range(N)] for n in range(1, N + 1)])
 
 
-def bon_iid_per_prompt(bon: pd.DataFrame, rewards: dict, judges: tuple[str, ...] = ("gold", "gold3")) -> pd.DataFrame:
+def bon_iid_per_prompt(bon: pd.DataFrame, rewards: dict, judges: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Per reward model, judge, n = 1..N and prompt: the unbiased expected judge score of the RM's best
     of n i.i.d. draws (`bon_set`: N draws per prompt). `rewards` maps (strategy, seed) to the RM's
     score of every row of `bon` [rows]. Also rows for the two references every RM shares: strategy
     "oracle" (best of n by the judge itself: the ceiling at this n) — n = 1 is a random draw for all.
-    Columns: strategy, seed, judge, n, kl_bon, prompt_id, value."""
+    Columns: strategy, seed, judge, n, kl_bon, prompt_id, value. `judges`: judge columns of `bon`
+    (default: every one it has, `gold` — the task's judge — first)."""
     bon = bon.reset_index(drop=True)
+    judges = judges or [j for j in ("gold", "gold1", "gold3") if j in bon]
     sizes = bon.groupby("prompt_id", sort=True).size()
     if sizes.nunique() != 1:
         raise ValueError(f"every prompt needs the same number of draws; got {sorted(sizes.unique())}")
@@ -162,7 +164,7 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
     pool = ctx.task.responses[ctx.task.responses.split == split].copy()
     if cfg.bon_extra_samples > 0:
         from .generation import GenerationCache, Generator, Request
-        from .judge import GoldJudge
+        from .task_judges import task_judge
         from .tasks import ARMS
         model, tok, model_id = policy_model(cfg)
         gen = Generator(model, tok, model_id, GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
@@ -173,7 +175,8 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
         extra = pd.DataFrame({"prompt_id": [a for a, _, _ in reqs], "prompt": [b for _, b, _ in reqs],
                               "arm": "default", "sample": [r.sample for _, _, r in reqs],
                               "response": [t for t, _ in outs], "finished": [f for _, f in outs], "split": split})
-        judge = GoldJudge.offline(ctx.encoder, gen if cfg.policy_model is None else None)   # fluency: SmolLM2
+        judge = task_judge(cfg.task_path, encoder=ctx.encoder,            # gold1 may share MiniLM and SmolLM2
+                           generator=gen if cfg.policy_model is None else None)
         extra["gold"] = judge.score(extra.prompt.tolist(), extra.response.tolist(), extra.finished.tolist())
         pool = pd.concat([pool, extra], ignore_index=True)
     phi = ctx.encoder.embed_pairs(pool.prompt.tolist(), pool.response.tolist(), desc="features: Best-of-N pool")

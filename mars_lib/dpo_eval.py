@@ -21,7 +21,8 @@ from .context import Context, policy_model
 from .downstream import win_rate
 from .memory import release_memory
 
-JUDGE_NAMES = {"gold": "the task's gold judge (mars_lib.judge)", "gold3": "gold3, no model shared (mars_lib.judge3)"}
+JUDGE_NAMES = {"gold": "the task's gold judge (its manifest names it)", "gold1": "gold-judge-1 (mars_lib.judge)",
+               "gold3": "gold-judge-3, no model shared (mars_lib.judge3)"}
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
 DPO_STEP_PAIRS = 4            # pairs per DPO optimizer step (dpo_micro_batch per forward, the rest accumulated)
 
@@ -36,7 +37,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     2. cfg.dpo_epochs of DPO (same pairs, steps and seed for every RM: policies differ only through labels);
     3. one answer per evaluation prompt (cfg.dpo_eval_prompts test prompts, the task's default sampling
        arm, the same request seeds for every policy, and for the untrained base policy), scored once all
-       policies have answered by each judge of cfg.dpo_judges (one column each: gold, gold3).
+       policies have answered by each judge of cfg.dpo_judges (one column each: gold, gold1, gold3).
     Adapters are saved in the cache, <cache>/dpo/<strategy>_seed<k>-<hash of pairs and settings>/, and
     reused when present: an interrupted run resumes with the policies already trained, and a profile that
     only adds seeds or prompts reuses the others; generations are cached by the policy's digest.
@@ -80,6 +81,9 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
         gen = Generator(model, tok, model_id, cache, device=cfg.device)
         out = gen.generate_with_info(reqs, desc=f"answers: {policy}")
         texts = [t for t, _ in out]
+        del gen, model             # a policy's merged copy (~0.5 GB) is gone before its KL pass (issue 19)
+        if dpo is not None:
+            release_memory(collect=True)
         kl = np.zeros(len(texts))
         if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
             import torch
@@ -139,16 +143,14 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
 
 
 def _judge(name: str, ctx: Context, base, tok, base_id: str):
-    """The judge `name` of cfg.dpo_judges. The task's judge ("gold") uses the offline SmolLM2 for fluency:
-    when the policy is that model it shares the policy's base weights (never trained: each DPO policy
-    trains a deep copy) instead of loading a second copy (540 MB)."""
+    """The judge `name` of cfg.dpo_judges ("gold" = the task's own, `task_judges`). gold1 uses the offline
+    SmolLM2 for fluency: when the policy is that model it shares the policy's base weights (never
+    trained: each DPO policy trains a deep copy) instead of loading a second copy (540 MB)."""
     from .generation import Generator, smollm2_model_id
-    if name == "gold3":
-        from .judge3 import GoldJudge3
-        return GoldJudge3.offline()
-    from .judge import GoldJudge
+    from .task_judges import make_judge, task_judge_name
+    name = task_judge_name(ctx.cfg.task_path) if name == "gold" else name
     shared = Generator(base, tok, base_id, None, device=ctx.cfg.device) if base_id == smollm2_model_id() else None
-    return GoldJudge.offline(encoder=ctx.encoder, generator=shared)
+    return make_judge(name, encoder=ctx.encoder, generator=shared if name == "gold1" else None)
 
 
 def _judges(answers: pd.DataFrame, judges) -> list[str]:

@@ -115,8 +115,9 @@ def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
     """Best-of-n on i.i.d. draws: expected judge score vs n and vs KL_bon, per reward model, under the
     task's judge and under the independent judge, with intervals over prompts and seeds."""
     summ = _t(results, "05_downstream/bon_iid_summary.csv")
-    judges = [j for j in ("gold", "gold3") if j in set(summ.judge)]
-    title = {"gold": "task's judge (gold)", "gold3": "independent judge (gold3)"}
+    from .task_judges import label
+    judges = [j for j in ("gold", "gold1", "gold3") if j in set(summ.judge)]
+    title = {j: f"{label(j)} ({j})" for j in judges}
     plotting.style()
     fig, ax = plt.subplots(len(judges), 2, figsize=(12, 3.8 * len(judges)), squeeze=False)
     for row, judge in enumerate(judges):

@@ -12,11 +12,12 @@ PROFILES: dict[str, dict] = {
     # the reference run: the whole offline task
     "cpu": {},
     # notebook 05's DPO at a size the cpu profile's 45-min cold budget cannot hold (~1 h on 2 cores after a
-    # cpu run): 160 held-out prompts, 2 DPO seeds, MARS v1 and the two baselines it must beat, judged by
-    # gold3 (shares no model with the policy or the RMs); the cpu run's reward models
-    # (./run_all.sh --profile cpu_dpo --only 05; -p dpo_judges '["gold3", "gold"]' adds the task's judge)
+    # cpu run): 160 held-out prompts, 2 DPO seeds, MARS v1 and the baselines it must beat — none_matched
+    # is the compute-matched no-augmentation arm — judged by the task's judge (gold3 in task v3: shares no
+    # model with the policy or the RMs); the cpu run's reward models
+    # (./run_all.sh --profile cpu_dpo --only 05; -p dpo_judges '["gold", "gold1"]' adds gold-judge-1)
     "cpu_dpo": {"results_dir": "results/cpu_dpo", "models_dir": "results", "dpo_eval_prompts": 160, "dpo_seeds": (0, 1),
-                "dpo_strategies": ("none", "uniform", "mars_v1"), "dpo_judges": ("gold3",)},
+                "dpo_strategies": ("none", "none_matched", "uniform", "mars_v1"), "dpo_judges": ("gold",)},
     # the paper's setting on one GPU (docs/method.md §4; docs/reference.md "The paper profile"): hub ids in rm_model, encoder,
     # paraphraser, policy_model, human_track, rewardbench — each replaceable by a local copy
     "paper": {"results_dir": "results/paper", "offline": False, "device": "cuda", "encoder": "sentence-transformers/all-mpnet-base-v2",

@@ -183,7 +183,7 @@ def glance_section(results: Path) -> str:
         t = load_table(iid)
         t = t[(t.a == "mars_v1") & (t.b.isin(["uniform", "none_matched"]))]
         if len(t):
-            name = {"gold": "task's judge", "gold3": "independent judge"}
+            from .task_judges import LABELS as name
             lines.append(f"- Best-of-{int(t.n.iloc[0])} on i.i.d. policy draws (`bon_iid_paired.csv`), MARS v1's RM minus the "
                          "baseline's, judge score of the pick: " + "; ".join(
                              f"vs {r.b} ({name.get(r.judge, r.judge)}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
@@ -209,9 +209,9 @@ def dpo_glance(results: Path) -> list[str]:
         p = results / sub / "05_downstream" / "dpo_paired.csv" if sub else results / "05_downstream" / "dpo_paired.csv"
         if p.exists():
             t = load_table(p)
-            t = t[(t.a == "mars_v1") & t.b.isin(["none", "uniform"])]
+            t = t[(t.a == "mars_v1") & t.b.isin(["none", "none_matched", "uniform"])]
             if len(t):
-                name = {"gold": "task's judge", "gold3": "independent judge"}
+                from .task_judges import LABELS as name
                 return [f"- DPO of SmolLM2 on each RM's labels ({what}: {int(t.n_prompts.max())} held-out prompts × "
                         f"{int(t.n_seeds.max())} seed(s), `{p.relative_to(results.parent)}`), MARS v1's policy minus the "
                         "baseline's, mean judge score of the answers: " + "; ".join(

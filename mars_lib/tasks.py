@@ -6,9 +6,11 @@ sentiment task: because the gold score of every response is known, every later s
 model accuracy, synthetic-label fidelity, Best-of-N) can be measured against the truth.
 
 Build once (regenerates from the generation cache, else generates; ~1 response/s on 2 cores):
-    python -m mars_lib.tasks build --out data/gold_task_v2
-The committed copy `data/gold_task_v2/` is what `load_task()` reads (seconds). Its manifest records
-the exact command, the time each stage took and the checksum of the responses file.
+    python -m mars_lib.tasks build --judge gold3 --out data/gold_task_v3
+The committed copy `data/gold_task_v3/` is what `load_task()` reads (seconds). Its manifest records
+the exact command, the judge (`mars_lib.task_judges`: gold3 shares no model with the policy or the
+reward models), the time each stage took and the checksum of the responses file. Task v3 is task
+v2's prompts and texts re-labelled by gold3 (`python -m mars_lib.tasks relabel`, see the manifest).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ ARMS: dict[str, Decoding] = {
     "greedy": Decoding(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=80),
 }
 
-DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "gold_task_v2"
+DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "data" / "gold_task_v3"
 
 
 @dataclass
@@ -93,11 +95,13 @@ def generate_policy_samples(spec: TaskSpec, gen: Generator, n: int, split: str =
                          for (pid, text, r), (t, f) in zip(reqs, outs)])
 
 
-def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float) -> Path:
+def write_policy_samples(df: pd.DataFrame, task_dir: Path, command: str, seconds: float,
+                         judge_name: str | None = None) -> Path:
     sha = write_parquet(df, task_dir / "policy_samples.parquet")
     atomic_write_json(task_dir / "policy_samples.json", {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
-        "judged": "gold" in df, "regenerate": command, "seconds": round(seconds, 1)})
+        "judged": "gold" in df, "judge": judge_name if "gold" in df else None, "regenerate": command,
+        "seconds": round(seconds, 1)})
     return task_dir / "policy_samples.parquet"
 
 
@@ -123,24 +127,28 @@ def judge_responses(responses: pd.DataFrame, judge) -> pd.DataFrame:
     return out
 
 
-def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge=None,
-                      generation: dict | None = None) -> Path:
-    """Judge the responses and write `responses.parquet` + `manifest.json` (with sha256) atomically."""
+def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge_name: str = "gold3", judge=None,
+                      generation: dict | None = None, relabelled_from: dict | None = None) -> Path:
+    """Judge the responses with `judge_name` (`task_judges`; `judge` = that judge already loaded) and
+    write `responses.parquet` + `manifest.json` (with sha256) atomically."""
     import time
 
-    from .judge import GoldJudge
     from .results import environment_info
+    from .task_judges import JUDGES, MODULES, make_judge
     t0 = time.perf_counter()
-    judged = judge_responses(responses, judge or GoldJudge.offline())
+    judged = judge_responses(responses, judge or make_judge(judge_name))
     sha = write_parquet(judged, out / "responses.parquet")
     atomic_write_json(out / "manifest.json", {
         "task": "gold-judge task", "version": out.name, "spec": asdict(spec),
+        "judge": judge_name, "judge_id": JUDGES[judge_name], "judge_module": MODULES[judge_name],
         "arms": {k: asdict(ARMS[k]) for k in spec.arms},
         "n_responses": len(judged), "n_prompts": int(judged.prompt_id.nunique()),
         "responses_sha256": sha,
         "regenerate": f"python -m mars_lib.tasks build --n-prompts {spec.n_prompts} "
                       f"--samples-per-arm {spec.samples_per_arm} --split-fractions "
-                      f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {repo_relative(out)}",
+                      f"{' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --judge {judge_name} "
+                      f"--out {repo_relative(out)}",
+        "relabelled_from": relabelled_from,   # how this folder was actually built, when not by `regenerate`
         "generation": generation,  # seconds, responses generated vs taken from the cache, tokens/s
         "judge_seconds": round(time.perf_counter() - t0, 1), "environment": environment_info()})
     return out
@@ -270,6 +278,7 @@ def _cli(argv=None):
     g = sub.add_parser("generate", help="only fill the generation cache (resumable)")
     b = sub.add_parser("build", help="generate (cached) + judge + write the task folder")
     ps = sub.add_parser("samples", help="fresh policy samples per prompt of one split (Pace West-of-N, resample)")
+    rl = sub.add_parser("relabel", help="a task's texts (+ policy samples, + i.i.d. Best-of-N set) judged by another judge")
     ps.add_argument("--n", type=int, default=6, help="samples per prompt (C(6,2) = 15 candidate pairs)")
     ps.add_argument("--split", default="train")
     ps.add_argument("--arm", default="default", choices=sorted(ARMS))
@@ -282,10 +291,20 @@ def _cli(argv=None):
         p.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions,
                        metavar=("TRAIN", "VAL", "TEST"), help="prompt fractions per split")
         p.add_argument("--seed", type=int, default=0)
+    for p in (b, ps, rl):
+        p.add_argument("--judge", choices=["gold1", "gold3"], default="gold3",
+                       help="the gold judge (mars_lib.task_judges; default: %(default)s, shares no model with policy or RMs)")
     b.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR)
+    rl.add_argument("--source", type=Path, required=True, help="the task folder to re-label")
+    rl.add_argument("--out", type=Path, required=True, help="the new task folder")
     a = ap.parse_args(argv)
     from .assets import cache_dir, set_offline
     set_offline()
+    if a.cmd == "relabel":
+        from .task_judges import relabel_task
+        cost = relabel_task(a.source, a.judge, a.out)
+        print(f"[tasks] {a.source} re-labelled by {a.judge} into {a.out}: {cost}")
+        return
     spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed,
                     split_fractions=tuple(a.split_fractions))
     import time
@@ -294,12 +313,13 @@ def _cli(argv=None):
     if a.cmd == "samples":
         df = generate_policy_samples(spec, gen, a.n, a.split, a.arm)
         if not a.no_judge:
-            from .judge import GoldJudge
-            del gen                                      # the judge loads its own copy of the LM
-            df = judge_responses(df, GoldJudge.offline())
+            from .task_judges import make_judge
+            del gen                                      # gold1 loads its own copy of the LM
+            df = judge_responses(df, make_judge(a.judge))
         cmd = (f"python -m mars_lib.tasks samples --n {a.n} --split {a.split} --arm {a.arm} --n-prompts {spec.n_prompts} "
-               f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} --out {repo_relative(a.out)}")
-        write_policy_samples(df, a.out, cmd, time.perf_counter() - t0)
+               f"--split-fractions {' '.join(str(f) for f in spec.split_fractions)} --seed {spec.seed} "
+               f"--judge {a.judge} --out {repo_relative(a.out)}")
+        write_policy_samples(df, a.out, cmd, time.perf_counter() - t0, judge_name=None if a.no_judge else a.judge)
         print(f"[tasks] {len(df)} policy samples written to {a.out}")
         return
     responses = generate_responses(spec, gen)
@@ -307,7 +327,8 @@ def _cli(argv=None):
           f"({gen.stats.new_tokens} tokens, {gen.stats.tokens_per_s:.1f} tok/s), cache hits {gen.stats.cache_hits}")
     if a.cmd == "build":
         st = gen.stats
-        build_task_folder(spec, responses, a.out, generation={
+        del gen
+        build_task_folder(spec, responses, a.out, judge_name=a.judge, generation={
             "seconds": round(time.perf_counter() - t0, 1), "generated": st.generated,
             "cache_hits": st.cache_hits, "new_tokens": st.new_tokens,
             "tokens_per_s": round(st.tokens_per_s, 1)})

@@ -67,7 +67,7 @@ def test_loader_verifies_the_checksum(tmp_path):
     with pytest.raises(TaskError, match="bon_set"):
         bon_set.load_bon_set(tmp_path)
     df = _toy().assign(prompt="x", split="test", arm="default", response="y", finished=True, n_tokens=3)
-    bon_set.write_bon_set(df[bon_set.COLUMNS], tmp_path, "cmd", {})
+    bon_set.write_bon_set(df[[c for c in bon_set.COLUMNS if c in df]], tmp_path, "cmd", {})
     assert len(bon_set.load_bon_set(tmp_path)) == len(df)
     meta = json.loads((tmp_path / bon_set.MANIFEST).read_text())
     assert meta["samples_per_prompt"] == 6 and meta["n_prompts"] == 4

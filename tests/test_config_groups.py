@@ -15,7 +15,7 @@ def test_every_setting_lives_in_exactly_one_group_and_reads_flat():
     assert len(names) == len(set(names)) == len(flat)        # no setting twice, none lost
     for name, group in FIELD_GROUP.items():
         assert getattr(cfg, name) == getattr(getattr(cfg, group), name) == flat[name]
-    assert cfg.mars.tau_v1 == 0.1 and cfg.task.task_dir == "data/gold_task_v2" and cfg.reward_model.rm == "head"
+    assert cfg.mars.tau_v1 == 0.1 and cfg.task.task_dir == "data/gold_task_v3" and cfg.reward_model.rm == "head"
 
 
 def test_flat_construction_replace_and_round_trip():

@@ -70,7 +70,10 @@ def test_win_rates_compare_within_a_seed_and_stats_per_judge():
 
 def test_cpu_dpo_profile_and_models_dir(tmp_path):
     cfg = RunConfig.resolve("cpu_dpo")
-    assert cfg.dpo_eval_prompts >= 160 and len(cfg.dpo_seeds) >= 2 and "gold3" in cfg.dpo_judges
+    assert cfg.dpo_eval_prompts >= 160 and len(cfg.dpo_seeds) >= 2 and "gold" in cfg.dpo_judges
+    from mars_lib.task_judges import task_judge_name
+    assert task_judge_name(cfg.task_path) == "gold3"          # the task's judge shares no model with policy or RMs
+    assert {"none_matched", "uniform", "mars_v1"} <= set(cfg.dpo_strategies)   # the compute-matched baselines
     assert cfg.models_dir == "results" and cfg.results_dir != "results"
     with pytest.raises(ConfigError, match="dpo_judges"):
         RunConfig.resolve("cpu", dpo_judges=("gold", "gpt4"))

@@ -19,7 +19,7 @@ def test_meta_records_commit_versions_and_real_input_checksums(tmp_path):
     assert meta["environment"]["versions"]["torch"]
     inputs = meta["inputs"]
     assert inputs["extra.json"] == "abc"
-    task = "data/gold_task_v2/responses.parquet"
+    task = "data/gold_task_v3/responses.parquet"
     assert inputs[task] == hashlib.sha256((REPO_ROOT / task).read_bytes()).hexdigest()
     assert "data/hh_rlhf_harmless/test.jsonl.gz" in inputs          # the cpu profile's hh-rlhf track reads it
 

@@ -34,7 +34,7 @@ Modules:
               figures_downstream (notebook 05's), figure_registry (name -> function, tables read)
   ood         out-of-distribution evaluation offline: LLMBar subsets and MT-Bench human judgments
   judge3, judge_agreement  the gold judge sharing no model with policy or RMs (task v3's); judges vs people
-  task_judges which judge labels a task ("gold" = the task's own; gold1, gold3); re-labelling a task
+  task_judges, task_relabel  which judge labels a task ("gold" = the task's own; gold1, gold3); re-labelling one
   split_assets  the second judge's models, shipped split over several registry packages
   context     a run's setup (task, cached encoder) and factories (policy, reward models, rewriter)
   pools       synthetic pools of every operator, cached by content; label fidelity of paraphrases

@@ -10,7 +10,7 @@ Build once (regenerates from the generation cache, else generates; ~1 response/s
 The committed copy `data/gold_task_v3/` is what `load_task()` reads (seconds). Its manifest records
 the exact command, the judge (`mars_lib.task_judges`: gold3 shares no model with the policy or the
 reward models), the time each stage took and the checksum of the responses file. Task v3 is task
-v2's prompts and texts re-labelled by gold3 (`python -m mars_lib.tasks relabel`, see the manifest).
+v2's prompts and texts re-labelled by gold3 (`python -m mars_lib.task_relabel`, see the manifest).
 """
 from __future__ import annotations
 
@@ -278,7 +278,6 @@ def _cli(argv=None):
     g = sub.add_parser("generate", help="only fill the generation cache (resumable)")
     b = sub.add_parser("build", help="generate (cached) + judge + write the task folder")
     ps = sub.add_parser("samples", help="fresh policy samples per prompt of one split (Pace West-of-N, resample)")
-    rl = sub.add_parser("relabel", help="a task's texts (+ policy samples, + i.i.d. Best-of-N set) judged by another judge")
     ps.add_argument("--n", type=int, default=6, help="samples per prompt (C(6,2) = 15 candidate pairs)")
     ps.add_argument("--split", default="train")
     ps.add_argument("--arm", default="default", choices=sorted(ARMS))
@@ -291,20 +290,13 @@ def _cli(argv=None):
         p.add_argument("--split-fractions", type=float, nargs=3, default=TaskSpec.split_fractions,
                        metavar=("TRAIN", "VAL", "TEST"), help="prompt fractions per split")
         p.add_argument("--seed", type=int, default=0)
-    for p in (b, ps, rl):
+    for p in (b, ps):
         p.add_argument("--judge", choices=["gold1", "gold3"], default="gold3",
                        help="the gold judge (mars_lib.task_judges; default: %(default)s, shares no model with policy or RMs)")
     b.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR)
-    rl.add_argument("--source", type=Path, required=True, help="the task folder to re-label")
-    rl.add_argument("--out", type=Path, required=True, help="the new task folder")
     a = ap.parse_args(argv)
     from .assets import cache_dir, set_offline
     set_offline()
-    if a.cmd == "relabel":
-        from .task_judges import relabel_task
-        cost = relabel_task(a.source, a.judge, a.out)
-        print(f"[tasks] {a.source} re-labelled by {a.judge} into {a.out}: {cost}")
-        return
     spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed,
                     split_fractions=tuple(a.split_fractions))
     import time

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import bon_set, task_judges
+from mars_lib import bon_set, task_judges, task_relabel
 from mars_lib.judge import FACETS
-from mars_lib.tasks import (DEFAULT_TASK_DIR, TaskError, TaskSpec, build_task_folder, load_policy_samples,
-                            load_responses, write_policy_samples)
+from mars_lib.tasks import (DEFAULT_TASK_DIR, TaskSpec, build_task_folder, load_policy_samples, load_responses,
+                            write_policy_samples)
 
 
 class FakeJudge:
@@ -52,9 +52,9 @@ def source(tmp_path):
 
 def test_relabel_keeps_texts_and_maps_scores_by_judge(source, tmp_path, monkeypatch):
     made = []
-    monkeypatch.setattr(task_judges, "make_judge", lambda name, **kw: made.append(FakeJudge(0.5)) or made[-1])
+    monkeypatch.setattr(task_relabel, "make_judge", lambda name, **kw: made.append(FakeJudge(0.5)) or made[-1])
     out = tmp_path / "v3"
-    task_judges.relabel_task(source, "gold3", out)
+    task_relabel.relabel_task(source, "gold3", out)
     old, new = load_responses(source), load_responses(out)
     man = new.attrs["manifest"]
     assert man["judge"] == "gold3" and man["judge_id"] == "gold-judge-3"
@@ -76,16 +76,16 @@ def test_relabel_keeps_texts_and_maps_scores_by_judge(source, tmp_path, monkeypa
         (out / "policy_samples.json").read_text())["regenerate"]
     assert sum(j.rows for j in made) == len(new) + len(ps)           # the Best-of-N draws were not judged again
     with pytest.raises(ValueError, match="differ"):
-        task_judges.relabel_task(source, "gold3", source)
+        task_relabel.relabel_task(source, "gold3", source)
     with pytest.raises(ValueError, match="unknown judge"):
-        task_judges.relabel_task(source, "gpt4", tmp_path / "x")
+        task_relabel.relabel_task(source, "gpt4", tmp_path / "x")
 
 
 def test_manifest_names_the_judge(tmp_path):
     assert task_judges.judge_name_of({}) == "gold1"                   # task v2's manifest predates the field
     with pytest.raises(ValueError, match="unknown judge"):
         task_judges.judge_name_of({"judge": "human"})
-    with pytest.raises(TaskError, match="manifest"):
+    with pytest.raises(FileNotFoundError, match="manifest"):
         task_judges.task_judge_name(tmp_path)
 
 

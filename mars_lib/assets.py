@@ -153,7 +153,7 @@ def smollm2_dir() -> Path:
     done = out / "mars-converted.json"
     if done.exists():
         return out
-    dequantize_gguf(gguf.parent, gguf.name, out, "~30 s")
+    dequantize_gguf_isolated(gguf.parent, gguf.name, out, "~30 s")
     atomic_write_text(done, json.dumps({"source": str(gguf), "sha256": ASSETS["smollm2_gguf"].sha256}))
     return out
 
@@ -187,6 +187,22 @@ def dequantize_gguf(folder: Path, gguf_name: str, out: Path, expected: str) -> P
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+def dequantize_gguf_isolated(folder: Path, gguf_name: str, out: Path, expected: str) -> Path:
+    """`dequantize_gguf` in a child process: the conversion holds the GGUF reader's tensors and two model
+    copies (a notebook kernel peaked at 3.7 GiB converting Gemma-3-270M and kept ~1 GiB of freed heap);
+    in a child, all of it is returned to the OS when the child exits. Output and errors as in-process."""
+    import subprocess
+    import sys
+    print(f"[assets] dequantising {gguf_name} into {out} (once, {expected}, in a child process)", flush=True)
+    code = ("import sys; from pathlib import Path; from mars_lib.assets import dequantize_gguf; "
+            "dequantize_gguf(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4])")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), gguf_name, str(out), expected],
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise AssetError(f"dequantising {gguf_name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return out
+
 
 def wordnet_root() -> Path:
     """An nltk-readable copy of WordNet 3.0 (LF line endings) in the cache; returns the corpus root.

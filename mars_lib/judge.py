@@ -128,16 +128,22 @@ def budget_split(lengths: list[int], max_cells: int = MAX_ATTENTION_CELLS) -> li
     return groups + [cur] if cur else groups
 
 
+LOGIT_CELLS = 1 << 24      # output-layer cells per chunk: [chunk, V] floats = 64 MiB, twice with log-softmax
+
+
 def response_mean_logprobs(lm, ids, att, pos, r_lens: list[int], softcap: float | None = None,
-                           chunk: int = 256) -> list[float]:
+                           chunk: int | None = None) -> list[float]:
     """Mean log p(token | previous tokens) over each row's last r_lens[j] tokens of a left-padded batch.
 
     Memory: the output layer is applied to each row's own response positions, `chunk` at a time, so the
     peak is [chunk, V] floats instead of the [b, R, V] logits of the whole batch (16 MT-Bench answers of
-    1,500 tokens under a 49k vocabulary: 4.7 GB of logits, twice that with their log-softmax)."""
+    1,500 tokens under a 49k vocabulary: 4.7 GB of logits, twice that with their log-softmax). By default
+    chunk = LOGIT_CELLS / V, at most 256: 256 positions for SmolLM2 (49k words), 64 for Gemma-3 (262k
+    words, where 256 positions made ~0.8 GB of transient logits per step); the softcap runs in place."""
     import torch
     L = ids.shape[1]
     head = lm.get_output_embeddings()
+    chunk = chunk or max(16, min(256, LOGIT_CELLS // head.weight.shape[0]))
     with torch.inference_mode():
         hid = lm.base_model(input_ids=ids, attention_mask=att, position_ids=pos).last_hidden_state
         out = []
@@ -147,7 +153,7 @@ def response_mean_logprobs(lm, ids, att, pos, r_lens: list[int], softcap: float 
                 b = min(a + chunk, L)
                 logits = head(hid[j, a - 1:b - 1]).float()   # [b - a, V]
                 if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
+                    logits = logits.div_(softcap).tanh_().mul_(softcap)
                 total += torch.log_softmax(logits, -1).gather(-1, ids[j, a:b, None]).sum().item()
             out.append(total / r)
     return out

@@ -22,11 +22,11 @@ model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, interm
 reqs = [Request(f"Question number {i}: what is {i} + {i}?", Decoding(temperature=1.0, max_new_tokens=16))
         for i in range(12)]
 g = Generator(model, tok, "tiny", GenerationCache(sys.argv[1]), batch_size=2)
-pause, real = float(sys.argv[2]), model.generate
-def slow(*a, **k):
-    time.sleep(pause)
+pause, real = float(sys.argv[2]), model.forward
+def slow(*a, **k):                  # every decoding step (our loop calls the model, not model.generate)
+    time.sleep(pause / 16)
     return real(*a, **k)
-model.generate = slow
+model.forward = slow
 print("\x1e".join(g.generate(reqs, desc="gen")))
 '''
 

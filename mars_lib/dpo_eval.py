@@ -20,9 +20,8 @@ from .config import RunConfig
 from .context import Context, policy_model
 from .downstream import win_rate
 from .memory import release_memory
+from .task_judges import LABELS as JUDGE_NAMES   # the judge columns an answers table may hold: gold, gold1, gold3
 
-JUDGE_NAMES = {"gold": "the task's gold judge (its manifest names it)", "gold1": "gold-judge-1 (mars_lib.judge)",
-               "gold3": "gold-judge-3, no model shared (mars_lib.judge3)"}
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
 DPO_STEP_PAIRS = 4            # pairs per DPO optimizer step (dpo_micro_batch per forward, the rest accumulated)
 
@@ -82,11 +81,10 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
         out = gen.generate_with_info(reqs, desc=f"answers: {policy}")
         texts = [t for t, _ in out]
         del gen, model             # a policy's merged copy (~0.5 GB) is gone before its KL pass (issue 19)
-        if dpo is not None:
-            release_memory(collect=True)
         kl = np.zeros(len(texts))
         if dpo is not None:        # log π(y|x) − log π_ref(y|x) on the policy's own answers (+ EOS)
             import torch
+            release_memory(collect=True)
             with torch.no_grad():
                 lp = sequence_logprobs(dpo.model, tok, prompts, texts).cpu().numpy()
                 with dpo.model.disable_adapter():
@@ -149,8 +147,10 @@ def _judge(name: str, ctx: Context, base, tok, base_id: str):
     from .generation import Generator, smollm2_model_id
     from .task_judges import make_judge, task_judge_name
     name = task_judge_name(ctx.cfg.task_path) if name == "gold" else name
+    if name != "gold1":
+        return make_judge(name)
     shared = Generator(base, tok, base_id, None, device=ctx.cfg.device) if base_id == smollm2_model_id() else None
-    return make_judge(name, encoder=ctx.encoder, generator=shared if name == "gold1" else None)
+    return make_judge(name, encoder=ctx.encoder, generator=shared)
 
 
 def _judges(answers: pd.DataFrame, judges) -> list[str]:

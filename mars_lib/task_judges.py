@@ -1,4 +1,4 @@
-"""Which gold judge labels a task, and re-labelling a task with another judge.
+"""Which gold judge labels a task: its name in the task's manifest, and loading that judge.
 
 Two gold judges exist (docs/design.md §5.3):
 

@@ -12,7 +12,7 @@ import torch
 from mars_lib.config import REPO_ROOT
 from mars_lib.curvature import curvature_summary, hessian
 from mars_lib.results import save_table
-from mars_lib.selection import allocation_probs
+from mars_lib.mars import allocation_probs
 
 
 def timed(fn, reps=5):

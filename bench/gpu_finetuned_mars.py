@@ -3,7 +3,7 @@
     python bench/gpu_finetuned_mars.py --model DIR --pool POOL.parquet --out results/gpu_finetuned
 
 The paper fine-tunes DeBERTa-v3-base; the offline CPU default trains a linear head on frozen
-MiniLM features. This script runs the rounds loop of `mars_lib.training` with
+MiniLM features. This script runs the rounds loop of `mars_lib.mars` with
 `FinetunedRewardModel` (full fine-tuning of all-MiniLM-L6-v2 as AutoModelForSequenceClassification)
 on the committed offline task, with the paraphrase pool of notebook 03 (built on CPU by
 `pools.paraphrase_pool_frame`, cached by content) — the paper-profile code path on the offline
@@ -45,7 +45,7 @@ def main(argv=None):
     from mars_lib.context import model_factory
     from mars_lib.features import Pairs
     from mars_lib.tasks import load_task
-    from mars_lib.training import run_strategy
+    from mars_lib.runs import run_strategy
     torch.backends.cuda.matmul.allow_tf32 = False
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=a.model, batch_size=a.batch, grad_accum=a.accum,
                             ft_lr=a.lr, rounds=a.rounds, seeds=a.seeds, strategies=a.strategies,

@@ -82,7 +82,9 @@ def run_jobs(a, jobs) -> None:
     from mars_lib.config import RunConfig
     from mars_lib.context import model_factory
     from mars_lib.tasks import redraw_labels
-    from mars_lib.training import Candidates, run_strategy
+    from mars_lib.baselines import Candidates
+    from mars_lib.mars import Sources
+    from mars_lib.runs import run_strategy
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.jobs)))
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=str(a.model), batch_size=a.batch,
                             grad_accum=a.accum, ft_lr=a.lr, rounds=a.rounds, max_length=a.max_length,
@@ -111,8 +113,8 @@ def run_jobs(a, jobs) -> None:
         if s == "self_train":
             self_pool = _text_pairs(pd.read_parquet(d / "self_pool.parquet"))
         t0 = time.perf_counter()
-        r = run_strategy(s, base, pool, {"test": test}, dataclasses.replace(cfg, seeds=(seed,)), seed, make_model=make,
-                         policy=policy, self_pool=self_pool)
+        r = run_strategy(s, base, Sources(pool, policy=policy, self_pool=self_pool), {"test": test},
+                         dataclasses.replace(cfg, seeds=(seed,)), seed, make_model=make)
         out.mkdir(parents=True, exist_ok=True)
         r.history.assign(track=track, rm="full", seconds=time.perf_counter() - t0,
                          train_pairs_per_s=r.model.stats.train_pairs_per_s).to_csv(out / f"history_{s}_seed{seed}.csv",
@@ -172,8 +174,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
     if a.strategies is None:
-        from mars_lib.config import STRATEGIES
-        a.strategies = list(STRATEGIES)
+        from mars_lib.strategies import DEFAULT
+        a.strategies = list(DEFAULT)
     if a.cmd == "prepare":
         return prepare(a)
     if a.cmd == "run":

@@ -81,7 +81,7 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
 def round_overhead(a) -> pd.DataFrame:
     from mars_lib import context, pools
     from mars_lib.config import RunConfig
-    from mars_lib.training import run_strategy
+    from mars_lib.runs import run_strategy
     cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False, operator="paraphrase")
     ctx = context.setup(cfg)
     base, evals = ctx.pairs("train"), {}

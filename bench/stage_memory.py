@@ -71,7 +71,7 @@ def stage(name: str) -> dict:
     import torch
     torch.set_num_threads(2)
     if name == "import":
-        import mars_lib.training  # noqa: F401
+        import mars_lib.mars  # noqa: F401
         import transformers  # noqa: F401
         return {"items": 0, "what": "python + torch + transformers + mars_lib imported"}
     if name == "encode":

@@ -226,15 +226,3 @@ def wordnet_root() -> Path:
     os.replace(tmp, dst)
     atomic_write_text(done, "ok")
     return dst
-
-
-def all_status() -> list[dict]:
-    """One row per asset: installed?, path, checksum ok? (the split assets: `split_assets.split_status`)."""
-    rows = []
-    for key, a in ASSETS.items():
-        try:
-            p = asset_path(key)
-            rows.append({"asset": key, "package": a.pip_name, "ok": True, "path": str(p), "error": ""})
-        except AssetError as e:
-            rows.append({"asset": key, "package": a.pip_name, "ok": False, "path": "", "error": str(e)})
-    return rows

@@ -103,38 +103,6 @@ def build_pool(sources: pd.DataFrame, op: ParaphraseOp, progress: bool = True) -
     return df
 
 
-def draw_from_pool(pool: pd.DataFrame, source_ids, budgets, seed: int, codes=None) -> np.ndarray:
-    """Positions (into `pool`) of b_i rows per source [C1]: uniform without replacement, with
-    replacement only when b_i exceeds the pool size; a source with an empty pool draws from the
-    global pool. Deterministic for `seed`; output grouped by source in `source_ids` order.
-
-    Vectorized (no per-source Python loop): one random key per pool row, rows sorted by (source,
-    key), and each source takes its first b_i rows — a uniform draw without replacement; sources
-    with b_i above their pool size draw b_i uniform indices instead. A pandas groupby version cost
-    ~1.6 s per call on 36k rows, most of a MARS round's overhead on the head RM. `codes`: the
-    pool's `pd.factorize(source_id)` when the caller keeps it (features.Pairs.source_codes)."""
-    rng = np.random.default_rng(seed)
-    budgets = np.asarray(budgets, dtype=np.int64)
-    codes, uniq = pd.factorize(pool.source_id.to_numpy()) if codes is None else codes
-    n_src = np.bincount(codes, minlength=len(uniq))
-    where = pd.Index(uniq).get_indexer(list(source_ids))
-    size = np.where(where >= 0, n_src[np.maximum(where, 0)], 0)
-    size = np.where(size == 0, len(pool), size)          # no pool of its own: the global pool
-    own = (where >= 0) & (n_src[np.maximum(where, 0)] > 0)
-    order = np.argsort(codes + rng.random(len(pool)))    # by source, random within source
-    starts = np.cumsum(n_src) - n_src
-    glob = rng.permutation(len(pool))                     # the global pool, randomly ordered
-    b = np.maximum(budgets, 0)
-    rep = b > size
-    k = np.arange(b.sum()) - np.repeat(np.cumsum(b) - b, b)           # 0..b_i-1 within each source
-    src = np.repeat(np.arange(len(b)), b)
-    draws = rng.random(len(k))
-    slot = np.where(rep[src], np.floor(draws * size[src]).astype(np.int64), k)
-    first = np.where(own, starts[np.maximum(where, 0)], 0)
-    return np.where(own[src], order[np.minimum(first[src] + slot, len(pool) - 1)], glob[np.minimum(slot, len(pool) - 1)]
-                    ).astype(np.int64)
-
-
 def draw_on_demand(sources: pd.DataFrame, budgets, op: ParaphraseOp, round_seed: int) -> pd.DataFrame:
     """Exactly b_i fresh synthetic pairs per selected source (op seeded per round); shortfalls are
     recorded in `attrs['shortfall']` (sources whose texts admit fewer distinct paraphrase pairs)."""

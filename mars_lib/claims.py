@@ -1,5 +1,5 @@
-"""Does MARS work, and when: per-pair outcomes, intervals over test prompts and seeds, the τ sweep,
-and the paper's claims with a verdict each.
+"""Does MARS work, and when: per-pair outcomes, intervals over test prompts and seeds, and the
+paper's claims with a verdict each, read from saved tables (the τ sweep that trains is `runs.tau_sweep`).
 
 Per-pair outcomes (`per_pair_outcomes`) are the unit of every interval here: one row per
 (track, rm, strategy, seed, test pair), with the pair's prompt as its `cluster`. Intervals are
@@ -8,10 +8,14 @@ the method is stated in `mars_lib.stats`), so they cover what a rerun on new tes
 seeds would change. They do not cover a new draw of the gold task's noisy labels (fixed by
 `label_seed`) or a new base subset: a rerun on new human data would add that variation too.
 
-Verdict rule (`stats.verdict`): a claim "A beats B" is **held** when the 95 % interval of A − B
-lies above 0, **not held** when it lies below 0, **inconclusive** when it contains 0. Each row
-carries the design's minimum detectable effect (80 % power, two-sided 5 %), so an inconclusive
-row says how large an effect the design could have seen.
+Verdict rule (`verdicts.decide`, `stats.verdict`; docs/method.md §11): each row has a two-sided p from
+the t reference of its interval, Holm-adjusted within its claim family (``p_holm``: one claim over
+tracks and rm regimes) and Benjamini-Hochberg-adjusted over the whole table (``p_adj``). A claim
+"A beats B" is **held** when p_adj < 0.05 and A − B > 0, **not held** when p_adj < 0.05 and
+A − B < 0, **equivalent** when the 95 % interval lies inside ±δ (δ per metric, `verdicts.smallest_effect`),
+**inconclusive** otherwise; arms that trained on the same data are **identical** (no test). Each
+row carries the design's minimum detectable effect (80 % power, two-sided 5 %, same t quantiles as
+its interval), so an inconclusive row says how large an effect the design could have seen.
 """
 from __future__ import annotations
 
@@ -20,38 +24,33 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import stats, strategies, verdicts
 from .features import Pairs
+from .mars import concentration
 
-CLAIMS = (   # claim_id, claim, a, b, metric
-    ("mars_v1>uniform", "MARS v1 beats uniform augmentation", "mars_v1", "uniform", "accuracy"),
-    ("mars_v2>uniform", "MARS v2 beats uniform augmentation", "mars_v2", "uniform", "accuracy"),
-    ("mars_v1>none", "MARS v1 beats no augmentation", "mars_v1", "none", "accuracy"),
-    ("mars_v2>none", "MARS v2 beats no augmentation", "mars_v2", "none", "accuracy"),
-    ("mars_v1>none_matched", "MARS v1 beats no augmentation with as many optimizer steps", "mars_v1", "none_matched",
-     "accuracy"),
-    ("mars_v2>none_matched", "MARS v2 beats no augmentation with as many optimizer steps", "mars_v2", "none_matched",
-     "accuracy"),
-    ("mars_v1>won", "MARS v1 beats West-of-N (authors')", "mars_v1", "won", "accuracy"),
-    ("mars_v2>won", "MARS v2 beats West-of-N (authors')", "mars_v2", "won", "accuracy"),
-    ("mars_v1>won_pace", "MARS v1 beats West-of-N (Pace et al.)", "mars_v1", "won_pace", "accuracy"),
-    ("mars_v2>mars_v1", "MARS v2 beats MARS v1", "mars_v2", "mars_v1", "accuracy"),
-    ("mars_v1>reweight", "MARS v1 is more than reweighting the base pairs", "mars_v1", "reweight", "accuracy"),
-    ("mars_v1>easy_first", "MARS v1 beats easy-first allocation", "mars_v1", "easy_first", "accuracy"),
-    ("mars_v1>hard_filter", "MARS v1 beats dropping the most negative-gap pairs", "mars_v1", "hard_filter",
-     "accuracy"),
-    ("mars_v1>self_train", "MARS v1 beats RM self-training", "mars_v1", "self_train", "accuracy"),
-    ("gold:mars_v1>uniform", "MARS v1 beats uniform against the gold order", "mars_v1", "uniform", "gold_accuracy"),
-    ("gold:mars_v2>uniform", "MARS v2 beats uniform against the gold order", "mars_v2", "uniform", "gold_accuracy"),
-)
-SEED_LEVEL = (   # claims on quantities with no test-pair decomposition: intervals over seeds only
-    ("snr:mars_v1>uniform", "MARS v1 raises the reward gap's SNR over uniform", "mars_v1", "uniform", "snr", "test"),
-    ("snr:mars_v2>uniform", "MARS v2 raises the reward gap's SNR over uniform", "mars_v2", "uniform", "snr", "test"),
-    ("curv:mars_v1>uniform", "MARS v1's training set has more BT curvature (E[σ'] at the allocating θ) than uniform's",
-     "mars_v1", "uniform", "mean_sigma_prime", "curvature"),
-    ("curv:mars_v2>uniform", "MARS v2's training set has more BT curvature (E[σ'] at the allocating θ) than uniform's",
-     "mars_v2", "uniform", "mean_sigma_prime", "curvature"),
-)
+def claim_specs() -> list[tuple[str, str, str, str, str]]:
+    """(claim_id, claim, a, b, metric) of every per-pair claim, from the strategy registry: "a beats b"
+    in accuracy for each arm and each of its `baselines`, and against the gold order for its headline
+    (first) baseline. Read at call time, so a newly registered arm has its claims."""
+    arms = [s for s in strategies.REGISTRY.values() if s.baselines]
+    name = {n: s.claim_name() for n, s in strategies.REGISTRY.items()}
+    rows = [(f"{a.name}>{b}", f"{name[a.name]} beats {name[b]}", a.name, b, "accuracy") for a in arms for b in a.baselines]
+    return rows + [(f"gold:{a.name}>{a.baselines[0]}", f"{name[a.name]} beats {name[a.baselines[0]]} against the gold "
+                    "order", a.name, a.baselines[0], "gold_accuracy") for a in arms]
+
+
+def seed_level_specs() -> list[tuple[str, str, str, str, str, str]]:
+    """(claim_id, claim, a, b, metric, split) of the claims on quantities with no test-pair decomposition
+    (intervals over seeds only): SNR of the test reward gaps and the BT curvature of the realised
+    training set, each arm against its headline baseline."""
+    rows = []
+    for a in (s for s in strategies.REGISTRY.values() if s.baselines):
+        b = strategies.get(a.baselines[0])
+        rows += [(f"snr:{a.name}>{b.name}", f"{a.claim_name()} raises the reward gap's SNR over {b.claim_name()}",
+                  a.name, b.name, "snr", "test"),
+                 (f"curv:{a.name}>{b.name}", f"{a.claim_name()}'s training set has more BT curvature (E[σ'] at the "
+                  f"allocating θ) than {b.claim_name()}'s", a.name, b.name, "mean_sigma_prime", "curvature")]
+    return rows
 
 
 METRIC_COLUMN = {"accuracy": "correct", "gold_accuracy": "gold_correct"}   # per-pair column of each metric
@@ -95,12 +94,13 @@ def _interval(v: pd.DataFrame, n_boot: int) -> pd.DataFrame:
 
 
 def _paired(v: pd.DataFrame, a, b, n_boot: int) -> dict:
-    """`stats.paired_difference`, or with a single seed the difference alone (no interval, MDE NaN)."""
+    """`stats.paired_difference`, or with a single seed the difference alone (no interval, p, df or MDE)."""
     if v.seed.nunique() >= 2:
         return stats.paired_difference(v, a, b, n_boot=n_boot)
     m = v.groupby("strategy").value.mean()
-    return {"effect": m[a] - m[b], "lo": np.nan, "hi": np.nan, "se": np.nan, "p_better": np.nan, "mde": np.nan,
-            "n_seeds": 1, "n_clusters": v.cluster.nunique(), "n_pairs": v.pair_id.nunique()}
+    return {"effect": m[a] - m[b], "lo": np.nan, "hi": np.nan, "se": np.nan, "df": np.nan, "p": np.nan,
+            "p_better": np.nan, "mde": np.nan, "n_seeds": 1, "n_clusters": v.cluster.nunique(),
+            "n_pairs": v.pair_id.nunique()}
 
 
 def _value(per_pair: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -177,42 +177,56 @@ def write_claims(cfg) -> pd.DataFrame:
     iid = cfg.path("05_downstream", "bon_iid_paired.csv")
     if iid.exists():
         table = pd.concat([table, bon_iid_claims(load_table(iid), cfg.rm)], ignore_index=True)
+    table = verdicts.decide(table)   # multiplicity over the whole table, Best-of-N rows included
     save_table(table, cfg.path("claims.csv"), cfg)
     return table
 
 
 def _seed_level(a: np.ndarray, b: np.ndarray) -> dict:
-    """Paired t interval over seeds of mean(a − b) (seeds paired by index)."""
+    """Paired t interval over seeds of mean(a − b) (seeds paired by index), its two-sided p and its
+    MDE, all from the same t_{n−1} reference."""
     d = np.asarray(a, float) - np.asarray(b, float)
     n = len(d)
-    se = d.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
-    t = stats.t_quantile(0.975, n - 1) if n > 1 else float("nan")
-    return {"effect": d.mean(), "lo": d.mean() - t * se, "hi": d.mean() + t * se, "se": se,
-            "mde": stats.mde(se) if n > 1 else float("nan"), "n_seeds": n}
+    if n < 2:
+        return {"effect": d.mean() if n else np.nan, "lo": np.nan, "hi": np.nan, "se": np.nan, "df": np.nan,
+                "p": np.nan, "mde": np.nan, "n_seeds": n}
+    se = d.std(ddof=1) / np.sqrt(n)
+    t = stats.t_quantile(0.975, n - 1)
+    return {"effect": d.mean(), "lo": d.mean() - t * se, "hi": d.mean() + t * se, "se": se, "df": n - 1,
+            "p": stats.p_value(d.mean(), se, n - 1), "mde": stats.mde(se, n - 1), "n_seeds": n}
 
 
 def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, n_boot: int = 2000) -> pd.DataFrame:
-    """Every claim of `CLAIMS` and `SEED_LEVEL` that the runs can answer, per track and rm regime.
+    """Every claim of `claim_specs` and `seed_level_specs` that the runs can answer, per track and rm regime.
 
     per_pair: `per_pair_outcomes` rows (any number of tracks / regimes). histories: the tidy
-    histories of the same runs with `track` and `rm` columns (for SNR and curvature)."""
-    rows = []
+    histories of the same runs with `track` and `rm` columns (for SNR and curvature).
+
+    Columns `verdicts.COLUMNS`: effect = mean(a) − mean(b), its 95 % interval [lo, hi] = effect ± t_df·se,
+    the two-sided p of "no difference" from the same t_df, ``p_holm`` (Holm within the claim's family,
+    its rows over tracks and rm regimes), ``p_adj`` (Benjamini-Hochberg over the whole table),
+    ``delta`` (`verdicts.smallest_effect`), ``mde`` = (t_{df,0.975} + t_{df,0.8})·se and ``verdict``, which
+    reads **p_adj** (`verdicts.decide`). Arms with identical reward gaps (`verdicts.identical_arms`) are one
+    RM: such a row gets verdict "identical" and no p, and a row that repeats an earlier one with an
+    identical arm in place of the other is not repeated (the earlier row's method says so)."""
+    rows, reps = [], {}
     for (track, rm), g in per_pair.groupby(["track", "rm"], sort=False):
         have = set(g.strategy)
-        for cid, text, a, b, metric in CLAIMS:
+        reps[(track, rm)] = verdicts.identical_arms(g)
+        for cid, text, a, b, metric in claim_specs():
             col = METRIC_COLUMN[metric]
             if a not in have or b not in have or col not in g or g[col].isna().all():
                 continue
             r = _paired(_value(g, metric), a, b, n_boot)
             rows.append({"claim_id": cid, "claim": text, "track": track, "rm": rm, "metric": metric,
-                         "effect": r["effect"], "lo": r["lo"], "hi": r["hi"], "mde": r["mde"], "n_seeds": r["n_seeds"],
-                         "n_test_pairs": r["n_pairs"],
+                         **{k: r[k] for k in ("effect", "lo", "hi", "se", "df", "p", "mde", "n_seeds")},
+                         "n_test_pairs": r["n_pairs"], "delta": verdicts.smallest_effect(metric), "_a": a, "_b": b,
                          "method": "paired, test prompts x seeds (mars_lib.stats)" if r["n_seeds"] >= 2 else ONE_SEED})
     if histories is not None and len(histories):
         last = histories[histories["round"] == histories.groupby(["track", "rm"])["round"].transform("max")]
         for (track, rm), g in last.groupby(["track", "rm"], sort=False):
             n_pairs = int(per_pair[(per_pair.track == track) & (per_pair.rm == rm)].pair_id.nunique())
-            for cid, text, a, b, metric, split in SEED_LEVEL:
+            for cid, text, a, b, metric, split in seed_level_specs():
                 piv = g[(g.metric == metric) & (g.split == split)].pivot_table(index="seed", columns="strategy",
                                                                                  values="value")
                 if a not in piv or b not in piv:
@@ -221,94 +235,70 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
                 r = _seed_level(piv[a].to_numpy(), piv[b].to_numpy())
                 rows.append({"claim_id": cid, "claim": text, "track": track, "rm": rm, "metric": metric, **r,
                              "n_test_pairs": n_pairs if split == "test" else 0,
+                             "delta": verdicts.smallest_effect(metric, piv[b].mean()), "_a": a, "_b": b,
                              "method": "paired t over seeds only" + (" (test set fixed)" if split == "test" else "")})
-    out = pd.DataFrame(rows)
-    if len(out):      # no interval (one seed) is no evidence either way
-        out["verdict"] = [stats.verdict(lo, hi) if np.isfinite(lo) and np.isfinite(hi) else "inconclusive"
-                          for lo, hi in zip(out.lo, out.hi)]
-    cols = ["claim_id", "claim", "track", "rm", "metric", "effect", "lo", "hi", "n_seeds", "n_test_pairs", "verdict",
-            "mde", "method"]
-    return out.reindex(columns=cols)
+    if not rows:
+        return pd.DataFrame(columns=verdicts.COLUMNS)
+
+    def same(r, x, y):
+        rep = reps.get((r["track"], r["rm"]), {})
+        return rep.get(x, x) == rep.get(y, y)
+    return verdicts.decide(pd.DataFrame(verdicts.merge_identical(rows, same)))
 
 
 def downstream_claims(win_summary: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
     """Best-of-N win-rate claims from notebook 05's `win_rate_summary.csv` (a vs b: mean win rate over
-    seeds, its interval over seeds, and the mean standard error over prompts). Every seed's RMs pick
-    from the same prompts' samples, so prompt sampling does not average out over seeds: the interval
-    here is mean ± 1.96·sqrt(se_seeds² + se_prompts²) (normal approximation), and the claim is held
-    when it lies above a win rate of 0.5."""
+    seeds, its percentile-bootstrap interval over seeds, and the mean standard error over prompts).
+    Every seed's RMs pick from the same prompts' samples, so prompt sampling does not average out over
+    seeds. The seed SE is the bootstrap interval's width / (2·1.96), corrected by sqrt(n/(n−1)) as in
+    `stats` (a plain bootstrap of n seed means is that much too narrow); se = sqrt(se_seeds² +
+    se_prompts²), df by Welch-Satterthwaite (n − 1 and prompts − 1), and the interval, p and MDE use
+    t_df: the same interval method as every other row. The claim is held when the win rate is above
+    0.5 (verdict rule of `verdicts.decide`; delta 0.01 on the win rate)."""
     rows = []
     for _, r in win_summary.iterrows():
         if not str(r.a).startswith("mars"):
             continue
-        se = float(np.hypot((r.hi - r.lo) / (2 * 1.96), r.mean_se_over_prompts))
+        n, prompts = int(r.n), int(r.prompts)
+        se_s = (r.hi - r.lo) / (2 * 1.96) * np.sqrt(n / (n - 1)) if n >= 2 else np.nan
+        se_p = float(r.mean_se_over_prompts)
+        se = float(np.hypot(se_s, se_p))
+        denom = se_s ** 4 / (n - 1) + (se_p ** 4 / (prompts - 1) if prompts > 1 else 0.0) if n >= 2 else np.nan
+        df = se ** 4 / denom if denom > 0 else (np.inf if denom == 0 else np.nan)
         effect = r["mean"] - 0.5
-        lo, hi = effect - 1.96 * se, effect + 1.96 * se
+        half = stats.t_quantile(0.975, df) * se if np.isfinite(se) and not np.isnan(df) else np.nan
         rows.append({"claim_id": f"bon:{r.a}>{r.b}", "claim": f"Best-of-N with the {r.a} RM beats the {r.b} RM",
-                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": lo, "hi": hi,
-                     "n_seeds": r.n, "n_test_pairs": r.prompts, "verdict": stats.verdict(lo, hi), "mde": stats.mde(se),
-                     "method": "win rate − 0.5; seeds and prompts (normal), from win_rate_summary.csv"})
-    return pd.DataFrame(rows)
+                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": effect - half,
+                     "hi": effect + half, "se": se, "df": df, "n_seeds": n, "n_test_pairs": prompts,
+                     "p": stats.p_value(effect, se, df), "delta": verdicts.smallest_effect("bon_win_rate"),
+                     "mde": stats.mde(se, df), "_a": r.a, "_b": r.b,
+                     "method": "win rate − 0.5; seeds and prompts, t interval (Satterthwaite df), "
+                               "from win_rate_summary.csv"})
+    return verdicts.decide(pd.DataFrame(verdicts.merge_identical(
+        rows, verdicts.same_by_numbers(rows), "the two RMs pick draws of the same scores")))
 
 
 def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
     """Best-of-n on i.i.d. draws (notebook 05's `bon_iid_paired.csv`): a's RM picks draws the judge
     scores higher than b's, at the largest n; one row per judge. Paired over prompts and seeds
-    (`stats.paired_difference`), so the verdict rule is the same as for accuracy."""
+    (`stats.paired_difference`: its interval, se and df), so the verdict rule is the same as for
+    accuracy; p and MDE are recomputed here from se and df (the same t reference). Judge points have
+    no smallest effect of interest (delta NaN): no "equivalent" verdict. Rows whose numbers repeat an
+    earlier row's of the same judge with one arm swapped are not repeated (`verdicts.same_by_numbers`)."""
     from .task_judges import label as judge_label
     rows = [{"claim_id": f"bon_iid[{r.judge}]:{r.a}>{r.b}",
              "claim": f"Best-of-{r.n} (i.i.d. draws) with the {r.a} RM beats the {r.b} RM under {judge_label(r.judge)}",
              "track": "gold", "rm": rm, "metric": f"bon{r.n}_{r.judge}", "effect": r.effect, "lo": r.lo, "hi": r.hi,
-             "n_seeds": r.n_seeds, "n_test_pairs": r.n_clusters, "verdict": stats.verdict(r.lo, r.hi), "mde": r.mde,
+             "se": r.se, "df": r.df, "n_seeds": r.n_seeds, "n_test_pairs": r.n_clusters,
+             "p": stats.p_value(r.effect, r.se, r.df), "delta": verdicts.smallest_effect(f"bon{r.n}_{r.judge}"),
+             "mde": stats.mde(r.se, r.df), "_a": r.a, "_b": r.b,
              "method": "paired, prompts x seeds (mars_lib.stats), from bon_iid_paired.csv"} for r in paired.itertuples()]
-    return pd.DataFrame(rows)
+    return verdicts.decide(pd.DataFrame(verdicts.merge_identical(
+        rows, verdicts.same_by_numbers(rows), "the two RMs pick draws of the same scores")))
 
 
 def tau_allocation(gaps: np.ndarray, taus, version: str) -> pd.DataFrame:
     """Concentration of MARS's allocation q over the given reward gaps at each τ (no training):
     the question "is the authors' τ uniform here?" answered from the RM's own gaps."""
-    from .selection import allocation_probs, concentration
-    gap = {"mars_v1": "abs", "mars_v2": "signed"}[version]
-    return pd.DataFrame([{"strategy": version, "tau": t, **concentration(allocation_probs(gaps, t, gap))} for t in taus])
-
-
-def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seeds, versions=("mars_v1", "mars_v2")
-              ) -> pd.DataFrame:
-    """Test accuracy and allocation concentration of MARS v1 / v2 at each τ (head RMs; same budget,
-    schedule, seeds and per-seed label draws as the main comparison). Concentration: mean over rounds ≥ 2 of the realised
-    allocation (round 1 allocates from an untrained RM unless warm_start, so it is uniform)."""
-    import dataclasses
-
-    from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
-
-    from .runs import seed_data
-    from .training import run_strategy
-    rows = []
-    jobs = [(v, t, s) for s in seeds for v in versions for t in taus]
-    data = {}
-    for v, t, seed in tqdm(jobs, desc=f"{track}: τ sweep"):
-        if seed not in data:                      # the seed's own label draw, as in the main comparison
-            data = {seed: seed_data(cfg, base, pool, seed)}
-        # what the sweep reads only: test accuracy after the last round and the allocation (no per-round
-        # evaluation or curvature tracking, which would cost more than the training itself)
-        c = dataclasses.replace(cfg, rm="head", tau_v1=t if v == "mars_v1" else cfg.tau_v1,
-                                tau_v2=t if v == "mars_v2" else cfg.tau_v2, track_curvature=False,
-                                eval_every_round=False)
-        h = run_strategy(v, *data[seed], {"test": evals["test"]}, c, seed).history
-        late = h[(h["round"] >= min(2, h["round"].max())) & (h.split == "train")]
-        last = h[(h["round"] == h["round"].max()) & (h.split == "test")].set_index("metric").value
-        rows.append({"track": track, "strategy": v, "tau": t, "seed": seed, "accuracy": last["accuracy"],
-                     **{k: late[late.metric == f"alloc_{k}"].value.mean()
-                        for k in ("ess_over_n", "gini", "top10_share", "max_over_mean")}})
-    return pd.DataFrame(rows)
-
-
-def tau_sweep_summary(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per (track, version, τ): mean accuracy and concentration over seeds, and whether the
-    allocation is uniform to the eye (ESS/N ≥ 0.99)."""
-    out = sweep.groupby(["track", "strategy", "tau"], sort=False).agg(
-        accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), ess_over_n=("ess_over_n", "mean"),
-        gini=("gini", "mean"), top10_share=("top10_share", "mean"), max_over_mean=("max_over_mean", "mean"),
-        n_seeds=("seed", "nunique")).reset_index()
-    out["uniform"] = out.ess_over_n >= 0.99
-    return out
+    q = strategies.get(version).q
+    return pd.DataFrame([{"strategy": version, "tau": t, **concentration(q(gaps, t))} for t in taus])

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
-VERSIONS = {"v1": ("abs", 0.1), "v2": ("signed", 0.5), "uniform": (None, None)}
+from . import strategies
+from .config import MarsConfig
+from .mars import capped_budgets, concentration, integer_budgets
+
 CONCENTRATED = 0.5      # warn when the allocation's effective sample size over N falls below this
 
 
@@ -164,14 +167,9 @@ def cmd_score(args) -> int:
 
 
 def _budgets(args, gaps):
-    import numpy as np
-
-    from .selection import allocation_probs, capped_budgets, concentration, integer_budgets
-    gap_kind, tau = VERSIONS[args.version]
-    if gap_kind is None:
-        q = np.full(len(gaps), 1.0 / len(gaps))
-    else:
-        q = allocation_probs(gaps, args.tau if args.tau is not None else tau, gap_kind)
+    arm = strategies.allocators()[args.version]
+    tau = None if arm.tau_field is None else args.tau if args.tau is not None else getattr(MarsConfig(), arm.tau_field)
+    q = arm.q(gaps, tau)
     from .data import DataError
     try:
         b = (capped_budgets(q, args.budget, args.max_per_source, seed=args.seed) if args.max_per_source
@@ -252,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=hlp, formatter_class=_Formatter)
         common(p)
         p.add_argument("--budget", type=int, required=True, help="synthetic pairs B (>= 0)")
-        p.add_argument("--version", choices=sorted(VERSIONS), default="v1",
-                       help="v1: q ∝ exp(−τ|gap|); v2: q ∝ exp(−τ·gap); uniform: the same B spread evenly (the baseline)")
-        p.add_argument("--tau", type=float, default=None, help="allocation temperature (> 0); None: v1 0.1, v2 0.5")
+        p.add_argument("--version", choices=sorted(strategies.allocators()), default="v1",
+                       help="v1 (= mars_v1): q ∝ exp(−τ|gap|); v2 (= mars_v2): q ∝ exp(−τ·gap); uniform: the same B "
+                            "spread evenly (the baseline); any registered strategy with an allocation rule")
+        p.add_argument("--tau", type=float, default=None,
+                       help="allocation temperature (> 0); None: the strategy's config default (v1 0.1, v2 0.5)")
         p.add_argument("--max-per-source", type=int, default=None,
                        help="cap on synthetic pairs per original pair (the excess goes to the others by q)")
         if name == "augment":
@@ -275,8 +275,8 @@ def main(argv=None) -> int:
     if getattr(args, "tau", None) is not None and not args.tau > 0:
         print(f"error: --tau must be > 0, got {args.tau}", file=sys.stderr)
         return 2
-    if getattr(args, "tau", None) is not None and args.version == "uniform":
-        print("error: --tau has no meaning with --version uniform", file=sys.stderr)
+    if getattr(args, "tau", None) is not None and strategies.allocators()[args.version].tau_field is None:
+        print(f"error: --tau has no meaning with --version {args.version}", file=sys.stderr)
         return 2
     if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
         print(f"error: --max-per-source must be >= 1, got {args.max_per_source}", file=sys.stderr)

@@ -12,21 +12,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-STRATEGIES = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2",
-              # controls under the same budget and schedule (training.CONTROLS): is MARS more than extra
-              # steps, reweighting, easy-first, dropping likely-mislabelled pairs or self-training?
-              "none_matched", "reweight", "easy_first", "hard_filter", "self_train")
-POLICY_STRATEGIES = ("won_pace", "self_train")   # need the task's policy samples: gold task only
-CONTROL_OF = ("mars_v1", "mars_v2")
 POOL_MODES = ("pool", "on_demand")
 RM_KINDS = ("head", "full", "lora")
-OPERATORS = ("paraphrase", "refined_paraphrase", "resample")
 FLIP_FILTERS = ("off", "rm")
 LABELERS = ("gold", "rm")
-HUMAN_TRACKS = ("chitchat", "hh-rlhf", "ultrafeedback", "pku-saferlhf")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
+from . import operators, strategies  # noqa: E402
+from .io import REPO_ROOT  # noqa: E402,F401  (re-exported)  (the registries every name is checked against)
+from .baselines import MARS_GAP  # noqa: E402
 from .profiles import PRESETS, PROFILES  # noqa: E402  (named sets of defaults; re-exported)
+from .tracks import TRACKS  # noqa: E402
 
 
 class ConfigError(ValueError):
@@ -76,8 +71,8 @@ class RewardModelConfig:
 
 @dataclass(frozen=True)
 class MarsConfig:
-    """MARS, its baselines and controls: allocation and the rounds schedule (mars_lib.selection, mars_lib.training)."""
-    strategies: tuple[str, ...] = STRATEGIES
+    """MARS, its baselines and controls: allocation and the rounds schedule (mars_lib.mars, mars_lib.strategies)."""
+    strategies: tuple[str, ...] = strategies.DEFAULT  # arms trained (names in mars_lib.strategies.REGISTRY)
     rounds: int = 5                             # T: allocate -> augment -> train rounds (v1 code: 5)
     epochs_per_round: int = 1                   # v1 code: 1 epoch per round
     budget_ratio: float = 2.0                   # B / N_base synthetic pairs per round (v1: 2000 / 1000)
@@ -134,7 +129,7 @@ class EvalConfig:
     lanczos_iters: int = 20                     # nb 04: Lanczos iterations (HVPs) for the top eigenvalues
     hutchinson_samples: int = 30                # nb 04: Rademacher probes (HVPs) for the trace estimate
     fidelity_sources: int = 60                  # source pairs whose synthetic pairs are gold-judged (nb 02;
-                                                # the judge runs SmolLM2 over every text: ~3 texts/s)
+                                                # the task's judge, gold3, scores every text)
 
 
 @dataclass(frozen=True)
@@ -221,12 +216,12 @@ class RunConfig:
         tracks = self.human_track
         tracks = () if tracks in ("off", None) else (tracks,) if isinstance(tracks, str) else tuple(tracks)
         object.__setattr__(self, "task", replace(self.task, human_track=tracks))
-        if any(t not in HUMAN_TRACKS for t in tracks) or len(set(tracks)) != len(tracks):
-            bad("human_track", f"choose from {HUMAN_TRACKS} (each once), or 'off'")
+        if any(t not in TRACKS for t in tracks) or len(set(tracks)) != len(tracks):
+            bad("human_track", f"choose from {TRACKS} (each once), or 'off'")
         if self.human_track_path is not None and len(tracks) != 1:
             bad("human_track_path", "names the data of one track: set human_track to that single track")
-        if self.reweight_like not in CONTROL_OF:
-            bad("reweight_like", f"choose one of {CONTROL_OF}")
+        if self.reweight_like not in MARS_GAP:
+            bad("reweight_like", f"choose one of {tuple(MARS_GAP)}")
         if not self.tau_grid or any(not t > 0 for t in self.tau_grid):
             bad("tau_grid", "need at least one tau, each > 0")
         if not 0 < self.hard_filter_frac < 1:
@@ -237,13 +232,13 @@ class RunConfig:
             bad("preset", f"unknown preset; choose one of {sorted(PRESETS)} or None")
         if self.n_base is not None and self.n_base < 2:
             bad("n_base", "need at least 2 base pairs (or None for all)")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        unknown = [s for s in self.strategies if s not in strategies.REGISTRY]
         if unknown or not self.strategies:
-            bad("strategies", f"unknown strategy {unknown}; choose from {STRATEGIES}")
-        if self.operator not in OPERATORS:
-            bad("operator", f"choose one of {OPERATORS}")
-        if any(o not in OPERATORS for o in self.extra_operators):
-            bad("extra_operators", f"choose from {OPERATORS}")
+            bad("strategies", f"unknown strategy {unknown}; choose from {strategies.names()}")
+        if self.operator not in operators.REGISTRY:
+            bad("operator", f"choose one of {operators.names()}")
+        if any(o not in operators.REGISTRY for o in self.extra_operators):
+            bad("extra_operators", f"choose from {operators.names()}")
         if self.flip_filter not in FLIP_FILTERS:
             bad("flip_filter", f"choose one of {FLIP_FILTERS}")
         if self.refine_max_pairs is not None and self.refine_max_pairs < 1:
@@ -252,8 +247,8 @@ class RunConfig:
             bad("labeler", f"choose one of {LABELERS}")
         if len(self.gap_band) != 2 or not 0 <= self.gap_band[0] < self.gap_band[1] <= 1:
             bad("gap_band", "need two quantiles 0 <= lo < hi <= 1")
-        if self.operator == "resample" and self.pool_mode == "on_demand":
-            bad("pool_mode", "the resample operator builds a pool from committed policy samples; use pool_mode='pool'")
+        if self.pool_mode == "on_demand" and operators.get(self.operator).sources is None:
+            bad("pool_mode", f"the {self.operator} operator builds only a pre-generated pool; use pool_mode='pool'")
         if self.pool_mode not in POOL_MODES:
             bad("pool_mode", f"choose one of {POOL_MODES}")
         if self.rm not in RM_KINDS:
@@ -281,8 +276,8 @@ class RunConfig:
                 bad(name, "must be a positive integer")
         if not self.seeds:
             bad("seeds", "need at least one seed")
-        if any(x not in STRATEGIES for x in self.dpo_strategies):
-            bad("dpo_strategies", f"choose from {STRATEGIES}")
+        if any(x not in strategies.REGISTRY for x in self.dpo_strategies):
+            bad("dpo_strategies", f"choose from {strategies.names()}")
         if self.dpo_micro_batch not in (1, 2, 4):
             bad("dpo_micro_batch", "choose 1, 2 or 4 (pairs per forward pass; each DPO step has 4 pairs)")
         if self.dpo_train_prompts is not None and self.dpo_train_prompts < 1:

@@ -6,12 +6,15 @@ the one config object (`config.RunConfig`), so no stage constructs a model by ha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .assets import cache_dir
-from .config import RunConfig
 from .features import Encoder, FeatureCache, Pairs, featurize
 from .reward_model import HeadConfig, HeadRewardModel
 from .tasks import Task, load_task
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 @dataclass
@@ -68,10 +71,13 @@ def first_reward_model(cfg: RunConfig, base: Pairs, seed: int | None = None) -> 
     return m
 
 
-def model_factory(cfg: RunConfig):
-    """None for the head model (built by the rounds loop); else a seed -> FinetunedRewardModel builder."""
+def model_factory(cfg: RunConfig, dim: int | None = None):
+    """A seed -> reward model builder of the config's kind: the head on `dim`-wide features (cfg.rm
+    "head"), else a fine-tuned FinetunedRewardModel."""
     if cfg.rm == "head":
-        return None
+        if dim is None:
+            raise ValueError("the head reward model needs the feature size: model_factory(cfg, dim)")
+        return lambda seed: new_head(cfg, dim, seed)
     from .assets import minilm_dir
     from .finetune import FinetuneConfig, FinetunedRewardModel
 

@@ -120,6 +120,19 @@ def curvature_summary(dphi, theta, w=None, fisher_spectrum: bool = True) -> dict
             "fisher_trace": float(wf @ np.einsum("ij,ij->i", dphi, dphi)), "fisher_lambda_max": lam}
 
 
+ROUND_KEYS = ("mean_sigma_prime", "trace", "lambda_max", "lambda_min_span", "condition_span", "fisher_trace")
+
+
+def training_set_curvature(train, base, theta) -> list[dict]:
+    """History rows of the rounds loop: BT curvature of a round's realised training set and its ratio to
+    the base set's, both at the allocating model's θ (docs/method.md §3.1: the claim compares data
+    distributions at one θ). `train`, `base`: features.Pairs."""
+    c_train = curvature_summary(train.phi_c - train.phi_r, theta, fisher_spectrum=False)
+    c_base = curvature_summary(base.phi_c - base.phi_r, theta, fisher_spectrum=False)
+    return ([{"split": "curvature", "metric": k, "value": c_train[k]} for k in ROUND_KEYS]
+            + [{"split": "curvature", "metric": f"{k}_ratio_to_base", "value": c_train[k] / c_base[k]} for k in ROUND_KEYS])
+
+
 def lanczos_top(matvec, dim: int, k: int = 1, iters: int = 50, seed: int = 0) -> np.ndarray:
     """Top-k eigenvalues of a symmetric operator given only v -> A v (Lanczos with full
     re-orthogonalisation). For Hessian-vector products of fine-tuned models."""

@@ -233,16 +233,6 @@ def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
     return _finish(recs, path, on_error)
 
 
-def validate_frame(df: pd.DataFrame, name: str = "<pairs>") -> pd.DataFrame:
-    """Validate an in-memory frame of pairs (same rules as the loaders)."""
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise DataError(f"{name}: missing column(s) {missing}")
-    for n, rec in enumerate(df.to_dict("records"), start=1):
-        check_pair(rec, name, n)
-    return df
-
-
 def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
     """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write)."""
     from .io import atomic_write_text

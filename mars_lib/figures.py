@@ -59,7 +59,7 @@ def fig_01_reward_gaps_allocation(results: Path, cfg=None) -> Figure:
     ax2 = plotting.twin(ax, "allocation relative to uniform (N·q)")
     order = alloc.sort_values("reward_gap")
     for v in ("v1", "v2"):
-        ax2.plot(order.reward_gap, order[f"q_{v}"] * len(order), color=plotting.COLORS[f"mars_{v}"],
+        ax2.plot(order.reward_gap, order[f"q_{v}"] * len(order), color=plotting.color(f"mars_{v}"),
                  label=f"{v}: N·q, τ={c[f'tau_{v}']}")
     ax2.axhline(1, color="grey", lw=0.8, ls=":")
     h1, l1 = ax.get_legend_handles_labels()
@@ -86,7 +86,7 @@ def fig_01_human_track(results: Path, cfg=None) -> Figure:
             ax[0].set_xlabel("length of chosen − length of rejected (characters)")
             ax[0].set_title(f"{track}: length gaps (train)")
         ax[0].set_ylabel("pairs")
-        for split, col in (("train", "#999"), ("test", plotting.COLORS["none"])):
+        for split, col in (("train", "#999"), ("test", plotting.color("none"))):
             ax[1].hist(h_gaps[h_gaps.split == split].reward_gap, bins=40, density=True, alpha=0.6, color=col,
                        label=split)
         ax[1].axvline(0, color="k", lw=0.8)
@@ -213,11 +213,11 @@ def fig_03_operators(results: Path, cfg=None) -> Figure:
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
     for a, metric in zip(ax, ("accuracy", "gold_accuracy")):
         piv = by_op[by_op.metric == metric].pivot(index="strategy", columns="operator", values="mean")
-        piv = piv.reindex([s for s in plotting.ORDER if s in piv.index])
+        piv = piv.reindex(plotting.order(piv.index))
         piv.plot.bar(ax=a, rot=20, color=["#888", "#4C72B0", "#C9A227", "#55A868"][:piv.shape[1]])
         a.set_ylim(piv.min().min() - 0.02, piv.max().max() + 0.01)
         a.set_ylabel(f"test {metric} (mean over seeds)")
-        a.set_xticklabels([plotting.LABELS.get(s, s) for s in piv.index])
+        a.set_xticklabels([plotting.label(s) for s in piv.index])
     ax[0].set_title("Same strategies, each synthetic-pair operator")
     return fig
 
@@ -242,7 +242,7 @@ def fig_03_tau_sweep(results: Path, cfg=None) -> Figure:
     for (t, v), g in ts.groupby(["track", "strategy"], sort=False):
         ls = "-" if t == "gold" else "--"
         for a, col in zip(ax, ("accuracy", "ess_over_n")):
-            a.plot(g.tau, g[col], ls, marker="o", color=plotting.COLORS[v], label=f"{t} {plotting.LABELS.get(v, v)}")
+            a.plot(g.tau, g[col], ls, marker="o", color=plotting.color(v), label=f"{t} {plotting.label(v)}")
     for a in ax:
         a.set_xscale("log")
         a.set_xlabel("τ")
@@ -278,11 +278,11 @@ def fig_03_rewardbench(results: Path, cfg=None) -> Figure:
     rb = _t(results, "03_rm_training/rewardbench.csv")
     rb_sum = _t(results, "03_rm_training/rewardbench_summary.csv")
     piv = rb_sum.pivot(index="strategy", columns="section", values="mean")
-    piv = piv.reindex([s for s in plotting.ORDER if s in piv.index])
+    piv = piv.reindex(plotting.order(piv.index))
     plotting.style()
     fig, ax = plt.subplots(figsize=(10, 3.8))
-    piv.T.plot.bar(ax=ax, rot=0, color=[plotting.COLORS[s] for s in piv.index])
-    ax.legend([plotting.LABELS.get(s, s) for s in piv.index], fontsize=8)
+    piv.T.plot.bar(ax=ax, rot=0, color=[plotting.color(s) for s in piv.index])
+    ax.legend([plotting.label(s) for s in piv.index], fontsize=8)
     ax.set_ylabel(f"RewardBench accuracy (mean over {rb.seed.nunique()} seed(s))")
     ax.set_title(f"RewardBench sections, RMs trained on {rb.trained_on.iloc[0]}")
     return fig
@@ -294,7 +294,7 @@ def fig_03_rewardbench(results: Path, cfg=None) -> Figure:
 @figure("04_curvature", "04_curvature/base_gaps.csv", "04_curvature/tau_sweep.csv")
 def fig_04_curvature(results: Path, cfg=None) -> Figure:
     from .curvature import sigma_prime
-    from .selection import allocation_probs
+    from .mars import allocation_probs
     c = config(results, "04_curvature", cfg)
     gap = _t(results, "04_curvature/base_gaps.csv").reward_gap.to_numpy()
     sweep = _t(results, "04_curvature/tau_sweep.csv")
@@ -307,12 +307,12 @@ def fig_04_curvature(results: Path, cfg=None) -> Figure:
     a2 = plotting.twin(ax[0], "allocation relative to uniform (N·q)")
     for v, kind in (("v1", "abs"), ("v2", "signed")):
         a2.plot(gap[order], allocation_probs(gap, c[f"tau_{v}"], kind)[order] * len(gap),
-                color=plotting.COLORS[f"mars_{v}"], label=f"{v} N·q")
+                color=plotting.color(f"mars_{v}"), label=f"{v} N·q")
     a2.legend(loc="upper right", fontsize=8)
     ax[0].legend(loc="upper left", fontsize=8)
     ax[0].set_title("Curvature factor σ′ and the allocation")
     main = sweep[sweep.gap_scale == 1.0]
-    for g, col in (("abs", plotting.COLORS["mars_v1"]), ("signed", plotting.COLORS["mars_v2"])):
+    for g, col in (("abs", plotting.color("mars_v1")), ("signed", plotting.color("mars_v2"))):
         s = main[main.gap == g]
         ax[1].plot(s.tau, s.sigma_prime_ratio, "o-", color=col, label=f"E_q[σ′]/E_u[σ′] ({g})")
         ax[1].plot(s.tau, s.condition_ratio, "s--", color=col, alpha=0.6, label=f"κ_q/κ_u ({g})")

@@ -21,13 +21,13 @@ def fig_05_best_of_n(results: Path, cfg=None) -> Figure:
     ref = _t(results, "05_downstream/bon_reference.csv")          # row 1: the oracle (best gold of N)
     plotting.style()
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    for s in plotting.ORDER:
+    for s in plotting.order():
         c = curves[curves.strategy == s].groupby("n").agg(gold=("gold", "mean"), sd=("gold", "std"),
                                                           kl=("kl_bon", "first"))
         if len(c):
             for a, x in ((ax[0], c.index), (ax[1], c.kl)):
-                a.errorbar(x, c.gold, yerr=c.sd.fillna(0), marker="o", capsize=3, color=plotting.COLORS[s],
-                           label=plotting.LABELS[s])
+                a.errorbar(x, c.gold, yerr=c.sd.fillna(0), marker="o", capsize=3, color=plotting.color(s),
+                           label=plotting.label(s))
     for a in ax:
         a.axhline(ref.gold[1], ls=":", color="grey", label="oracle of N")
     ax[0].set_xlabel("n")
@@ -45,9 +45,9 @@ def fig_05_win_rates(results: Path, cfg=None) -> Figure:
     n_samples = int(_t(results, "05_downstream/bon_curve.csv").n.max())   # the curve runs n = 1..N
     plotting.style()
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    labels = [f"{plotting.LABELS[a]}\nvs {plotting.LABELS[b]}" for a, b in zip(wr.a, wr.b)]
+    labels = [f"{plotting.label(a)}\nvs {plotting.label(b)}" for a, b in zip(wr.a, wr.b)]
     err = np.vstack([wr["mean"] - wr.lo, wr.hi - wr["mean"]])
-    ax.bar(labels, wr["mean"], yerr=np.nan_to_num(err), capsize=4, color=[plotting.COLORS[a] for a in wr.a])
+    ax.bar(labels, wr["mean"], yerr=np.nan_to_num(err), capsize=4, color=[plotting.color(a) for a in wr.a])
     ax.axhline(0.5, color="grey", ls="--")
     ax.set_ylabel("gold win rate (ties ½)")
     ax.set_title(f"Best-of-{n_samples} win rates, mean and 95% CI over {int(wr.n.max())} seeds")
@@ -64,14 +64,14 @@ def fig_05_dpo(results: Path, cfg=None) -> Figure:
     plotting.style()
     fig, ax = plt.subplots(1, 3, figsize=(19, 4.8), layout="constrained")
     for (s, seed), g in log.groupby(["strategy", "seed"]):
-        ax[0].plot(g.step, g.loss.rolling(5, min_periods=1).mean(), color=plotting.COLORS[s],
-                   ls="-" if seed == log.seed.min() else "--", label=f"{plotting.LABELS[s]} (seed {seed})")
+        ax[0].plot(g.step, g.loss.rolling(5, min_periods=1).mean(), color=plotting.color(s),
+                   ls="-" if seed == log.seed.min() else "--", label=f"{plotting.label(s)} (seed {seed})")
     ax[0].axhline(np.log(2), color="grey", ls=":", label="log 2 (step 0)")
     ax[0].set_xlabel("DPO step")
     ax[0].set_ylabel("DPO loss (rolling mean of 5)")
     ax[0].legend(fontsize=6)
     ax[0].set_title("DPO training on each RM's labels")
-    name = lambda x: "base policy" if x == "base" else plotting.LABELS.get(x, x)      # noqa: E731
+    name = lambda x: "base policy" if x == "base" else plotting.label(x)      # noqa: E731
     comps = list(dict.fromkeys(zip(paired.a, paired.b)))
     judges = list(dict.fromkeys(paired.judge))
     for k, judge in enumerate(judges):
@@ -89,7 +89,7 @@ def fig_05_dpo(results: Path, cfg=None) -> Figure:
     for r in first.itertuples():
         s = r.policy.split("_seed")[0]
         ax[2].errorbar(r.kl_estimate, r.mean_score, yerr=1.96 * r.se, marker="o", capsize=3,
-                       color=plotting.COLORS.get(s, "k"), label=plotting.LABELS.get(s, s))
+                       color=plotting.color(s, "k"), label=plotting.label(s))
     handles, labels = ax[2].get_legend_handles_labels()
     keep = dict(zip(labels, handles))
     ax[2].legend(keep.values(), keep.keys(), fontsize=7)
@@ -122,13 +122,13 @@ def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
     fig, ax = plt.subplots(len(judges), 2, figsize=(12, 3.8 * len(judges)), squeeze=False)
     for row, judge in enumerate(judges):
         g = summ[summ.judge == judge]
-        for s in [*plotting.ORDER, "oracle"]:
+        for s in [*plotting.order(), "oracle"]:
             c = g[g.strategy == s].sort_values("n")
             if c.empty:
                 continue
-            style = dict(color="grey", ls=":") if s == "oracle" else dict(color=plotting.COLORS[s])
+            style = dict(color="grey", ls=":") if s == "oracle" else dict(color=plotting.color(s))
             for a, x in ((ax[row, 0], c.n), (ax[row, 1], c.kl_bon)):
-                a.plot(x, c["mean"], marker="o", ms=3, label="oracle (best by the judge)" if s == "oracle" else plotting.LABELS[s],
+                a.plot(x, c["mean"], marker="o", ms=3, label="oracle (best by the judge)" if s == "oracle" else plotting.label(s),
                        **style)
                 a.fill_between(x, c.lo, c.hi, alpha=0.12, color=style["color"])
         ax[row, 0].set_ylabel(f"E[score of best-of-n]\n{title[judge]}")

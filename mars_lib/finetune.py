@@ -2,7 +2,7 @@
 
 This is the paper's reward model (DeBERTa-v3-base in [C1][C2]) and implements the package's one
 reward-model interface (`reward_model.RewardModel`: score, pair_scores, pair_gap, fit_pairs,
-linear_theta, save), so the rounds loop of `mars_lib.training` and every later stage run either kind.
+linear_theta, save), so the rounds loop of `mars_lib.mars` and every later stage run either kind.
 
 Training follows the authors' Trainer settings (docs/method.md §4.3): AdamW, linear decay with no
 warm-up, weight decay 0, per-device batch × gradient accumulation = effective batch, a fresh

@@ -157,15 +157,3 @@ def final_summary(history: pd.DataFrame, cfg: "RunConfig", split: str = "test") 
     for (s, m), g in last.groupby(["strategy", "metric"], sort=False):
         rows.append({"strategy": s, "metric": m, **mean_ci(g.sort_values("seed").value.to_numpy(), n_boot=cfg.n_boot)})
     return pd.DataFrame(rows)
-
-
-def paired_vs(history: pd.DataFrame, cfg: "RunConfig", target: str, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
-    """`target` vs every other strategy on the same seeds: difference, CI, P(improvement)."""
-    last = history[(history["round"] == history["round"].max()) & (history.split == split) & (history.metric == metric)]
-    piv = last.pivot_table(index="seed", columns="strategy", values="value")
-    rows = []
-    for other in piv.columns:
-        if other != target and target in piv:
-            rows.append({"strategy": target, "vs": other, "metric": metric,
-                         **paired_comparison(piv[target].to_numpy(), piv[other].to_numpy(), n_boot=cfg.n_boot)})
-    return pd.DataFrame(rows)

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError, prompt_id
+from . import strategies
 from .rewardbench import subset_weights
 
 OOD_DIR = Path(__file__).resolve().parent.parent / "data" / "llmbar"
@@ -310,7 +311,7 @@ def plot_ood(table: pd.DataFrame, ax=None, title: str | None = None):
     the 0.5 chance line; drawn only from an `ood_accuracy` table (as saved). One row per model and slot."""
     import matplotlib.pyplot as plt
 
-    from .plotting import COLORS, LABELS, style
+    from .plotting import color, label, style
     need = {"model", "strategy", "seed", "level", "section", "subset", "n", "accuracy", "lo", "hi", "n_subsets"}
     if not need <= set(table.columns):
         raise ValueError(f"not an OOD accuracy table: missing {sorted(need - set(table.columns))}")
@@ -327,9 +328,9 @@ def plot_ood(table: pd.DataFrame, ax=None, title: str | None = None):
         g = table[table.model == model]
         strategy = g.strategy.iloc[0]
         if per_strategy[strategy] == 1:          # one model per strategy: the project's name and colour
-            label, color = LABELS.get(strategy, model), COLORS.get(strategy, cycle[j % len(cycle)])
+            name, colour = label(strategy) if strategy in strategies.REGISTRY else model, color(strategy, cycle[j % len(cycle)])
         else:
-            label, color = model, cycle[j % len(cycle)]
+            name, colour = model, cycle[j % len(cycle)]
         xs, ys, lo, hi = [], [], [], []
         for i, (level, name) in enumerate(slots):
             r = g[(g.level == level) & ((g.subset == name) if level == "subset" else (g.section == name))]
@@ -338,7 +339,7 @@ def plot_ood(table: pd.DataFrame, ax=None, title: str | None = None):
                 ys.append(r.accuracy.iloc[0])
                 lo.append(r.accuracy.iloc[0] - r.lo.iloc[0])
                 hi.append(r.hi.iloc[0] - r.accuracy.iloc[0])
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, lw=1, color=color, label=label)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, lw=1, color=colour, label=name)
     ax.axhline(0.5, ls="--", color="grey", lw=1, label="chance (0.5)")
     ns = {(lv, nm): int(table[(table.level == lv) & ((table.subset == nm) if lv == "subset" else (table.section == nm))]
                         .n.iloc[0]) for lv, nm in slots}

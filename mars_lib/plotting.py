@@ -1,7 +1,7 @@
 """One style and one colour per method for the whole project; figures drawn from saved tables.
 
-Colours of the authors' plots [C1]: No-aug #59A14F, Uniform #76B7B2, MARS #2F4B7C, WoN #E15759;
-MARS v2 (signed) gets #F28E2B; Pace et al.'s West-of-N (policy samples) #B07AA1.
+Each arm's colour and label come from its entry in `mars_lib.strategies` (the authors' colours [C1]
+for theirs), so a newly registered arm is drawn like the others.
 """
 from __future__ import annotations
 
@@ -13,17 +13,24 @@ import matplotlib.ticker  # noqa: F401  (MaxNLocator in lines_by_round)
 import numpy as np
 import pandas as pd
 
-COLORS = {"none": "#59A14F", "uniform": "#76B7B2", "won": "#E15759", "won_pace": "#B07AA1",
-          "mars_v1": "#2F4B7C", "mars_v2": "#F28E2B",
-          "none_matched": "#8CD17D", "reweight": "#9D7660", "easy_first": "#BAB0AC", "hard_filter": "#D37295",
-          "self_train": "#499894"}
-LABELS = {"none": "No aug.", "uniform": "Uniform", "won": "West-of-N (authors)", "won_pace": "West-of-N (Pace)",
-          "mars_v1": "MARS v1 (|Δ|)",
-          "mars_v2": "MARS v2 (signed Δ)",
-          "none_matched": "No aug., same steps", "reweight": "Reweight (MARS q)", "easy_first": "Easy-first",
-          "hard_filter": "Hard-filter", "self_train": "Self-training"}
-ORDER = ["none", "none_matched", "uniform", "won", "won_pace", "reweight", "easy_first", "hard_filter", "self_train",
-         "mars_v1", "mars_v2"]
+from . import strategies
+
+def color(name: str, default: str = "#999999") -> str:
+    """The arm's colour (mars_lib.strategies), the same in every figure; `default` for other series."""
+    return strategies.REGISTRY[name].color if name in strategies.REGISTRY else default
+
+
+def label(name: str) -> str:
+    """The arm's label (mars_lib.strategies); other names as they are."""
+    return strategies.REGISTRY[name].label if name in strategies.REGISTRY else name
+
+
+def order(present=None) -> list[str]:
+    """The registered arms in registry order, restricted to `present` when given (others follow, sorted)."""
+    if present is None:
+        return list(strategies.names())
+    present = set(present)
+    return [s for s in strategies.names() if s in present] + sorted(str(s) for s in present - set(strategies.names()))
 
 
 def style() -> None:
@@ -63,10 +70,10 @@ def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None
     style()
     ax = ax or plt.subplots()[1]
     s = summary[summary.metric == metric].set_index("strategy")
-    names = [k for k in ORDER if k in s.index]
+    names = order(s.index)
     m = s.loc[names, "mean"].to_numpy()
     err = np.vstack([m - s.loc[names, "lo"].to_numpy(), s.loc[names, "hi"].to_numpy() - m])
-    ax.bar([LABELS[k] for k in names], m, yerr=np.nan_to_num(err), capsize=4, color=[COLORS[k] for k in names])
+    ax.bar([label(k) for k in names], m, yerr=np.nan_to_num(err), capsize=4, color=[color(k) for k in names])
     lo = np.nanmin(s.loc[names, "lo"].to_numpy()) if np.isfinite(s.loc[names, "lo"]).any() else m.min()
     hi = np.nanmax(s.loc[names, "hi"].to_numpy()) if np.isfinite(s.loc[names, "hi"]).any() else m.max()
     if ref is not None:
@@ -90,13 +97,13 @@ def lines_by_round(history: pd.DataFrame, metric: str, split: str = "test", ax=N
     style()
     ax = ax or plt.subplots()[1]
     h = history[(history.metric == metric) & (history.split == split)]
-    for k in ORDER:
+    for k in order():
         g = h[h.strategy == k].groupby("round")["value"]
         if not len(g):
             continue
         m, sd = g.mean(), g.std().fillna(0)
-        ax.plot(m.index, m.values, marker="o", color=COLORS[k], label=LABELS[k])
-        ax.fill_between(m.index, m - sd, m + sd, color=COLORS[k], alpha=0.15)
+        ax.plot(m.index, m.values, marker="o", color=color(k), label=label(k))
+        ax.fill_between(m.index, m - sd, m + sd, color=color(k), alpha=0.15)
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(ylabel or metric)
@@ -109,11 +116,11 @@ def densities(values: pd.DataFrame, col: str, by: str = "strategy", ax=None, bin
     style()
     ax = ax or plt.subplots()[1]
     lo, hi = np.percentile(values[col], [1, 99])
-    for k in ORDER:
+    for k in order():
         v = values.loc[values[by] == k, col]
         if len(v):
             ax.hist(v.clip(lo, hi), bins=bins, range=(lo, hi), density=True, histtype="step", lw=1.6,
-                    color=COLORS[k], label=LABELS[k])
+                    color=color(k), label=label(k))
     ax.set_xlabel(xlabel or col)
     ax.set_ylabel("density")
     ax.legend(fontsize=8)

@@ -1,24 +1,31 @@
 """Synthetic pools: the texts and pairs every augmenting strategy draws from.
 
-Operators (`cfg.operator`): `paraphrase` (label-inheriting paraphrases, the authors' v1),
-`refined_paraphrase` (v2: semantic refinement of too-similar pairs first, `mars_lib.refine`) and
-`resample` (close-quality pairs among fresh policy samples, AI-labelled). Every pool is cached by
-content (`io.cached_frame`); `label_fidelity` gold-judges what paraphrasing did to the labels.
+The builders behind each operator of `mars_lib.operators` (which chooses among them): the paraphrase
+pool (label-inheriting paraphrases, the authors' v1), the semantically refined source texts (v2,
+`mars_lib.refine`) and the resample pool (close-quality pairs among fresh policy samples,
+AI-labelled). Every pool is cached by content (`io.cached_frame`); `label_fidelity` gold-judges what
+paraphrasing did to the labels.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from . import operators
 from .assets import cache_dir
-from .augment import ParaphraseOp, build_pool
-from .config import RunConfig
+from .augment import ParaphraseOp, build_pool, draw_on_demand, resample_pool
+from .baselines import Candidates
 from .context import Context, first_reward_model, rewriter
 from .features import Encoder, Pairs, featurize
 from .io import cached_frame, content_key
-from .training import Candidates
+from .labelers import GoldLabeler, RewardModelLabeler
+from .tasks import load_policy_samples
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 def paraphrase_op(cfg: RunConfig) -> ParaphraseOp:
@@ -60,11 +67,9 @@ def refinement(ctx: Context, base_df: pd.DataFrame) -> pd.DataFrame:
     return cached_frame(cache_dir("refine") / f"refine-{key}.parquet", compute)
 
 
-def source_frame(ctx: Context, base: Pairs) -> pd.DataFrame:
-    """The texts synthetic pairs are built from: the base pairs, semantically refined for the
-    refined_paraphrase operator (same pair_id and labels; base training pairs stay original)."""
-    if ctx.cfg.operator != "refined_paraphrase":
-        return base.df
+def refined_sources(ctx: Context, base: Pairs) -> pd.DataFrame:
+    """The base pairs' texts after semantic refinement (same pair_id and labels; the base training
+    pairs themselves stay original): what the refined_paraphrase operator paraphrases."""
     ref = refinement(ctx, base.df)
     out = base.df.copy()
     out["chosen"], out["rejected"] = ref.chosen.to_numpy(), ref.rejected.to_numpy()
@@ -100,14 +105,41 @@ def synthetic_pool(cfg: RunConfig, base: Pairs, encoder: Encoder, sources: pd.Da
     return out
 
 
+def paraphrase_pool(ctx: Context, base: Pairs) -> Pairs:
+    """The paraphrase operator's pool: n×n paraphrase pairs of each base pair, label inherited."""
+    return synthetic_pool(ctx.cfg, base, ctx.encoder)
+
+
+def refined_paraphrase_pool(ctx: Context, base: Pairs) -> Pairs:
+    """The refined_paraphrase operator's pool: paraphrases of the semantically refined texts."""
+    return synthetic_pool(ctx.cfg, base, ctx.encoder, refined_sources(ctx, base))
+
+
+def base_texts(ctx: Context, base: Pairs) -> pd.DataFrame:
+    return base.df
+
+
 def make_pool(cfg: RunConfig, ctx: Context, base: Pairs) -> Pairs:
-    """The synthetic pool of `cfg.operator` (paraphrase, refined_paraphrase or resample), then the
-    optional label-flip filter."""
-    if cfg.operator == "resample":
-        pool = resample_synthetic_pool(ctx, base)
-    else:
-        pool = synthetic_pool(cfg, base, ctx.encoder, source_frame(ctx, base))
-    return drop_label_flips(cfg, ctx, base, pool)
+    """The synthetic pool of `cfg.operator`, then the optional label-flip filter (`cfg.flip_filter`)."""
+    return drop_label_flips(cfg, ctx, base, operators.get(cfg.operator).builder()(ctx, base))
+
+
+def source_frame(ctx: Context, base: Pairs) -> pd.DataFrame:
+    """The texts synthetic pairs are built from under `cfg.operator` (the base pairs, or refined ones)."""
+    texts = operators.get(ctx.cfg.operator).source_texts()
+    return texts(ctx, base) if texts else base.df
+
+
+def pool_with(ctx: Context, base: Pairs, **changes):
+    """(cfg, pool) for this run's config with `changes` applied (always pool mode)."""
+    cfg = dataclasses.replace(ctx.cfg, pool_mode="pool", **changes)
+    return cfg, make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
+
+
+def resample_with(ctx: Context, base: Pairs, labeler: str) -> tuple[Pairs, pd.DataFrame]:
+    """The resample pool under another labeler than cfg's: (pool, its accounting row)."""
+    cfg, pool = pool_with(ctx, base, operator="resample", labeler=labeler)
+    return pool, pool_accounting(cfg, pool)
 
 
 def resample_synthetic_pool(ctx: Context, base: Pairs) -> Pairs:
@@ -117,9 +149,6 @@ def resample_synthetic_pool(ctx: Context, base: Pairs) -> Pairs:
     head RM trained on the base pairs (self-training; it never reads gold scores). The pool keeps
     the labeler's accounting in attrs (labeler calls, generated tokens, band) and each pair's gold
     scores, so label fidelity is measured on the new responses themselves."""
-    from .augment import resample_pool
-    from .labelers import GoldLabeler, RewardModelLabeler
-    from .tasks import load_policy_samples
     cfg = ctx.cfg
     samples = load_policy_samples(cfg.task_path)
     if cfg.labeler == "gold":
@@ -135,18 +164,6 @@ def resample_synthetic_pool(ctx: Context, base: Pairs) -> Pairs:
     return out
 
 
-def pool_with(ctx: Context, base: Pairs, **changes):
-    """(cfg, pool) for this run's config with `changes` applied (always pool mode)."""
-    cfg = dataclasses.replace(ctx.cfg, pool_mode="pool", **changes)
-    return cfg, make_pool(cfg, dataclasses.replace(ctx, cfg=cfg), base)
-
-
-def resample_with(ctx: Context, base: Pairs, labeler: str) -> tuple[Pairs, pd.DataFrame]:
-    """The resample pool under another labeler than cfg's: (pool, its accounting row)."""
-    cfg, pool = pool_with(ctx, base, operator="resample", labeler=labeler)
-    return pool, pool_accounting(cfg, pool)
-
-
 def pool_accounting(cfg: RunConfig, pool: Pairs) -> pd.DataFrame:
     """One row: what the synthetic pool cost and how faithful its labels are (gold where known)."""
     a = pool.df.attrs
@@ -155,7 +172,7 @@ def pool_accounting(cfg: RunConfig, pool: Pairs) -> pd.DataFrame:
            "generated_tokens": a.get("generated_tokens", 0), "candidates": a.get("candidates"),
            "kept": a.get("kept"), "band": str(a.get("band_abs")) if "band_abs" in a else None,
            "refined_sources": a.get("refined_pairs"), "flip_dropped": a.get("flip_dropped", 0)}
-    if {"gold_chosen", "gold_rejected"} <= set(pool.df) and cfg.operator == "resample":
+    if {"gold_chosen", "gold_rejected"} <= set(pool.df) and "labeler" in a:     # labels of its own, not inherited
         row["label_agrees_with_gold"] = float((pool.df.gold_chosen > pool.df.gold_rejected).mean())
         row["mean_abs_gold_gap"] = float((pool.df.gold_chosen - pool.df.gold_rejected).abs().mean())
     return pd.DataFrame([row])
@@ -164,7 +181,6 @@ def pool_accounting(cfg: RunConfig, pool: Pairs) -> pd.DataFrame:
 def on_demand_builder(cfg: RunConfig, base: Pairs, encoder: Encoder, sources: pd.DataFrame | None = None):
     """pool_mode 'on_demand': exactly b_i fresh paraphrase pairs for source i (of `sources`' texts,
     default the base pairs), featurized (cached)."""
-    from .augment import draw_on_demand
     op = paraphrase_op(cfg)
     src = base.df.set_index("pair_id")
     texts = base.df if sources is None else sources
@@ -183,7 +199,6 @@ def policy_candidates(ctx: Context, base: Pairs) -> Candidates:
 
     These are what Pace et al.'s West-of-N (`won_pace`) ranks; regenerate with
     `python -m mars_lib.tasks samples` (recorded in the task folder's policy_samples.json)."""
-    from .tasks import load_policy_samples
     ps = load_policy_samples(ctx.cfg.task_path)
     ps = ps[ps.prompt_id.isin(set(base.df.prompt_id))].reset_index(drop=True)
     if ps.empty:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import atomic_write_json, atomic_write_text
+from .io import REPO_ROOT, atomic_write_json, atomic_write_text
 
 _PKGS = ("mars_lib", "torch", "transformers", "datasets", "peft", "numpy", "pandas")
 
@@ -65,7 +65,6 @@ def config_inputs(config) -> dict[str, str]:
     """{repository-relative path: sha256} of the committed data files a run with this config reads:
     every file of its task folder, and the HH-RLHF copy when `hh-rlhf` is among its human tracks
     with no other path given. {} for a config without a task folder."""
-    from .config import REPO_ROOT
     if not hasattr(config, "task_path"):
         return {}
     files = sorted(p for p in config.task_path.glob("*") if p.is_file())
@@ -74,10 +73,6 @@ def config_inputs(config) -> dict[str, str]:
         files += sorted(p for p in (REPO_ROOT / "data" / "hh_rlhf_harmless").glob("*") if p.is_file())
     rel = lambda p: str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)  # noqa: E731
     return {rel(p): file_sha256(p) for p in files}
-
-
-def frame_sha256(df: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[:16]
 
 
 def save_table(df: pd.DataFrame, path: str | Path, config=None, inputs: dict | None = None) -> Path:
@@ -106,10 +101,6 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} not found: run the notebook that writes it first "
                                 f"(./run_all.sh --only {path.parent.name[:2]})")
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-
-
-def save_json(obj, path: str | Path) -> Path:
-    return atomic_write_json(path, obj)
 
 
 def load_json(path: str | Path):

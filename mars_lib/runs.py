@@ -1,46 +1,61 @@
 """Strategy runs: every strategy × seed under one budget and schedule, on the task or a human track.
 
-The rounds loop itself is `training.run_strategy`; this module feeds it the config's reward-model
-kind, the synthetic pool and the evaluation sets, and runs the extra operators.
+The rounds loop itself is `mars.run_rounds`; this module feeds it the config's reward-model kind,
+the synthetic sources and the evaluation sets, and runs the extra operators.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from .config import POLICY_STRATEGIES, RunConfig
+from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
+
+from . import strategies
+from .baselines import Candidates
+from .config import RunConfig
 from .context import Context, model_factory
 from .features import Encoder, Pairs, featurize
+from .mars import RunResult, Sources, run_rounds
 from .pools import on_demand_builder, pool_accounting, pool_with
 from .tasks import redraw_labels
-from .training import Candidates, RunResult, run_strategy
+from .tracks import load_track
 
 
 def train_strategies(cfg: RunConfig, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None,
                      desc: str = "strategies × seeds", policy: Candidates | None = None,
-                     strategies: tuple[str, ...] | None = None, sources: pd.DataFrame | None = None,
+                     arms: tuple[str, ...] | None = None, sources: pd.DataFrame | None = None,
                      self_pool: Pairs | None = None) -> dict[tuple[str, int], RunResult]:
     """Every strategy × seed, same budget and schedule, with the RM kind of `cfg.rm`. `sources`: the
-    texts on-demand synthetic pairs are built from (`source_frame`; needed for refined_paraphrase).
+    texts on-demand synthetic pairs are built from (`pools.source_frame`; needed unless paraphrase).
     `policy` / `self_pool`: what won_pace and self_train draw from (`pools.policy_candidates`,
-    `pools.resample_with(ctx, base, "rm")`); without them those strategies are skipped."""
-    from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
-    if cfg.pool_mode == "on_demand" and cfg.operator == "refined_paraphrase" and sources is None:
-        raise ValueError("pool_mode='on_demand' with operator 'refined_paraphrase' needs the refined source "
-                         "texts: pass sources=pools.source_frame(ctx, base)")
+    `pools.resample_with(ctx, base, "rm")`); without them the arms that need them are skipped.
+    `arms`: a subset of `cfg.strategies` (default: all of them)."""
+    if cfg.pool_mode == "on_demand" and cfg.operator != "paraphrase" and sources is None:
+        raise ValueError(f"pool_mode='on_demand' with operator {cfg.operator!r} needs the texts it builds from: "
+                         "pass sources=pools.source_frame(ctx, base)")
     on_demand = on_demand_builder(cfg, base, encoder, sources) if cfg.pool_mode == "on_demand" else None
-    make = model_factory(cfg)
+    make = model_factory(cfg, base.phi_c.shape[1])
     out = {}
-    skip = {"won_pace"} if policy is None else set()
-    skip |= {"self_train"} if self_pool is None else set()
-    jobs = [(s, seed) for seed in cfg.seeds for s in (strategies or cfg.strategies) if s not in skip]
+    have = {"policy": policy is not None, "self_pool": self_pool is not None}
+    arms = [strategies.get(s) for s in (arms or cfg.strategies)]
+    jobs = [(s, seed) for seed in cfg.seeds for s in arms if all(have.get(n, False) for n in s.needs)]
     per_seed = {}
     for s, seed in tqdm(jobs, desc=desc):
         if seed not in per_seed:
             per_seed = {seed: seed_data(cfg, base, pool, seed)}
         b, p = per_seed[seed]
-        out[(s, seed)] = run_strategy(s, b, p, evals, cfg, seed, on_demand, make_model=make, policy=policy,
-                                      self_pool=self_pool)
+        out[(s.name, seed)] = run_rounds(s, b, Sources(p, on_demand, policy, self_pool), evals, cfg, seed, make)
     return out
+
+
+def run_strategy(name: str, base: Pairs, sources: Sources | Pairs, eval_sets: dict[str, Pairs], cfg: RunConfig,
+                 seed: int, make_model=None) -> RunResult:
+    """One arm × one seed through the rounds loop (`mars.run_rounds`). `sources` may be just the pool;
+    `make_model(seed)` defaults to the config's reward-model kind (`context.model_factory`)."""
+    sources = sources if isinstance(sources, Sources) else Sources(pool=sources)
+    make = make_model or model_factory(cfg, base.phi_c.shape[1])
+    return run_rounds(strategies.get(name), base, sources, eval_sets, cfg, seed, make)
 
 
 def seed_data(cfg: RunConfig, base: Pairs, pool: Pairs, seed: int) -> tuple[Pairs, Pairs]:
@@ -60,7 +75,7 @@ def run_extra_operators(ctx: Context, base: Pairs, evals: dict[str, Pairs]) -> t
         cfg, pool = pool_with(ctx, base, operator=op)
         acc.append(pool_accounting(cfg, pool))
         runs = train_strategies(cfg, base, pool, evals, ctx.encoder, desc=f"{op}: strategies × seeds",
-                                strategies=tuple(s for s in cfg.strategies if s not in POLICY_STRATEGIES))
+                                arms=tuple(s for s in cfg.strategies if s not in strategies.needing("policy")))
         hist.append(pd.concat([r.history for r in runs.values()], ignore_index=True).assign(operator=op))
     if not hist:
         return pd.DataFrame(), pd.DataFrame()
@@ -78,7 +93,6 @@ def human_track(ctx: Context, track: str) -> tuple[Pairs, dict[str, Pairs]]:
     setup checks the inputs before any training. `cfg.human_max_pairs` caps the train pairs (a seeded
     subset; the authors' fixed 1k) and `cfg.human_eval_max_pairs` val / test.
     """
-    from .tracks import load_track
     cfg = ctx.cfg
     if track in ("chitchat", "hh-rlhf"):
         df = load_track(track, "all", path=cfg.human_track_path)
@@ -95,3 +109,38 @@ def human_track(ctx: Context, track: str) -> tuple[Pairs, dict[str, Pairs]]:
     if "train" not in out or "test" not in out:
         raise ValueError(f"track {track!r} has no train or no test pairs")
     return out.pop("train"), out
+
+
+def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seeds, versions=None) -> pd.DataFrame:
+    """Test accuracy and allocation concentration of MARS v1 / v2 at each τ (head RMs; same budget,
+    schedule, seeds and per-seed label draws as the main comparison). Concentration: mean over rounds ≥ 2 of the realised
+    allocation (round 1 allocates from an untrained RM unless warm_start, so it is uniform)."""
+    versions = versions or [n for n, s in strategies.REGISTRY.items() if s.tau_field]     # every arm with a τ
+    rows = []
+    jobs = [(v, t, s) for s in seeds for v in versions for t in taus]
+    data = {}
+    for v, t, seed in tqdm(jobs, desc=f"{track}: τ sweep"):
+        if seed not in data:                      # the seed's own label draw, as in the main comparison
+            data = {seed: seed_data(cfg, base, pool, seed)}
+        # what the sweep reads only: test accuracy after the last round and the allocation (no per-round
+        # evaluation or curvature tracking, which would cost more than the training itself)
+        c = dataclasses.replace(cfg, rm="head", track_curvature=False, eval_every_round=False,
+                                **{strategies.get(v).tau_field: t})
+        h = run_strategy(v, *data[seed], {"test": evals["test"]}, c, seed).history
+        late = h[(h["round"] >= min(2, h["round"].max())) & (h.split == "train")]
+        last = h[(h["round"] == h["round"].max()) & (h.split == "test")].set_index("metric").value
+        rows.append({"track": track, "strategy": v, "tau": t, "seed": seed, "accuracy": last["accuracy"],
+                     **{k: late[late.metric == f"alloc_{k}"].value.mean()
+                        for k in ("ess_over_n", "gini", "top10_share", "max_over_mean")}})
+    return pd.DataFrame(rows)
+
+
+def tau_sweep_summary(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per (track, version, τ): mean accuracy and concentration over seeds, and whether the
+    allocation is uniform to the eye (ESS/N ≥ 0.99)."""
+    out = sweep.groupby(["track", "strategy", "tau"], sort=False).agg(
+        accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), ess_over_n=("ess_over_n", "mean"),
+        gini=("gini", "mean"), top10_share=("top10_share", "mean"), max_over_mean=("max_over_mean", "mean"),
+        n_seeds=("seed", "nunique")).reset_index()
+    out["uniform"] = out.ess_over_n >= 0.99
+    return out

@@ -1,5 +1,6 @@
 """The house rules a reader can rely on: modules of one job under 400 lines, no import cycle between
-the library's modules (counting imports inside functions too), no branching on reward-model kinds."""
+the library's modules (counting imports inside functions too; imports under `if TYPE_CHECKING:` are
+for annotations and make no runtime edge), no branching on reward-model kinds."""
 import ast
 import re
 
@@ -12,7 +13,12 @@ MODULES = {p.stem: p for p in LIB.glob("*.py")}
 def _imports(path) -> set[str]:
     """mars_lib modules a file imports, anywhere in it (`from .x import`, `from . import x`, `mars_lib.x`)."""
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                 for stmt in block.body for n in ast.walk(stmt)}       # annotations only: no runtime edge
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             mod = node.module or ""
             if node.level == 1 and mod:

@@ -113,7 +113,7 @@ def test_bad_configs_and_notebook_parameters(case, params, message):
 
 
 def test_selection_rejects_bad_gaps_and_budgets():
-    from mars_lib.selection import allocation_probs, integer_budgets
+    from mars_lib.mars import allocation_probs, integer_budgets
     with pytest.raises(ValueError, match="non-finite"):
         allocation_probs(np.array([0.1, np.nan]), 0.1, "abs")
     with pytest.raises(ValueError, match="budget must be a non-negative integer"):

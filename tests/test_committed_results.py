@@ -49,7 +49,7 @@ def test_interval_means_and_claim_effects_follow_from_the_per_pair_outcomes():
         assert r.lo < r.mean < r.hi and r.n_pairs == pp[(pp.track == r.track) & (pp.strategy == r.strategy)].pair_id.nunique()
     table = pd.read_csv(R / "claims.csv")
     head = table[(table.rm == "head") & (table.metric == "accuracy")]
-    spec = {cid: (a, b) for cid, _, a, b, metric in claims.CLAIMS if metric == "accuracy"}
+    spec = {cid: (a, b) for cid, _, a, b, metric in claims.claim_specs() if metric == "accuracy"}
     checked = 0
     for r in head.itertuples():
         if r.claim_id in spec:

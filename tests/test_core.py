@@ -9,7 +9,8 @@ import torch
 from mars_lib.downstream import bon_expected_gold, kl_bon, win_rate
 from mars_lib.metrics import gap_stats, pairwise_accuracy, roc_auc, paired_comparison
 from mars_lib.reward_model import HeadConfig, HeadRewardModel, bt_loss
-from mars_lib.selection import allocation_probs, integer_budgets, west_of_n_top
+from mars_lib.baselines import west_of_n_top
+from mars_lib.mars import allocation_probs, integer_budgets
 
 
 def test_bt_loss_hand_value():
@@ -134,7 +135,7 @@ def test_evaluate_metric_loads_offline_and_matches():
 def test_draw_from_pool_per_source_budgets():
     import pandas as pd
 
-    from mars_lib.augment import draw_from_pool
+    from mars_lib.mars import draw_from_pool
     pool = pd.DataFrame({"source_id": ["a", "b", "a", "c", "a", "b"]})       # a: rows 0 2 4, b: 1 5, c: 3
     pos = draw_from_pool(pool, ["a", "b", "c", "zz"], [2, 5, 0, 3], seed=1)
     assert len(pos) == 10

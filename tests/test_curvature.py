@@ -5,7 +5,7 @@ import torch
 
 from mars_lib.curvature import (coverage_factor, empirical_fisher, hessian, lanczos_top, mean_sigma_prime,
                                 sigma_prime, spectrum)
-from mars_lib.selection import allocation_probs
+from mars_lib.mars import allocation_probs
 
 
 def test_hessian_matches_autograd():

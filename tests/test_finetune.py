@@ -9,7 +9,7 @@ from mars_lib.assets import minilm_dir
 from mars_lib.config import RunConfig
 from mars_lib.features import Pairs
 from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
-from mars_lib.training import run_strategy
+from mars_lib.runs import run_strategy
 
 GOOD = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
         "The Earth orbits the Sun once a year.", "Seven times eight is fifty-six."]
@@ -134,7 +134,7 @@ def test_notebook_03_saves_fine_tuned_rms_that_04_and_05_reload(tmp_path):
     scoring call `model.score(prompts, responses, phi)` on both kinds."""
     from mars_lib import checkpoints
     from mars_lib.reward_model import HeadConfig, HeadRewardModel, RewardModel
-    from mars_lib.training import RunResult
+    from mars_lib.mars import RunResult
     cfg = RunConfig.resolve("cpu", rm="full", strategies=["none", "mars_v1"], seeds=[0], results_dir=str(tmp_path))
     df = _df(6)
     models = {(s, 0): FinetunedRewardModel(_cfg(seed=k)) for k, s in enumerate(cfg.strategies)}

@@ -47,8 +47,8 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{nb}: no inline figure"
         assert not any("TqdmWarning" in "".join(o.get("text", "")) for o in outputs), nb
     summary = pd.read_csv(out / "03_rm_training" / "summary.csv")
-    from mars_lib.config import STRATEGIES
-    assert set(summary.strategy) == set(STRATEGIES)
+    from mars_lib.config import RunConfig
+    assert set(summary.strategy) == set(RunConfig.resolve("smoke").strategies)
     acc = summary[summary.metric == "accuracy"]["mean"]
     assert acc.between(0.0, 1.0).all()
     # the claims table has rows for the gold task and both offline human tracks, each with a verdict

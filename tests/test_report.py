@@ -1,4 +1,5 @@
 """The README's results section is generated from the committed result tables, number for number."""
+import re
 import shutil
 
 import pandas as pd
@@ -47,3 +48,43 @@ def test_replace_section_needs_the_markers():
         replace_section("# README without markers", "x")
     text = f"a\n{BEGIN}\nold\n{END}\nb"
     assert replace_section(text, f"{BEGIN}\nnew\n{END}") == f"a\n{BEGIN}\nnew\n{END}\nb"
+
+
+def _with_adjusted_verdicts(claims):
+    """The committed claims table in the new form (p, p_adj, delta; `mars_lib.verdicts.decide`), with one
+    row marked identical and one row folded into another, as `claims_table` does for identical arms."""
+    import numpy as np
+
+    from mars_lib import stats, verdicts
+    c = claims.assign(se=(claims.hi - claims.lo) / (2 * 1.96), df=np.inf)
+    c["p"] = [stats.p_value(e, s, d) for e, s, d in zip(c.effect, c.se, c.df)]
+    c["delta"] = [verdicts.smallest_effect(m) for m in c.metric]
+    head = (c.rm == "head") & (c.track == "gold")
+    c.loc[(c.rm == "head") & (c.track == "chitchat") & (c.claim_id == "mars_v1>easy_first"), "verdict"] = "identical"
+    c.loc[head & (c.claim_id == "mars_v1>none_matched"), "method"] += \
+        "; reweight identical to none_matched (mars_v1>reweight not repeated)"
+    c = c[~(head & (c.claim_id == "mars_v1>reweight"))]
+    return verdicts.decide(c.drop(columns="verdict").assign(verdict=c.verdict.where(c.verdict == "identical")))
+
+
+def test_section_shows_adjusted_p_and_the_new_verdicts(tmp_path):
+    """A claims table with p_adj: every cell names its verdict (held / not held / equivalent / inconclusive /
+    identical) and its BH-adjusted p; a row folded into another says which; changing one p changes the text."""
+    from mars_lib.stats import VERDICTS
+    shutil.copytree(RESULTS / "03_rm_training", tmp_path / "03_rm_training",
+                    ignore=shutil.ignore_patterns("models", "*.parquet", "chitchat", "hh-rlhf"))
+    claims = _with_adjusted_verdicts(pd.read_csv(RESULTS / "claims.csv"))
+    assert {"equivalent", "identical", "inconclusive"} <= set(claims.verdict)
+    section = results_section_of(tmp_path, claims)
+    head = claims[(claims.rm == "head") & (claims.metric == "accuracy")]
+    for r in head.itertuples():
+        cell = ("**identical**" if r.verdict == "identical" else f"**{r.verdict}** (p_adj {r.p_adj:.3f}, MDE {r.mde:.3f})")
+        assert f"{r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] {cell}" in section, r
+    assert "as mars_v1>none_matched (reweight identical to none_matched)" in section
+    assert "MARS v1 is more than reweighting the base pairs" in section            # the folded claim keeps its line
+    counts = section[section.index("Verdicts over all claims"):].split("\n")[0]
+    named = re.findall(r"\d+ (not held|held|equivalent|inconclusive|identical)", counts.split("head: ")[1])
+    assert named == sorted(named, key=VERDICTS.index) and "equivalent" in named  # reported in VERDICTS order
+    row = head.index[head.verdict == "equivalent"][0]
+    claims.loc[row, "p_adj"] = 0.5
+    assert results_section_of(tmp_path, claims) != section

@@ -70,7 +70,7 @@ def test_same_seed_gives_identical_tables_on_real_features():
     from mars_lib.context import encoder_for
     from mars_lib.features import featurize
     from mars_lib.tasks import load_task
-    from mars_lib.training import run_strategy
+    from mars_lib.runs import run_strategy
     cfg0 = RunConfig.resolve("smoke", max_length=128)
     pairs = load_task(cfg0.task_path, beta=1.0, label_seed=0).pairs
     train = pairs[pairs.split == "train"].reset_index(drop=True)

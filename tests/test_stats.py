@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.stats import (METHOD, mde, norm_quantile, paired_difference, t_quantile,
-                            two_stage_bootstrap, verdict)
+from mars_lib.stats import (METHOD, VERDICTS, benjamini_hochberg, holm, mde, norm_quantile, p_value,
+                            paired_difference, t_quantile, two_stage_bootstrap, verdict)
 
 
 def simulate_per_pair(mu, n_seeds, n_clusters, pairs_per_cluster, seed_sd, cluster_sd, rng,
@@ -126,13 +126,15 @@ def test_point_estimates_are_plain_means():
     assert d["effect"] == pytest.approx(6.5 / 8 - 5 / 8)
     assert (d["n_seeds"], d["n_clusters"], d["n_pairs"]) == (2, 3, 4)
     assert d["lo"] <= d["effect"] <= d["hi"] and 0 <= d["p_better"] <= 1
-    assert d["mde"] == pytest.approx(mde(d["se"]))
+    assert d["mde"] == pytest.approx(mde(d["se"], d["df"]))
+    assert d["mde"] > t_quantile(0.975, d["df"]) * d["se"] == pytest.approx(d["hi"] - d["effect"])
+    assert d["p"] == pytest.approx(p_value(d["effect"], d["se"], d["df"]))
 
 
 def test_difference_with_itself_is_exactly_zero():
     d = paired_difference(_small(), "A", "A", n_boot=300)
     assert d["effect"] == 0.0 and d["lo"] == 0.0 and d["hi"] == 0.0 and d["se"] == 0.0
-    assert d["p_better"] == 0.0 and d["mde"] == 0.0
+    assert d["p_better"] == 0.0 and d["mde"] == 0.0 and d["p"] == 1.0
 
 
 def test_deterministic_given_seed():
@@ -150,8 +152,13 @@ def test_speed_10_seeds_1000_clusters_2000_reps():
 
 # ----------------------------------------------------------------------------- small rules
 def test_quantiles_and_mde():
-    assert mde(1.0) == pytest.approx(2.8016, abs=5e-4)
-    assert mde(2.0, alpha=0.05, power=0.5) == pytest.approx(2 * 1.959964, abs=1e-5)
+    assert mde(1.0, math.inf) == pytest.approx(2.8016, abs=5e-4)                 # z only for df = inf
+    assert mde(2.0, math.inf, alpha=0.05, power=0.5) == pytest.approx(2 * 1.959964, abs=1e-5)
+    # the interval's t quantiles: t_{4, .975} + t_{4, .8} = 2.776445 + 0.940965
+    assert mde(1.0, 4) == pytest.approx(2.776445 + 0.940965, abs=1e-5)
+    for df in (1, 2, 4, 9, 30, 1e6):                                  # never below the half-width t * se
+        assert mde(0.01, df) > t_quantile(0.975, df) * 0.01
+    assert math.isnan(mde(float("nan"), 4)) and math.isnan(mde(1.0, float("nan")))
     assert norm_quantile(0.975) == pytest.approx(1.959964, abs=1e-6)
     for df, q in [(1, 12.706205), (4, 2.776445), (9, 2.262157), (30, 2.042272), (math.inf, 1.959964)]:
         assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-5)
@@ -160,10 +167,38 @@ def test_quantiles_and_mde():
 
 
 def test_verdict_rule():
-    assert verdict(0.01, 0.05) == "held"
-    assert verdict(-0.05, -0.01) == "not held"
-    assert verdict(-0.01, 0.02) == "inconclusive"
-    assert verdict(0.0, 0.02) == "inconclusive"
+    assert VERDICTS == ("held", "not held", "equivalent", "inconclusive", "identical")
+    # held / not held read the (adjusted) p and the sign of the effect
+    assert verdict(0.03, 0.01, 0.05, 0.001) == "held"
+    assert verdict(-0.03, -0.05, -0.01, 0.001) == "not held"
+    assert verdict(0.03, 0.01, 0.05, 0.2) == "inconclusive"        # interval above 0, but not after adjustment
+    # equivalent: the whole interval inside ±delta, and only where the test does not reject
+    assert verdict(0.0005, -0.003, 0.004, 0.8, delta=0.01) == "equivalent"
+    assert verdict(0.0005, -0.003, 0.004, 0.8) == "inconclusive"              # no delta: no equivalence
+    assert verdict(0.004, -0.003, 0.011, 0.3, delta=0.01) == "inconclusive"   # reaches past +delta
+    assert verdict(-0.004, -0.01, 0.002, 0.3, delta=0.01) == "inconclusive"   # touches -delta
+    assert verdict(0.004, 0.002, 0.006, 0.001, delta=0.01) == "held"          # a small but real effect
+    assert verdict(0.02, np.nan, np.nan, np.nan, delta=0.01) == "inconclusive"  # one seed: no interval, no p
+
+
+def test_p_value_uses_the_interval_t_reference():
+    assert p_value(2.776445, 1.0, 4) == pytest.approx(0.05, abs=1e-6)
+    assert p_value(-1.959964, 1.0, math.inf) == pytest.approx(0.05, abs=1e-6)
+    assert p_value(0.0, 0.0, 5) == 1.0 and p_value(0.1, 0.0, 5) == 0.0
+    assert math.isnan(p_value(0.1, float("nan"), 5))
+
+
+def test_holm_and_benjamini_hochberg_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005, np.nan]
+    # Holm, m = 4 (NaN is no test): sorted 0.005, 0.01, 0.03, 0.04 -> 4*.005, 3*.01, 2*.03, 1*.04, running max
+    np.testing.assert_allclose(holm(p), [0.03, 0.06, 0.06, 0.02, np.nan], equal_nan=True)
+    # BH: m/rank * p = 4*.005/1, 4*.01/2, 4*.03/3, 4*.04/4 = .02, .02, .04, .04, running min from the top
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.02, 0.04, 0.04, 0.02, np.nan], equal_nan=True)
+    np.testing.assert_allclose(holm([0.6, 0.9]), [1.0, 1.0])                      # capped at 1
+    np.testing.assert_allclose(benjamini_hochberg([0.5, 0.01, 0.02]), [0.5, 0.03, 0.03])
+    assert holm([]).size == 0 and np.isnan(benjamini_hochberg([np.nan])).all()
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        holm([1.2])
 
 
 # ----------------------------------------------------------------------------- bad input

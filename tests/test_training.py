@@ -5,8 +5,16 @@ import pytest
 
 from mars_lib.config import RunConfig
 from mars_lib.features import Pairs
-from mars_lib.training import run_strategy, select_synthetic
+from mars_lib.mars import RoundInputs, Sources
+from mars_lib.runs import run_strategy
+from mars_lib.strategies import get
 from mars_lib.reward_model import HeadRewardModel
+
+
+def select_synthetic(name, model, base, pool, budget, cfg, round_seed):
+    """One round of an arm's rule: (synthetic pairs, base reward gaps, per-source budgets)."""
+    sel = get(name).rule(RoundInputs(model, base, Sources(pool), budget, cfg, round_seed, trained=True))
+    return sel.synthetic, sel.gaps, sel.budgets
 
 
 def _pairs(n, d=8, seed=0, prefix="b"):
@@ -67,8 +75,8 @@ def test_reweight_and_none_matched_add_no_synthetic_text(setup):
 
 
 def test_easy_first_is_the_mirror_of_mars_and_hard_filter_drops_negative_gaps(setup):
-    from mars_lib.selection import allocation_probs
-    from mars_lib.training import hard_filter_keep
+    from mars_lib.baselines import hard_filter_keep
+    from mars_lib.mars import allocation_probs
     gaps = np.array([-3.0, -1.0, 0.0, 0.5, 2.0, 4.0, -0.2, 1.0, 0.1, -2.0])
     q_hard, q_easy = allocation_probs(gaps, 1.0, "abs"), allocation_probs(gaps, 1.0, "abs", easy=True)
     assert q_hard.argmax() == 2 and q_easy.argmax() == 5      # MARS: smallest |Δ|; easy-first: largest |Δ|
@@ -106,7 +114,7 @@ def test_on_demand_mode_uses_builder(setup):
     def builder(budgets, round_seed):
         calls.append(int(budgets.sum()))
         return pool.take(np.arange(int(budgets.sum())) % len(pool.df))
-    run_strategy("mars_v1", base, pool, evals, cfg, seed=0, on_demand=builder)
+    run_strategy("mars_v1", base, Sources(pool, on_demand=builder), evals, cfg, seed=0)
     assert calls == [30]
     with pytest.raises(ValueError, match="on_demand"):
         run_strategy("mars_v1", base, pool, evals, cfg, seed=0)
@@ -125,7 +133,7 @@ def test_per_round_curvature_of_realised_training_set(setup):
 
 
 def _candidates(n_prompts=5, n=4, d=8, seed=3):
-    from mars_lib.training import Candidates
+    from mars_lib.baselines import Candidates
     rng = np.random.default_rng(seed)
     df = pd.DataFrame({"prompt_id": np.repeat([f"q{i}" for i in range(n_prompts)], n), "prompt": "p",
                        "response": [f"r{i}" for i in range(n_prompts * n)]})
@@ -133,7 +141,7 @@ def _candidates(n_prompts=5, n=4, d=8, seed=3):
 
 
 def test_west_of_n_pace_spends_the_budget_on_the_rms_most_confident_pairs():
-    from mars_lib.training import west_of_n_pace
+    from mars_lib.baselines import west_of_n_pace
     cand = _candidates()
     model = HeadRewardModel(8)
     torch_seed_scores = model.score_features(cand.phi)
@@ -150,7 +158,7 @@ def test_west_of_n_pace_spends_the_budget_on_the_rms_most_confident_pairs():
 def test_won_pace_adds_nothing_before_the_rm_is_trained(setup):
     base, pool, evals, cfg = setup
     base.df["prompt_id"] = [f"q{i % 5}" for i in range(len(base.df))]
-    r = run_strategy("won_pace", base, pool, evals, cfg, seed=0, policy=_candidates(n=6))
+    r = run_strategy("won_pace", base, Sources(pool, policy=_candidates(n=6)), evals, cfg, seed=0)
     n_syn = r.history[r.history.metric == "n_synthetic"].sort_values("round").value.to_numpy()
     assert n_syn[0] == 0 and n_syn[1] == 60
 

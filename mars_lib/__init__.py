@@ -26,7 +26,9 @@ Judges and generation
                               policy or RMs) and their agreement with people
   generation, decoding, split_assets, assets  batched cached generation; offline assets and checksums
 Evaluation
-  metrics, stats, claims      accuracy / AUC / SNR; every interval; the claims table and its verdicts
+  metrics, stats, verdicts, claims   accuracy / AUC / SNR; every interval and p; δ, identical arms and
+                              multiplicity (Holm, BH); the claims table, read from saved tables
+  findings                    each notebook's closing "What we found", written from its tables
   curvature, finetune_curvature   BT curvature of the linear head; Lanczos / Hutchinson for fine-tuned RMs
   ood, rewardbench            LLMBar and MT-Bench human judgments; RewardBench sections and protocols
   downstream, bon_set, dpo, dpo_eval  Best-of-N; the i.i.d. Best-of-N set; DPO; notebook 05's DPO stage

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .paraphrase import paraphrases
+from .paraphrase import paraphrases, seq2seq_paraphraser
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,6 @@ class ParaphraseOp:
         Authors: up to 128 new tokens for prompts, 192 for responses."""
         if self.model is None:
             return {}
-        from .paraphrase import seq2seq_paraphraser
         recs = sources.to_dict("records") if hasattr(sources, "to_dict") else list(sources)
         para = seq2seq_paraphraser(self.model, self.device)
         out = para.paraphrase_many([r["chosen"] for r in recs] + [r["rejected"] for r in recs], self.n, 192)

@@ -33,6 +33,8 @@ from .generation import GenerationCache, Generator, Request
 from .io import atomic_write_json, repo_relative, write_parquet
 from .prompts import collect_prompts, split_prompts
 from .tasks import ARMS, DEFAULT_TASK_DIR, TaskError, TaskSpec
+from .assets import cache_dir, set_offline
+from .task_judges import JUDGES, make_judge, MODULES, task_judge_name
 
 BON_SAMPLE_OFFSET = 2000       # sample index of these draws: never collides with task responses (0-3) or policy samples (1000+)
 FILE, MANIFEST = "bon_iid.parquet", "bon_iid.json"
@@ -58,8 +60,6 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
                   judges: tuple[str, ...] = ("gold3", "gold1"), task_judge: str = "gold3") -> tuple[pd.DataFrame, dict]:
     """Generate (cached) and judge (cached) the set, judges in the given order. The task's judge
     (`task_judge`) writes column `gold`, any other its own name. Returns (table, cost record)."""
-    from .assets import cache_dir
-    from .task_judges import JUDGES
     if set(judges) - set(JUDGES) or not judges or task_judge not in judges:
         raise ValueError(f"judges must be among {sorted(JUDGES)} and include the task's judge {task_judge!r}, got {judges}")
     t0 = time.perf_counter()
@@ -73,7 +73,6 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
     cost = {"generation_seconds": round(time.perf_counter() - t0, 1), "generated": st.generated, "new_tokens": st.new_tokens,
             "tokens_per_s": round(st.tokens_per_s, 1) if st.new_tokens else None, "finished_share": round(float(df.finished.mean()), 4)}
     args = (df.prompt.tolist(), df.response.tolist(), df.finished.tolist())
-    from .task_judges import make_judge
     for judge in judges:
         t1 = time.perf_counter()
         df["gold" if judge == task_judge else judge] = make_judge(judge, generator=gen).score(*args)
@@ -82,7 +81,6 @@ def build_bon_set(spec: TaskSpec, n: int, n_test_prompts: int, arm: str = "defau
 
 
 def write_bon_set(df: pd.DataFrame, task_dir: Path, command: str, cost: dict, task_judge: str = "gold3") -> Path:
-    from .task_judges import MODULES
     sha = write_parquet(df, task_dir / FILE)
     atomic_write_json(task_dir / MANIFEST, {
         "sha256": sha, "n_rows": len(df), "n_prompts": int(df.prompt_id.nunique()),
@@ -120,10 +118,8 @@ def _cli(argv=None):
                          "writes column `gold` (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR, help="task folder (default: %(default)s)")
     a = ap.parse_args(argv)
-    from .assets import set_offline
     set_offline()
     spec = TaskSpec(n_prompts=a.n_prompts, seed=a.seed, split_fractions=tuple(a.split_fractions))
-    from .task_judges import task_judge_name
     tj = task_judge_name(a.out)
     df, cost = build_bon_set(spec, a.n, a.n_test_prompts, a.arm, a.batch_size, tuple(a.judges), task_judge=tj)
     cmd = (f"python -m mars_lib.bon_set --n {a.n} --n-test-prompts {a.n_test_prompts} --arm {a.arm} --n-prompts {a.n_prompts} "

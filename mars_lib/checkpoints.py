@@ -12,6 +12,7 @@ import pandas as pd
 
 from .config import RunConfig
 from .reward_model import HeadConfig, HeadRewardModel, RewardModel
+from .finetune import FinetunedRewardModel
 
 
 def saved_model_path(cfg: RunConfig, strategy: str, seed: int, folder: str = "03_rm_training") -> Path:
@@ -32,7 +33,6 @@ def save_models(results: dict, cfg: RunConfig, folder: str = "03_rm_training") -
 def _load_one(cfg: RunConfig, path: Path, seed: int) -> RewardModel:
     if cfg.rm == "head":
         return HeadRewardModel.load(path, HeadConfig.from_run(cfg, seed))
-    from .finetune import FinetunedRewardModel
     return FinetunedRewardModel.load(path, device=cfg.device)
 
 

@@ -27,6 +27,8 @@ import pandas as pd
 from . import stats, strategies, verdicts
 from .features import Pairs
 from .mars import concentration
+from .results import load_table, save_table
+from .task_judges import label as judge_label
 
 def claim_specs() -> list[tuple[str, str, str, str, str]]:
     """(claim_id, claim, a, b, metric) of every per-pair claim, from the strategy registry: "a beats b"
@@ -148,7 +150,6 @@ def write_claims(cfg) -> pd.DataFrame:
     """Rebuild `<results>/claims.csv` from the saved tables of notebooks 03 (per-pair outcomes and
     histories of every track), of the fine-tuned regime script (`<results>/gpu_regimes/<model>/<track>/`
     as `full:<model>`, `<results>/cpu_regimes/<model>/...` as `full-cpu:<model>`) and of notebook 05 (Best-of-N win rates), where present."""
-    from .results import load_table, save_table
     nb3 = "03_rm_training"
     per_pair, hist = [], []
     for pp, h in (("per_pair_test.parquet", "history.csv"), ("per_pair_human_track.parquet", "history_human_track.csv")):
@@ -243,7 +244,21 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
     def same(r, x, y):
         rep = reps.get((r["track"], r["rm"]), {})
         return rep.get(x, x) == rep.get(y, y)
+    ess = realised_ess(histories)
+    for r in rows:
+        r["ess_a"], r["ess_b"] = (ess.get((r["track"], r["rm"], s), float("nan")) for s in (r["_a"], r["_b"]))
     return verdicts.decide(pd.DataFrame(verdicts.merge_identical(rows, same)))
+
+
+def realised_ess(histories: pd.DataFrame | None) -> dict:
+    """(track, rm, strategy) -> ESS/N of the budgets the arm actually trained on, mean over seeds and
+    rounds ≥ 2 (round 1 allocates from an untrained RM unless warm_start); NaN for arms without
+    per-source budgets (none, won_pace, self_train). 1 = every base pair got the same number."""
+    if histories is None or not len(histories) or "track" not in histories:
+        return {}
+    h = histories[(histories.metric == "alloc_ess_over_n") & (histories.split == "train")]
+    h = h[h["round"] >= h.groupby(["track", "rm", "strategy"])["round"].transform(lambda r: min(2, r.max()))]
+    return h.groupby(["track", "rm", "strategy"]).value.mean().to_dict()
 
 
 def downstream_claims(win_summary: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
@@ -285,7 +300,6 @@ def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
     accuracy; p and MDE are recomputed here from se and df (the same t reference). Judge points have
     no smallest effect of interest (delta NaN): no "equivalent" verdict. Rows whose numbers repeat an
     earlier row's of the same judge with one arm swapped are not repeated (`verdicts.same_by_numbers`)."""
-    from .task_judges import label as judge_label
     rows = [{"claim_id": f"bon_iid[{r.judge}]:{r.a}>{r.b}",
              "claim": f"Best-of-{r.n} (i.i.d. draws) with the {r.a} RM beats the {r.b} RM under {judge_label(r.judge)}",
              "track": "gold", "rm": rm, "metric": f"bon{r.n}_{r.judge}", "effect": r.effect, "lo": r.lo, "hi": r.hi,

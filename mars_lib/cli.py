@@ -29,6 +29,14 @@ import pandas as pd
 from . import strategies
 from .config import MarsConfig
 from .mars import capped_budgets, concentration, integer_budgets
+from .data import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
+from .assets import cache_dir, set_offline
+from .features import Encoder, FeatureCache, featurize
+from .io import atomic_write_json, atomic_write_text
+from .hf_rm import HFRewardModel, HFRewardModelError, is_hf_folder
+from .metrics import rm_metrics
+from .augment import draw_on_demand, ParaphraseOp
+from .reward_model import HeadConfig, HeadRewardModel
 
 CONCENTRATED = 0.5      # warn when the allocation's effective sample size over N falls below this
 
@@ -37,7 +45,6 @@ MINILM_DIM = 384        # feature size of the shipped encoder (all-MiniLM-L6-v2)
 
 
 def _load(args):
-    from .data import DataError, load_hh_jsonl, load_pairs
     if not Path(args.pairs).is_file():
         raise DataError(f"--pairs {args.pairs}: no such file")
     if args.hh:
@@ -64,8 +71,6 @@ def _looks_like_hh(path) -> bool:
 
 
 def _encoder(args):
-    from .assets import cache_dir, set_offline
-    from .features import Encoder, FeatureCache
     set_offline()
     return Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=args.max_length)
 
@@ -73,7 +78,6 @@ def _encoder(args):
 def _load_rm(path: Path, dim: int):
     from safetensors.torch import load_file
 
-    from .reward_model import HeadConfig, HeadRewardModel
     meta_p, w_p = path / "head.json", path / "head.safetensors"
     if not meta_p.exists() or not w_p.exists():
         raise SystemExit(f"error: {path} is not a reward model folder: need head.json and head.safetensors (make one "
@@ -96,9 +100,6 @@ def cmd_train(args) -> int:
 
     from safetensors.torch import save_file
 
-    from .features import featurize
-    from .io import atomic_write_json
-    from .reward_model import HeadConfig, HeadRewardModel
     df = _load(args)
     pairs = featurize(df, _encoder(args))
     cfg = HeadConfig(hidden=args.hidden, lr=args.lr, epochs=args.epochs, seed=args.seed)
@@ -117,8 +118,6 @@ def cmd_train(args) -> int:
 
 
 def _gaps(args):
-    from .features import featurize
-    from .hf_rm import HFRewardModel, HFRewardModelError, is_hf_folder
     if is_hf_folder(args.rm):                        # any local AutoModelForSequenceClassification reward model
         try:
             rm = HFRewardModel(args.rm, max_length=args.max_length, template=args.template)
@@ -133,7 +132,6 @@ def _gaps(args):
 
 
 def _write_csv(df: pd.DataFrame, path) -> None:
-    from .io import atomic_write_text
     atomic_write_text(path, df.to_csv(index=False))
 
 
@@ -158,7 +156,6 @@ def save_dataset(df: pd.DataFrame, path: Path) -> Path:
 
 
 def cmd_score(args) -> int:
-    from .metrics import rm_metrics
     df, _, rc, rr = _gaps(args)
     out = pd.DataFrame({"pair_id": df.pair_id, "reward_chosen": rc, "reward_rejected": rr, "reward_gap": rc - rr})
     _write_csv(out, args.out)
@@ -170,7 +167,6 @@ def _budgets(args, gaps):
     arm = strategies.allocators()[args.version]
     tau = None if arm.tau_field is None else args.tau if args.tau is not None else getattr(MarsConfig(), arm.tau_field)
     q = arm.q(gaps, tau)
-    from .data import DataError
     try:
         b = (capped_budgets(q, args.budget, args.max_per_source, seed=args.seed) if args.max_per_source
              else integer_budgets(q, args.budget, seed=args.seed))
@@ -196,8 +192,6 @@ def cmd_allocate(args) -> int:
 
 
 def cmd_augment(args) -> int:
-    from .augment import ParaphraseOp, draw_on_demand
-    from .data import to_trl_jsonl
     df, _, rc, rr = _gaps(args)
     _, b = _budgets(args, rc - rr)
     op = ParaphraseOp(n=args.n_paraphrases, seed=args.seed, paraphrase_prompt=args.paraphrase_prompt)
@@ -268,7 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataError
     if getattr(args, "budget", 0) is not None and getattr(args, "budget", 0) < 0:
         print(f"error: --budget must be >= 0, got {args.budget}", file=sys.stderr)
         return 2

@@ -18,10 +18,11 @@ FLIP_FILTERS = ("off", "rm")
 LABELERS = ("gold", "rm")
 
 from . import operators, strategies  # noqa: E402
-from .io import REPO_ROOT  # noqa: E402,F401  (re-exported)  (the registries every name is checked against)
+from .io import atomic_write_json, REPO_ROOT
 from .baselines import MARS_GAP  # noqa: E402
 from .profiles import PRESETS, PROFILES  # noqa: E402  (named sets of defaults; re-exported)
 from .tracks import TRACKS  # noqa: E402
+from .assets import set_offline, set_online
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,10 @@ class MarsConfig:
     eval_every_round: bool = True               # evaluate on val / test before training and after every round
                                                 # (False: after the last round only — the fine-tuned regime on CPU)
     track_curvature: bool = True                # per round: BT curvature of the realised training set (linear head)
+    helps_betas: tuple[float, ...] = ()         # nb 03 map (mars_lib.helps_map, method.md §12): label noises β; () skips the map
+    helps_taus_v1: tuple[float, ...] = ()       # map: MARS v1 τ grid (profile cpu_map: near-uniform to ESS/N ≤ 0.2); () skips v1
+    helps_taus_v2: tuple[float, ...] = ()       # map: MARS v2 τ grid (the same span); () skips v2
+    helps_operators: tuple[str, ...] = ()       # map: operators whose pools it runs (cpu_map: paraphrase, resample)
 
 
 @dataclass(frozen=True)
@@ -237,8 +242,8 @@ class RunConfig:
             bad("strategies", f"unknown strategy {unknown}; choose from {strategies.names()}")
         if self.operator not in operators.REGISTRY:
             bad("operator", f"choose one of {operators.names()}")
-        if any(o not in operators.REGISTRY for o in self.extra_operators):
-            bad("extra_operators", f"choose from {operators.names()}")
+        if any(o not in operators.REGISTRY for o in self.extra_operators + self.helps_operators):
+            bad(next(n for n in ("extra_operators", "helps_operators") if set(getattr(self, n)) - set(operators.REGISTRY)), f"choose from {operators.names()}")
         if self.flip_filter not in FLIP_FILTERS:
             bad("flip_filter", f"choose one of {FLIP_FILTERS}")
         if self.refine_max_pairs is not None and self.refine_max_pairs < 1:
@@ -264,8 +269,8 @@ class RunConfig:
         for name in ("human_max_pairs", "human_eval_max_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 bad(name, "need at least 2 pairs (or None for all)")
-        for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr", "dpo_lr"):
-            if not getattr(self, name) > 0:
+        for name in ("tau_v1", "tau_v2", "beta", "lr", "ft_lr", "dpo_lr", "helps_betas", "helps_taus_v1", "helps_taus_v2"):
+            if not all(x > 0 for x in getattr(self, name)) if name.startswith("helps_") else not getattr(self, name) > 0:
                 bad(name, "must be > 0")
         if self.budget_ratio < 0:
             bad("budget_ratio", "must be >= 0 (synthetic pairs per base pair per round)")
@@ -317,21 +322,19 @@ class RunConfig:
     def from_notebook(cls, namespace: dict) -> "RunConfig":
         """The config of a notebook run, from its parameters cell (pass `globals()`).
 
-        The cell shows every setting with the cpu profile's literal value (what the reference run uses),
-        and papermill's injected cell may replace any of them. `profile` names the set of defaults. A
-        setting is an override when papermill injected it (`-p NAME VALUE`: the kernel's input history
-        holds the injected "# Parameters" cell) or when its value differs from the cpu reference value
-        (an edit of the cell); otherwise it means "the profile's value", so `-p profile smoke` alone gives
-        the smoke profile and `-p profile paper -p device cpu` the paper profile on CPU. Only names that
-        are config fields are read; anything else in the namespace is ignored."""
-        import ast
+        The cell shows the settings its notebook discusses with the cpu profile's literal values (what
+        the reference run uses); `profile` names the set of defaults. A setting is an override when it
+        is named in `overrides` (the list `./run_all.sh -p NAME VALUE` passes to papermill with the
+        values; with plain papermill add `-p overrides '["NAME", ...]'`) or when its value differs from
+        the cpu reference value (an edit of the cell); every other setting is the profile's value, so
+        `-p profile smoke` alone gives the smoke profile and `-p profile paper -p device cpu` the paper
+        profile on CPU. Only config fields are read; anything else in the namespace is ignored."""
         profile = namespace.get("profile", "cpu")
         ref = cls.resolve("cpu").to_dict()
-        injected = set()
-        for src in namespace.get("In") or []:          # IPython's input history: papermill's injected cell
-            if isinstance(src, str) and src.lstrip().startswith("# Parameters"):
-                injected |= {t.id for node in ast.parse(src).body if isinstance(node, ast.Assign)
-                             for t in node.targets if isinstance(t, ast.Name)}
+        injected = set(namespace.get("overrides") or ())
+        unknown = sorted(injected - set(ref))
+        if unknown:
+            raise ConfigError(f"overrides names {unknown}, which are no config fields")
         params = {}
         for name in ref:
             if name == "profile" or name not in namespace:
@@ -357,7 +360,6 @@ class RunConfig:
         return {"run": {name: getattr(self, name) for name in _RUN_FIELDS}, **{g: asdict(getattr(self, g)) for g in GROUPS}}
 
     def save(self, path) -> Path:
-        from .io import atomic_write_json
         return atomic_write_json(path, self.to_dict())
 
     def path(self, *parts) -> Path:
@@ -387,7 +389,6 @@ class RunConfig:
             if getattr(self, name) == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
                 raise ConfigError(f"config field {name!r} = 'bf16': {torch.cuda.get_device_name()} has no bf16 "
                                   f"support; run with -p {name} fp32")
-        from .assets import set_offline, set_online
         set_offline() if self.offline else set_online()
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .assets import cache_dir
+from .assets import cache_dir, minilm_dir, smollm2_dir
 from .features import Encoder, FeatureCache, Pairs, featurize
 from .reward_model import HeadConfig, HeadRewardModel
 from .tasks import Task, load_task
+from .generation import GenerationCache, Generator, load_causal_lm, smollm2_model_id
+from .finetune import FinetuneConfig, FinetunedRewardModel
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -51,8 +53,6 @@ def encoder_for(cfg: RunConfig) -> Encoder:
 def policy_model(cfg: RunConfig):
     """(model, tokenizer, cache id) of the policy: SmolLM2-135M-Instruct offline (cfg.policy_model None)
     or any local folder / hub id of a chat causal LM (TinyLlama-1.1B-Chat in the paper profile)."""
-    from .assets import smollm2_dir
-    from .generation import load_causal_lm, smollm2_model_id
     if cfg.policy_model is None:
         model, tok, _ = load_causal_lm(str(smollm2_dir()), cfg.device)
         return model, tok, smollm2_model_id()
@@ -78,8 +78,6 @@ def model_factory(cfg: RunConfig, dim: int | None = None):
         if dim is None:
             raise ValueError("the head reward model needs the feature size: model_factory(cfg, dim)")
         return lambda seed: new_head(cfg, dim, seed)
-    from .assets import minilm_dir
-    from .finetune import FinetuneConfig, FinetunedRewardModel
 
     def make(seed: int):
         return FinetunedRewardModel(FinetuneConfig(
@@ -91,7 +89,6 @@ def model_factory(cfg: RunConfig, dim: int | None = None):
 
 def rewriter(cfg: RunConfig):
     """The refinement's generator: SmolLM2 offline (cfg.refine_model None) or any local / hub causal LM."""
-    from .generation import GenerationCache, Generator
     cache = GenerationCache(cache_dir() / "generations.sqlite")
     if cfg.refine_model is None:
         return Generator.smollm2(cache, device=cfg.device)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import atomic_write_text
+
 REQUIRED = ("prompt", "chosen", "rejected")
 SCHEMA = REQUIRED + ("pair_id", "source_id", "origin")
 HH_SPLIT = "\n\nAssistant:"
@@ -235,7 +237,6 @@ def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
 
 def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
     """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write)."""
-    from .io import atomic_write_text
     lines = [json.dumps({k: r[k] for k in REQUIRED}, ensure_ascii=False) for r in df.to_dict("records")]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -17,6 +17,10 @@ import pandas as pd
 
 from .assets import cache_dir
 from .context import Context, policy_model
+from .stats import paired_difference, t_quantile, two_stage_bootstrap
+from .generation import GenerationCache, Generator, Request
+from .task_judges import task_judge
+from .tasks import ARMS
 
 
 def kl_bon(n: int) -> float:
@@ -111,7 +115,6 @@ def bon_iid_summary(per_prompt: pd.DataFrame, n_boot: int = 1000) -> pd.DataFram
     """Mean over prompts and seeds of each RM's best-of-n score per judge and n, with the two-stage
     interval over prompts and seeds (`stats.two_stage_bootstrap`). The oracle (one "seed") gets an
     interval over prompts only (t interval)."""
-    from .stats import t_quantile, two_stage_bootstrap
     rows = []
     def over_prompts(v: np.ndarray) -> tuple[float, float, float]:
         half = t_quantile(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
@@ -139,7 +142,6 @@ def bon_iid_paired(per_prompt: pd.DataFrame, comparisons: list[tuple[str, str]],
     """Paired differences of best-of-n scores (a − b) at one n (default: the largest), per judge: same
     prompts, seeds matched by label; the two-stage interval and minimum detectable effect of
     `stats.paired_difference`. With one seed (paper profile) there is no such interval: no rows."""
-    from .stats import paired_difference
     n = int(per_prompt.n.max()) if n is None else n
     rows = []
     if per_prompt[per_prompt.strategy != "oracle"].seed.nunique() < 2:
@@ -163,9 +165,6 @@ def bon_pool(ctx: Context, split: str = "test") -> tuple[pd.DataFrame, np.ndarra
     cfg = ctx.cfg
     pool = ctx.task.responses[ctx.task.responses.split == split].copy()
     if cfg.bon_extra_samples > 0:
-        from .generation import GenerationCache, Generator, Request
-        from .task_judges import task_judge
-        from .tasks import ARMS
         model, tok, model_id = policy_model(cfg)
         gen = Generator(model, tok, model_id, GenerationCache(cache_dir() / "generations.sqlite"), device=cfg.device)
         prompts = pool.drop_duplicates("prompt_id")[["prompt_id", "prompt", "split"]]

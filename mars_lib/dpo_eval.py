@@ -9,6 +9,7 @@ t interval over prompts, which leaves the seed-to-seed variation out and says so
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
@@ -21,6 +22,12 @@ from .context import Context, policy_model
 from .downstream import win_rate
 from .memory import release_memory
 from .task_judges import LABELS as JUDGE_NAMES   # the judge columns an answers table may hold: gold, gold1, gold3
+from .dpo import DPOConfig, DPOPolicy, sequence_logprobs
+from .generation import GenerationCache, Generator, load_causal_lm, Request, smollm2_model_id
+from .tasks import ARMS, load_policy_samples
+from .task_judges import make_judge, task_judge_name
+from .stats import paired_difference, t_quantile
+from .labelers import LLMJudgeLabeler
 
 DPO_EVAL_SAMPLE = 5000      # sample index of the DPO evaluation answers (task samples: 0-3, policy samples 1000+)
 DPO_STEP_PAIRS = 4            # pairs per DPO optimizer step (dpo_micro_batch per forward, the rest accumulated)
@@ -45,32 +52,9 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
     log π_ref(y|x) of the policy's own answer (EOS appended); its mean over prompts estimates
     KL(π ‖ π_ref) — approximately, since answers are drawn with top-p 0.95 and a repetition penalty,
     not from π itself."""
-    import copy
-
-    from .dpo import DPOConfig, DPOPolicy, sequence_logprobs
-    from .generation import GenerationCache, Generator, Request
-    from .tasks import ARMS, load_policy_samples
     cfg = ctx.cfg
-    samples = load_policy_samples(cfg.task_path)
-    train_pids = list(dict.fromkeys(ctx.task.split("train").prompt_id))
-    if cfg.dpo_train_prompts is not None:
-        train_pids = train_pids[:cfg.dpo_train_prompts]
-    s = samples[samples.prompt_id.isin(set(train_pids))].sort_values(["prompt_id", "sample"])
-    first2 = s.groupby("prompt_id").head(2)
-    a, b = first2.groupby("prompt_id").nth(0).reset_index(drop=True), first2.groupby("prompt_id").nth(1).reset_index(drop=True)
-    if len(a) == 0 or len(a) != len(b):
-        raise ValueError("dpo_downstream: need two policy samples per train prompt (python -m mars_lib.tasks samples)")
-    pa = ctx.encoder.embed_pairs(a.prompt.tolist(), a.response.tolist(), desc="features: DPO pairs")
-    pb = ctx.encoder.embed_pairs(b.prompt.tolist(), b.response.tolist(), desc="features: DPO pairs")
-    test_pids = list(dict.fromkeys(ctx.task.split("test").prompt_id))
-    rng = np.random.default_rng(cfg.label_seed)
-    eval_pids = sorted(rng.choice(test_pids, size=min(cfg.dpo_eval_prompts, len(test_pids)), replace=False))
-    prompts = ctx.task.split("test").drop_duplicates("prompt_id").set_index("prompt_id").loc[eval_pids, "prompt"].tolist()
-    dec = ARMS["default"]
-    # sample index DPO_EVAL_SAMPLE keeps these requests apart from the task's own generations (sample 0
-    # of the default arm): otherwise the base policy's answers would be whatever an earlier task build
-    # left in the cache, and a fresh clone would get different ones
-    reqs = [Request(p, dec, sample=DPO_EVAL_SAMPLE, seed=cfg.label_seed) for p in prompts]
+    a, b, pa, pb = _candidate_pairs(ctx)
+    eval_pids, prompts, reqs = _eval_requests(ctx)
 
     base, tok, base_id = policy_model(cfg)
     cache = GenerationCache(cache_dir() / "generations.sqlite")
@@ -107,23 +91,7 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             gold_agrees = np.where(a_wins, a.gold >= b.gold, b.gold >= a.gold)
             labels.append(pairs[["prompt_id"]].assign(strategy=strategy, seed=seed, a_preferred=a_wins,
                                                       agrees_with_gold=gold_agrees))
-            dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, batch_size=cfg.dpo_micro_batch,
-                             grad_accum=DPO_STEP_PAIRS // cfg.dpo_micro_batch,
-                             precision=cfg.dpo_precision or cfg.precision, seed=seed)
-            # the folder is named by what the policy is trained from: a changed setting never reuses it
-            key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
-                                             base_id]).encode()).hexdigest()[:10]
-            folder = cache_dir() / "dpo" / f"{strategy}_seed{seed}-{key}"
-            folder.mkdir(parents=True, exist_ok=True)
-            if (folder / "mars_dpo.json").exists():
-                policy = DPOPolicy.load(folder, copy.deepcopy(base), tok, device=cfg.device)
-                log = pd.read_csv(folder / "train_log.csv")
-            else:
-                policy = DPOPolicy(copy.deepcopy(base), tok, dcfg)
-                log = pd.DataFrame(policy.fit(pairs, seed=seed, progress=progress))
-                log["pairs_per_s"] = policy.stats.train_pairs_per_s
-                log.to_csv(folder / "train_log.csv", index=False)
-                policy.save(folder)                  # written last: its presence marks a finished policy
+            policy, log = _trained_policy(cfg, base, tok, base_id, pairs, f"{strategy}_seed{seed}", seed, progress)
             logs.append(log.assign(strategy=strategy, seed=seed))
             answer(policy.merged(), f"{base_id}+dpo@{policy.digest()}", f"{strategy}_seed{seed}", strategy, seed, policy)
             del policy
@@ -140,12 +108,65 @@ def dpo_downstream(ctx: Context, heads: dict, progress: bool = True) -> dict[str
             "answers": answers}
 
 
+def _candidate_pairs(ctx: Context):
+    """The first two committed policy samples of each train prompt (up to cfg.dpo_train_prompts), as
+    frames a and b with their features: the pairs every RM labels."""
+    cfg = ctx.cfg
+    samples = load_policy_samples(cfg.task_path)
+    train_pids = list(dict.fromkeys(ctx.task.split("train").prompt_id))
+    if cfg.dpo_train_prompts is not None:
+        train_pids = train_pids[:cfg.dpo_train_prompts]
+    s = samples[samples.prompt_id.isin(set(train_pids))].sort_values(["prompt_id", "sample"])
+    first2 = s.groupby("prompt_id").head(2)
+    a, b = first2.groupby("prompt_id").nth(0).reset_index(drop=True), first2.groupby("prompt_id").nth(1).reset_index(drop=True)
+    if len(a) == 0 or len(a) != len(b):
+        raise ValueError("dpo_downstream: need two policy samples per train prompt (python -m mars_lib.tasks samples)")
+    pa = ctx.encoder.embed_pairs(a.prompt.tolist(), a.response.tolist(), desc="features: DPO pairs")
+    pb = ctx.encoder.embed_pairs(b.prompt.tolist(), b.response.tolist(), desc="features: DPO pairs")
+    return a, b, pa, pb
+
+
+def _eval_requests(ctx: Context):
+    """(prompt ids, prompts, generation requests) of the held-out prompts every policy answers."""
+    cfg = ctx.cfg
+    test_pids = list(dict.fromkeys(ctx.task.split("test").prompt_id))
+    rng = np.random.default_rng(cfg.label_seed)
+    eval_pids = sorted(rng.choice(test_pids, size=min(cfg.dpo_eval_prompts, len(test_pids)), replace=False))
+    prompts = ctx.task.split("test").drop_duplicates("prompt_id").set_index("prompt_id").loc[eval_pids, "prompt"].tolist()
+    dec = ARMS["default"]
+    # sample index DPO_EVAL_SAMPLE keeps these requests apart from the task's own generations (sample 0
+    # of the default arm): otherwise the base policy's answers would be whatever an earlier task build
+    # left in the cache, and a fresh clone would get different ones
+    reqs = [Request(p, dec, sample=DPO_EVAL_SAMPLE, seed=cfg.label_seed) for p in prompts]
+    return eval_pids, prompts, reqs
+
+
+def _trained_policy(cfg, base, tok, base_id: str, pairs: pd.DataFrame, name: str, seed: int, progress: bool):
+    """A LoRA DPO policy on `pairs`, from the adapter cache when this exact training was done before."""
+    dcfg = DPOConfig(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, device=cfg.device, batch_size=cfg.dpo_micro_batch,
+                     grad_accum=DPO_STEP_PAIRS // cfg.dpo_micro_batch,
+                     precision=cfg.dpo_precision or cfg.precision, seed=seed)
+    # the folder is named by what the policy is trained from: a changed setting never reuses it
+    key = hashlib.sha256(json.dumps([pairs[["prompt", "chosen", "rejected"]].values.tolist(), repr(dcfg),
+                                     base_id]).encode()).hexdigest()[:10]
+    folder = cache_dir() / "dpo" / f"{name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "mars_dpo.json").exists():
+        policy = DPOPolicy.load(folder, copy.deepcopy(base), tok, device=cfg.device)
+        log = pd.read_csv(folder / "train_log.csv")
+    else:
+        policy = DPOPolicy(copy.deepcopy(base), tok, dcfg)
+        log = pd.DataFrame(policy.fit(pairs, seed=seed, progress=progress))
+        log["pairs_per_s"] = policy.stats.train_pairs_per_s
+        log.to_csv(folder / "train_log.csv", index=False)
+        policy.save(folder)          # written last: its presence marks a finished policy
+    return policy, log
+
+
 def _judge(name: str, ctx: Context, base, tok, base_id: str):
     """The judge `name` of cfg.dpo_judges ("gold" = the task's own, `task_judges`). gold1 uses the offline
     SmolLM2 for fluency: when the policy is that model it shares the policy's base weights (never
     trained: each DPO policy trains a deep copy) instead of loading a second copy (540 MB)."""
-    from .generation import Generator, smollm2_model_id
-    from .task_judges import make_judge, task_judge_name
     name = task_judge_name(ctx.cfg.task_path) if name == "gold" else name
     if name != "gold1":
         return make_judge(name)
@@ -217,7 +238,6 @@ def dpo_paired(answers: pd.DataFrame, judges: tuple[str, ...] | None = None, n_b
     variation of DPO and of the RM is then not covered). Columns: judge, a, b, effect, lo, hi, se, df,
     p_better, n_seeds, n_prompts, mde (minimum detectable effect at 80 % power, with the t quantiles of
     the interval: few seeds leave few df), method."""
-    from .stats import paired_difference, t_quantile
     pol = answers[answers.policy != "base"]
     seeds = sorted(pol.seed.unique())
     base = answers[answers.policy == "base"]
@@ -253,8 +273,6 @@ def llm_judge_win_rates(cfg: RunConfig, answers: pd.DataFrame, comparisons: list
     user's own plug-in). Each prompt's two answers are shown once, in a randomized A/B order
     (`labelers.LLMJudgeLabeler`, both_orders=False); a > b when the judge's log-odds favour a, ties
     (log-odds exactly 0) count half. Columns as `downstream.win_rate` plus a, b, judge."""
-    from .generation import load_causal_lm
-    from .labelers import LLMJudgeLabeler
     if cfg.judge_model is None:
         raise ValueError("llm_judge_win_rates needs cfg.judge_model (a local folder or hub id of a chat LM)")
     model, tok, _ = load_causal_lm(cfg.judge_model, cfg.device)

@@ -22,6 +22,7 @@ from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto wou
 
 from .io import open_sqlite
 from .memory import release_memory
+from .assets import ASSETS, minilm_dir, weights_id
 
 
 def rm_text(prompt: str, response: str) -> str:
@@ -76,7 +77,6 @@ class Encoder:
 
     @classmethod
     def minilm(cls, cache: FeatureCache | None = None, **kw) -> "Encoder":
-        from .assets import ASSETS, minilm_dir
         return cls(minilm_dir(), f"all-MiniLM-L6-v2@{ASSETS['minilm'].sha256[:12]}", cache, **kw)
 
     @classmethod
@@ -88,7 +88,6 @@ class Encoder:
         except OSError as e:
             raise OSError(f"encoder {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models need "
                           "network access (the paper profile); offline, give a local folder or encoder='minilm'.") from None
-        from .assets import weights_id
         enc.encoder_id = weights_id(path, enc.model)
         return enc
 

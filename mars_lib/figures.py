@@ -257,9 +257,33 @@ def fig_03_tau_sweep(results: Path, cfg=None) -> Figure:
     return fig
 
 
+@figure("03_when_mars_helps", "03_rm_training/when_mars_helps.csv")
+def fig_03_when_mars_helps(results: Path, cfg=None) -> Figure:
+    hm = _t(results, "03_rm_training/when_mars_helps.csv")
+    panels, betas = list(hm.groupby(["operator", "version"], sort=False)), sorted(hm.beta.unique())
+    vmax, ncol = max(float(hm.effect.abs().max()), 0.01), hm.version.nunique()
+    plotting.style()
+    fig, axes = plt.subplots(-(-len(panels) // ncol), ncol, figsize=(5.4 * ncol, 0.9 * len(betas) * -(-len(panels) // ncol) + 1.6),
+                             squeeze=False)
+    for ax, ((op, v), g) in zip(axes.ravel(), panels):
+        taus, ess = sorted(g.tau.unique()), g.groupby("tau").ess_over_n.mean()
+        im = ax.imshow(g.pivot_table(index="beta", columns="tau", values="effect").reindex(index=betas, columns=taus).to_numpy(),
+                       cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")          # colour centred at 0
+        for r in g.itertuples():
+            ax.text(taus.index(r.tau), betas.index(r.beta), f"{100 * r.effect:+.1f} pt\n{r.verdict}\nESS/N {r.ess_over_n:.2f}",
+                    ha="center", va="center", fontsize=7, color="white" if abs(r.effect) > 0.6 * vmax else "black",
+                    fontweight="bold" if r.verdict in ("held", "not held") else None)
+        ax.set_xticks(range(len(taus)), [f"τ={t:g}\n(ESS/N {ess[t]:.2f})" for t in taus], fontsize=8)
+        ax.set_yticks(range(len(betas)), [f"β={b:g}" for b in betas])
+        ax.set_title(f"{plotting.label(v)}, {op}", fontsize=10)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="MARS − uniform_stratified, gold accuracy (0 = no difference)")
+    fig.suptitle("When does margin-awareness help? Paired effect over test prompts × seeds; verdict on the BH-adjusted p "
+                 "over the map's cells", fontsize=10)
+    return fig
+
+
 @figure("03_ood", "03_rm_training/ood_eval.csv")
 def fig_03_ood(results: Path, cfg=None) -> Figure:
-    from .ood import plot_ood
     seed = config(results, "03_rm_training", cfg)["seeds"][0]
     ood_tab = _t(results, "03_rm_training/ood_eval.csv")
     first_seed = ood_tab[ood_tab.seed == seed]
@@ -293,8 +317,6 @@ def fig_03_rewardbench(results: Path, cfg=None) -> Figure:
 
 @figure("04_curvature", "04_curvature/base_gaps.csv", "04_curvature/tau_sweep.csv")
 def fig_04_curvature(results: Path, cfg=None) -> Figure:
-    from .curvature import sigma_prime
-    from .mars import allocation_probs
     c = config(results, "04_curvature", cfg)
     gap = _t(results, "04_curvature/base_gaps.csv").reward_gap.to_numpy()
     sweep = _t(results, "04_curvature/tau_sweep.csv")
@@ -341,6 +363,9 @@ def fig_04_curvature_per_round(results: Path, cfg=None) -> Figure:
 # --------------------------------------------------------------------------------------------- all
 
 from . import figures_downstream  # noqa: E402,F401  (registers the 05 figures)
+from .ood import plot_ood
+from .curvature import sigma_prime
+from .mars import allocation_probs
 
 
 def draw(name: str, cfg):

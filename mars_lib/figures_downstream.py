@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from . import plotting
 from .figure_registry import _t, figure
+from .judge_agreement import plot_agreement
+from .task_judges import label
 
 
 @figure("05_best_of_n", "05_downstream/bon_curve.csv", "05_downstream/bon_reference.csv")
@@ -102,7 +104,6 @@ def fig_05_dpo(results: Path, cfg=None) -> Figure:
 @figure("01_judge_human_agreement", "01_margins/judge_human_agreement.csv")
 def fig_01_judge_human_agreement(results: Path, cfg=None) -> Figure:
     """Agreement of each gold judge (and each facet alone) with human labels, 95 % intervals over pairs."""
-    from .judge_agreement import plot_agreement
     plotting.style()
     ax = plot_agreement(_t(results, "01_margins/judge_human_agreement.csv"))
     fig = ax[0].figure
@@ -115,7 +116,6 @@ def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
     """Best-of-n on i.i.d. draws: expected judge score vs n and vs KL_bon, per reward model, under the
     task's judge and under the independent judge, with intervals over prompts and seeds."""
     summ = _t(results, "05_downstream/bon_iid_summary.csv")
-    from .task_judges import label
     judges = [j for j in ("gold", "gold1", "gold3") if j in set(summ.judge)]
     title = {j: f"{label(j)} ({j})" for j in judges}
     plotting.style()

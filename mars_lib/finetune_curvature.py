@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
-from .features import Pairs
+from .features import Pairs, rm_text
+from .assets import minilm_dir
+from .curvature import bt_hvp_operator, hutchinson_trace, lanczos_top
 
 
 def last_layer_and_head(model) -> list:
@@ -44,9 +46,6 @@ def finetuned_curvature(cfg: RunConfig, pairs: Pairs, n_pairs: int = 16, lanczos
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .assets import minilm_dir
-    from .curvature import bt_hvp_operator, hutchinson_trace, lanczos_top
-    from .features import rm_text
     torch.manual_seed(seed)
     dtype = torch.float64 if cfg.device == "cpu" else torch.float32
     if model_path is None:

@@ -24,6 +24,7 @@ from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto wou
 from .decoding import decode
 from .io import open_sqlite
 from .memory import release_memory
+from .assets import ASSETS, smollm2_dir, weights_id
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,6 @@ def load_causal_lm(path: str, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .assets import weights_id
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
@@ -102,7 +102,6 @@ def load_causal_lm(path: str, device: str = "cpu"):
 
 def smollm2_model_id() -> str:
     """The cache id of the offline SmolLM2-135M-Instruct weights (dequantized from the Q4_1 GGUF asset)."""
-    from .assets import ASSETS
     return f"smollm2-135m-instruct-q4_1@{ASSETS['smollm2_gguf'].sha256[:12]}"
 
 
@@ -138,7 +137,6 @@ class Generator:
 
     @classmethod
     def smollm2(cls, cache: GenerationCache | None, batch_size: int = 32, device: str = "cpu"):
-        from .assets import smollm2_dir
         model, tok, _ = load_causal_lm(str(smollm2_dir()), device)
         return cls(model, tok, smollm2_model_id(), cache, batch_size=batch_size, device=device)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .features import rm_text
+
 TEMPLATES = ("auto", "concat", "mars")
 
 
@@ -81,7 +83,6 @@ class HFRewardModel:
         self.max_length, self.batch_size = max_length, batch_size
 
     def text(self, prompt: str, response: str) -> str:
-        from .features import rm_text
         return rm_text(prompt, response) if self.template == "mars" else prompt + response
 
     def score(self, prompts, responses, phi=None) -> np.ndarray:

@@ -25,6 +25,11 @@ import re
 import numpy as np
 import pandas as pd
 
+from .io import open_sqlite
+from .assets import asset_path, cache_dir
+from .features import Encoder
+from .memory import release_memory
+
 JUDGE_ID = "gold-judge-1"   # part of every judge-cache key: change it whenever a facet's definition changes
 WEIGHTS = {"relevance": 3.0, "fluency": 2.0, "non_repetition": 2.0, "length": 1.0, "complete": 1.0, "tone": 0.5}
 FACETS = tuple(WEIGHTS)
@@ -68,7 +73,6 @@ class JudgeCache:
     def __init__(self, path):
         import threading
 
-        from .io import open_sqlite
         self._db = open_sqlite(path, "CREATE TABLE IF NOT EXISTS facets (key TEXT PRIMARY KEY, vals TEXT NOT NULL)")
         self._lock = threading.Lock()
 
@@ -205,7 +209,6 @@ class GoldJudge:
                  lm_id: str | None = None):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-        from .assets import asset_path
         asset_path("vader")                       # checksum-verified before use
         self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
         self.vader = SentimentIntensityAnalyzer()
@@ -215,8 +218,6 @@ class GoldJudge:
 
     @classmethod
     def offline(cls, encoder=None, generator=None, cached: bool = True):
-        from .assets import cache_dir
-        from .features import Encoder
         from .generation import Generator
         encoder = encoder or Encoder.minilm()
         generator = generator or Generator.smollm2(None)
@@ -244,7 +245,6 @@ class GoldJudge:
                 out[[idx[j] for j in g]] = response_mean_logprobs(self.lm, ids, att, pos, [len(r_ids[j]) for j in g])
             bar.update(len(order[s:s + self.batch_size]))
         bar.close()
-        from .memory import release_memory
         release_memory()                                # the LM's activations (mars_lib.memory)
         return out
 

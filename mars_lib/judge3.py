@@ -37,6 +37,10 @@ from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto wou
 
 from .judge import (FACETS, WEIGHTS, JudgeCache, budget_split, cached_facets, facet_frame, left_padded,
                     response_mean_logprobs)
+from .assets import asset_path, cache_dir
+from .split_assets import gemma_dir, mpnet_dir, SPLIT_ASSETS
+from .features import Encoder
+from .memory import release_memory
 
 JUDGE_ID = "gold-judge-3"       # part of every cache key: change it whenever a facet's definition changes
 MODELS = {"relevance": "all-mpnet-base-v2", "fluency": "gemma-3-270m"}   # the models the facets load
@@ -64,7 +68,6 @@ class GoldJudge3:
                  lm_id: str = "gemma-3-270m", progress: bool = True):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-        from .assets import asset_path
         asset_path("vader")                       # checksum-verified before use
         self.encoder, self.lm, self.tok, self.batch_size = encoder, lm_model.eval(), lm_tokenizer, batch_size
         self.vader = SentimentIntensityAnalyzer()
@@ -77,9 +80,6 @@ class GoldJudge3:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .assets import cache_dir
-        from .split_assets import SPLIT_ASSETS, gemma_dir, mpnet_dir
-        from .features import Encoder
         enc = Encoder(mpnet_dir(), f"all-mpnet-base-v2@{SPLIT_ASSETS['mpnet'].sha256[:12]}", None,
                       max_length=384, batch_size=16)
         enc.tok.truncation_side = "right"          # relevance: the start of a response is what answers
@@ -116,7 +116,6 @@ class GoldJudge3:
                                                                   [len(ids_all[idx[j]][1]) for j in g], softcap=cap)
             bar.update(len(idx))
         bar.close()
-        from .memory import release_memory
         release_memory()                                # the LM's activations (mars_lib.memory)
         return out
 

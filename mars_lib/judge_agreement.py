@@ -45,6 +45,13 @@ import pandas as pd
 
 from .judge import FACETS, JUDGE_ID, WEIGHTS
 from .judge3 import JUDGE_ID as JUDGE3_ID
+from .ood import load_ood
+from .assets import sha256_file
+from .io import atomic_write_json, repo_relative, write_parquet
+from .results import save_table
+from .judge import GoldJudge
+from .judge3 import GoldJudge3
+from .tracks import chitchat_pairs as load_chitchat
 
 FACETS_DIR = Path(__file__).resolve().parent.parent / "data" / "judge_human"
 FACETS_FILE, FACETS_MANIFEST = "facets.parquet", "facets.json"
@@ -75,15 +82,13 @@ def load_human_pairs(dataset: str, chitchat_pairs: int | None = 400, seed: int =
     of the same seed is a subset of a larger one."""
     if dataset == "mt-bench-human":
         try:
-            from .ood import load_ood
             df = load_ood("mt-bench-human")
             df = df.assign(cluster=df.prompt_id)
         except ImportError:
             df = _read_mtbench_human()
         cap = mtbench_pairs
     elif dataset == "chitchat":
-        from .tracks import chitchat_pairs as load
-        df = load(verbose=False)
+        df = load_chitchat(verbose=False)
         df = df.assign(cluster=df.prompt)
         cap = chitchat_pairs
     else:
@@ -111,7 +116,6 @@ def committed_facets(judge_id: str, dataset: str, pairs: pd.DataFrame, folder: P
     path = Path(folder) / FACETS_FILE
     if not path.exists():
         return None
-    from .assets import sha256_file
     manifest = json.loads((Path(folder) / FACETS_MANIFEST).read_text())
     if sha256_file(path) != manifest["sha256"]:
         raise RuntimeError(f"{path}: sha256 differs from {FACETS_MANIFEST}; restore it with git or rebuild it with "
@@ -135,7 +139,6 @@ def build_facets(folder: Path = FACETS_DIR, judges=("old", "new"), chitchat_pair
     """Judge every pair of both data sets with both judges (cached by content) and commit the facets."""
     import time
 
-    from .io import atomic_write_json, repo_relative, write_parquet
     t0, rows, cost = time.perf_counter(), [], {}
     pairs = {ds: load_human_pairs(ds, chitchat_pairs, seed) for ds in DATASETS}
     for which in judges:
@@ -241,10 +244,8 @@ def load_judge(which: str):
     if which not in JUDGES:
         raise ValueError(f"judge must be 'old' or 'new', got {which!r}")
     if which == "old":
-        from . import judge as j1
-        return j1.GoldJudge.offline(), *JUDGES[which]
-    from . import judge3 as j3
-    return j3.GoldJudge3.offline(), *JUDGES[which]
+        return GoldJudge.offline(), *JUDGES[which]
+    return GoldJudge3.offline(), *JUDGES[which]
 
 
 def compute(judges=("old", "new"), datasets=DATASETS, chitchat_pairs: int | None = 400, seed: int = 0,
@@ -310,7 +311,6 @@ def main(argv=None) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.drop(columns="weights").round(3).to_string(index=False))
     if args.out:
-        from .results import save_table
         save_table(df, args.out, config={"chitchat_pairs": args.chitchat_pairs, "mtbench_pairs": args.mtbench_pairs,
                                          "judges": args.judges})
 

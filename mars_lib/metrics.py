@@ -85,17 +85,6 @@ def mean_ci(x, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
     return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(x.size)}
 
 
-def paired_comparison(a, b, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
-    """a vs b measured on the same seeds: mean difference, bootstrap CI, P(a > b) over seeds."""
-    a, b = _arr(a), _arr(b)
-    if a.shape != b.shape:
-        raise ValueError("paired comparison needs one value per seed on both sides")
-    d = a - b
-    ci = mean_ci(d, alpha, n_boot, seed)
-    return {"diff": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
-            "p_improve": float(np.mean(d > 0)) + 0.5 * float(np.mean(d == 0))}
-
-
 def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> dict:
     """All scalar metrics of one RM on one evaluation set."""
     out = {"accuracy": pairwise_accuracy(r_chosen, r_rejected), "roc_auc": roc_auc(r_chosen, r_rejected),

@@ -43,6 +43,9 @@ import pandas as pd
 from .data import DataError, prompt_id
 from . import strategies
 from .rewardbench import subset_weights
+from .stats import norm_quantile
+from .features import featurize, Pairs
+from .plotting import color, label, style
 
 OOD_DIR = Path(__file__).resolve().parent.parent / "data" / "llmbar"
 # file name -> (subset, section); subset names follow RewardBench's
@@ -201,7 +204,6 @@ def load_ood(name_or_path: str | Path | None = None) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- scoring
 def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion correct / n (NaNs for n = 0)."""
-    from .stats import norm_quantile
     if n <= 0:
         return float("nan"), float("nan")
     if not 0 <= correct <= n:
@@ -225,7 +227,6 @@ def score_ood(models: dict, encoder, df: pd.DataFrame, desc: str = "features: OO
     `features.Encoder` whose features head models read (None when every model reads texts only).
     One row per (model, pair): model, strategy, seed, pair_id, cluster (prompt id), subset, section,
     r_chosen, r_rejected, correct (strict), tie. Non-finite scores are an error naming the model."""
-    from .features import Pairs, featurize
     missing = [c for c in ("subset", "section", "prompt", "chosen", "rejected", "pair_id") if c not in df]
     if missing:
         raise ValueError(f"OOD table lacks column(s) {missing}; build it with load_ood")
@@ -288,11 +289,6 @@ def ood_accuracy(per_pair: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate_ood(models: dict, encoder, df: pd.DataFrame) -> pd.DataFrame:
-    """`ood_accuracy(score_ood(models, encoder, df))`: the accuracy table of every model."""
-    return ood_accuracy(score_ood(models, encoder, df))
-
-
 # ----------------------------------------------------------------------------- figure
 def _x_order(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(level, name) slots: LLMBar's subsets, then each section with several subsets, then one-subset sections."""
@@ -311,7 +307,6 @@ def plot_ood(table: pd.DataFrame, ax=None, title: str | None = None):
     the 0.5 chance line; drawn only from an `ood_accuracy` table (as saved). One row per model and slot."""
     import matplotlib.pyplot as plt
 
-    from .plotting import color, label, style
     need = {"model", "strategy", "seed", "level", "section", "subset", "n", "accuracy", "lo", "hi", "n_subsets"}
     if not need <= set(table.columns):
         raise ValueError(f"not an OOD accuracy table: missing {sorted(need - set(table.columns))}")

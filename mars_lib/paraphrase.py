@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from .assets import cache_dir, weights_id, wordnet_root
+
 _STOP = set("""a about above after again against all am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further had has have
 having he her here hers herself him himself his how i if in into is it its itself just me more most my
@@ -40,7 +42,6 @@ def _reader():
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from .assets import wordnet_root
 
     class OfflineWordNet(WordNetCorpusReader):
         def map_wn(self, version="wordnet"):      # cross-version mapping would fetch nltk_data
@@ -159,7 +160,6 @@ class Seq2SeqParaphraser:
             except OSError as e:
                 raise OSError(f"paraphraser {path!r} could not be loaded ({str(e).splitlines()[0][:160]}). Hub models "
                               "need network access (the paper profile); offline, leave paraphraser=None (WordNet).") from None
-            from .assets import weights_id
             model_id = weights_id(path, model)
         self.tok, self.model = tokenizer, model.to(device).eval()
         self.model_id, self.cache, self.device = model_id, cache, device
@@ -209,7 +209,6 @@ _SEQ2SEQ: dict = {}
 def seq2seq_paraphraser(path: str, device: str = "cpu") -> Seq2SeqParaphraser:
     """One loaded paraphraser per (model, device) per process, sharing the generation cache."""
     if (path, device) not in _SEQ2SEQ:
-        from .assets import cache_dir
         from .generation import GenerationCache
         _SEQ2SEQ[(path, device)] = Seq2SeqParaphraser(path, GenerationCache(cache_dir() / "generations.sqlite"), device)
     return _SEQ2SEQ[(path, device)]

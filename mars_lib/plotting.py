@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import strategies
+from .io import atomic_write_bytes
 
 def color(name: str, default: str = "#999999") -> str:
     """The arm's colour (mars_lib.strategies), the same in every figure; `default` for other series."""
@@ -46,7 +47,6 @@ def save(fig, cfg, name: str) -> Path:
 
 def save_png(fig, path) -> Path:
     """Save a figure as PNG to `path` (atomic; tight bounding box) and return the path."""
-    from .io import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

@@ -23,6 +23,7 @@ from .features import Encoder, Pairs, featurize
 from .io import cached_frame, content_key
 from .labelers import GoldLabeler, RewardModelLabeler
 from .tasks import load_policy_samples
+from .refine import RefineConfig, semantic_distance, semantic_refine
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -47,7 +48,6 @@ def refinement(ctx: Context, base_df: pd.DataFrame) -> pd.DataFrame:
 
     Every low-distance pair is rewritten when cfg.refine_max_pairs is None (the authors); otherwise a
     seeded random subset of that many low-distance pairs (the threshold is the whole set's mean)."""
-    from .refine import RefineConfig, semantic_distance, semantic_refine
     cfg = ctx.cfg
     rc = RefineConfig(attempts=cfg.refine_attempts, seed=cfg.label_seed)
     key = content_key(base_df[["prompt", "chosen", "rejected"]].values.tolist(), cfg.refine_model,

@@ -8,9 +8,16 @@ PROFILES: dict[str, dict] = {
               "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 20, "refine_max_pairs": 12,
               "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 16, "bon_iid_prompts": 24, "dpo_eval_prompts": 8, "tau_grid": (0.1, 5.0),
-              "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8},
+              "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8,
+              # the when-MARS-helps map (mars_lib.helps_map) as one cell: v1 at one τ on the paraphrase pool
+              "helps_betas": (1.0,), "helps_taus_v1": (20.0,), "helps_taus_v2": (), "helps_operators": ("paraphrase",)},
     # the reference run: the whole offline task
     "cpu": {},
+    # notebook 03 with the when-MARS-helps map (mars_lib.helps_map, docs/method.md §12): 4 β × 2 operators ×
+    # (4 + 4 τ + uniform_stratified) × 10 seeds = 720 head runs, ~1.1 s each: ~15 min on 2 cores beyond the cpu run
+    # (./run_all.sh --profile cpu_map --only 03)
+    "cpu_map": {"results_dir": "results/cpu_map", "helps_betas": (0.05, 0.5, 1.0, 2.0), "helps_taus_v1": (0.1, 0.8, 2.0, 8.0),
+                "helps_taus_v2": (0.1, 0.5, 0.75, 1.5), "helps_operators": ("paraphrase", "resample")},
     # notebook 05's DPO at a size the cpu profile's 45-min cold budget cannot hold (~1 h on 2 cores after a
     # cpu run): 160 held-out prompts, 2 DPO seeds, MARS v1 and the baselines it must beat — none_matched
     # is the compute-matched no-augmentation arm — judged by the task's judge (gold3 in task v3: shares no

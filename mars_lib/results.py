@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import REPO_ROOT, atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, REPO_ROOT
 
 _PKGS = ("mars_lib", "torch", "transformers", "datasets", "peft", "numpy", "pandas")
 
@@ -82,7 +82,6 @@ def save_table(df: pd.DataFrame, path: str | Path, config=None, inputs: dict | N
     if path.suffix == ".parquet":
         import io
 
-        from .io import atomic_write_bytes
         buf = io.BytesIO()
         df.to_parquet(buf, index=False, compression="zstd")
         atomic_write_bytes(path, buf.getvalue())

@@ -25,6 +25,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from .data import DataError
+from .features import featurize
+
 HUB_ID = "allenai/reward-bench"
 SECTIONS = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"),
@@ -77,7 +80,6 @@ def load_rewardbench(path_or_id: str = HUB_ID, split: str = "filtered", limit: i
     mode, missing split) raises a DataError that says what failed."""
     import os
 
-    from .data import DataError
     is_local = os.path.exists(path_or_id)
     if not is_local and (os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
         raise DataError(f"RewardBench: cannot load {path_or_id!r} [{split}]: the hub is disabled in this process "
@@ -158,7 +160,6 @@ def rewardbench_eval(ctx, models: dict, trained_on: str) -> tuple[pd.DataFrame, 
     (strategy, seed). The authors' [C2]: the `raw` split, two stratified 500-pair subsamples (seeds
     188, 144), size-weighted sections, mean ± population std over the subsamples.
     Returns (ours, authors) as tidy tables with columns strategy, seed, trained_on, section, ..."""
-    from .features import featurize
     cfg = ctx.cfg
     # featurized like every evaluation set (cached by content), so both RM kinds score through pair_scores
     data = {split: featurize(load_rewardbench(cfg.rewardbench, split), ctx.encoder, desc=f"features: RewardBench {split}")

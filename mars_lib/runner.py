@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 from .config import PROFILES, REPO_ROOT, ConfigError, RunConfig
+from .figures import draw_all, FIGURES
+from .assets import set_offline, set_online
+from .io import atomic_write_text
+from .report import main as write_report
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -98,7 +102,6 @@ def redraw_figures(profile: str, results_dir: str | None, notebooks: set[str] | 
         return 2
     os.environ.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
-    from .figures import FIGURES, draw_all
     paths = draw_all(results, None if notebooks is None else [n for n in FIGURES if n[:2] in notebooks])
     for p in paths:
         print(f"  {_show(p)}")
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
     plan = []
     for nb in nbs:
         params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb]}}
-        cfg_fields = {k: v for k, v in params.items() if k in RunConfig.field_names() and k != "profile"}
+        params["overrides"] = sorted(k for k in params if k in RunConfig.field_names() and k != "profile")
+        cfg_fields = {k: params[k] for k in params["overrides"]}
         try:
             cfg = RunConfig.resolve(a.profile, **cfg_fields)
         except ConfigError as e:
@@ -161,7 +165,6 @@ def main(argv=None) -> int:
         if not a.force and out.exists() and stamp.exists() and stamp.read_text() == fp:
             print(f"[run_all] {nb.name}: up to date, skipped (--force to re-run)")
             continue
-        from .assets import set_offline, set_online
         set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
         # the executed copy is read as a report: figures inline (ipykernel's own backend, not the Agg
         # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
@@ -176,14 +179,12 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
                             progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
-        from .io import atomic_write_text
         atomic_write_text(stamp, fp)
         print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")
     figs = plan[0][2].path("figures", "x").parent if plan else None
     print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
     if plan and plan[0][2].results_dir == "results" and (REPO_ROOT / "results" / "claims.csv").exists():
-        from .report import main as write_report          # the README's results section, from the tables
-        write_report(["--write"])
+        write_report(["--write"])                           # the README's results section, from the tables
     if figs is not None:
         print(f"[run_all] figures: {figs}")
         for f in sorted(figs.glob("*.png")):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tqdm import tqdm  # text bars: no ipywidgets in the stack, so tqdm.auto would warn
 
-from . import strategies
+from . import operators, strategies
 from .baselines import Candidates
 from .config import RunConfig
 from .context import Context, model_factory
@@ -61,9 +61,13 @@ def run_strategy(name: str, base: Pairs, sources: Sources | Pairs, eval_sets: di
 def seed_data(cfg: RunConfig, base: Pairs, pool: Pairs, seed: int) -> tuple[Pairs, Pairs]:
     """The base pairs and pool a training seed sees: on the gold task (pairs with gold scores, pool
     mode) its own draw of the noisy train labels when `cfg.seed_labels` (`tasks.redraw_labels`),
-    else the pairs as they are (human labels are data, not a draw)."""
+    else the pairs as they are (human labels are data, not a draw). A pool whose operator inherits
+    the source's label (paraphrases) swaps with its source; a pool with labels of its own (resample:
+    the annotator's draws for the new texts) is left as it is."""
     if cfg.seed_labels and cfg.pool_mode == "pool" and {"gold_chosen", "gold_rejected"} <= set(base.df):
-        return redraw_labels(base, pool, cfg.beta, (cfg.label_seed, seed))[:2]
+        inherit = operators.get(cfg.operator).inherits_label
+        new_base, new_pool, _ = redraw_labels(base, pool if inherit else None, cfg.beta, (cfg.label_seed, seed))
+        return new_base, new_pool if inherit else pool
     return base, pool
 
 

@@ -180,16 +180,3 @@ def gemma_dir() -> Path:
     shutil.rmtree(work, ignore_errors=True)
     atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
     return out
-
-
-def split_status() -> list[dict]:
-    """One row per split asset: its chunks installed?, where. Their sha256 is checked when first reassembled."""
-    rows = []
-    for key, s in SPLIT_ASSETS.items():
-        pkg = f"{s.pip_names[0]} .. {s.pip_names[-1]}"
-        try:
-            p = split_asset_chunks(key)[0].parent
-            rows.append({"asset": key, "package": pkg, "ok": True, "path": str(p), "error": ""})
-        except AssetError as e:
-            rows.append({"asset": key, "package": pkg, "ok": False, "path": "", "error": str(e)})
-    return rows

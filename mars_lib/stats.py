@@ -162,39 +162,32 @@ def _finite_p(p) -> tuple[np.ndarray, np.ndarray]:
     return p, ok
 
 
+def _adjust(p, step) -> np.ndarray:
+    """Apply `step(sorted finite p) -> adjusted sorted p` to the finite entries of p, in place of each;
+    NaN entries are not tests: they stay NaN and do not count in m."""
+    p, ok = _finite_p(p)
+    out = np.full(p.shape, np.nan)
+    x = p[ok]
+    if x.size:
+        order = np.argsort(x, kind="mergesort")
+        res = np.empty(x.size)
+        res[order] = step(x[order], x.size)
+        out[ok] = res
+    return out
+
+
 def holm(p) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error control). NaN entries are not tests:
     they stay NaN and do not count in the family size m. p_(i) sorted ascending becomes
     max_{j <= i} min(1, (m - j + 1) * p_(j))."""
-    p, ok = _finite_p(p)
-    out = np.full(p.shape, np.nan)
-    x = p[ok]
-    m = x.size
-    if m:
-        order = np.argsort(x, kind="mergesort")
-        adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * x[order]))
-        res = np.empty(m)
-        res[order] = adj
-        out[ok] = res
-    return out
+    return _adjust(p, lambda x, m: np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * x)))
 
 
 def benjamini_hochberg(p) -> np.ndarray:
     """Benjamini-Hochberg step-up adjusted p-values (false discovery rate). NaN entries are not
     tests: they stay NaN and do not count in m. p_(i) sorted ascending becomes
     min_{j >= i} min(1, m / j * p_(j))."""
-    p, ok = _finite_p(p)
-    out = np.full(p.shape, np.nan)
-    x = p[ok]
-    m = x.size
-    if m:
-        order = np.argsort(x, kind="mergesort")
-        scaled = x[order] * m / np.arange(1, m + 1)
-        adj = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-        res = np.empty(m)
-        res[order] = adj
-        out[ok] = res
-    return out
+    return _adjust(p, lambda x, m: np.minimum(1.0, np.minimum.accumulate((x * m / np.arange(1, m + 1))[::-1])[::-1]))
 
 
 def verdict(effect: float, lo: float, hi: float, p_adj: float, delta: float = float("nan"),

@@ -109,4 +109,4 @@ register(Strategy("mars_v2", "MARS v2 (signed Δ)", "#F28E2B", mars_rule("signed
 
 # The arms a run trains unless told otherwise (cpu profile), in the order runs and tables list them.
 DEFAULT = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2", "none_matched", "reweight", "easy_first",
-           "hard_filter", "self_train")
+           "hard_filter", "self_train", "uniform_stratified")

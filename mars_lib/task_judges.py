@@ -19,6 +19,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .judge3 import GoldJudge3
+from .judge import GoldJudge
+
 JUDGES = {"gold1": "gold-judge-1", "gold3": "gold-judge-3"}
 LABELS = {"gold": "the task's judge", "gold1": "gold-judge-1 (SmolLM2 + MiniLM)",
           "gold3": "the independent judge (gold-judge-3)"}
@@ -34,10 +37,8 @@ def make_judge(name: str, encoder=None, generator=None):
     """The judge `name` from the offline assets. gold1 may share the MiniLM `encoder` and a SmolLM2
     `generator` already in memory; gold3 loads its own models and ignores both."""
     if name == "gold3":
-        from .judge3 import GoldJudge3
         return GoldJudge3.offline()
     if name == "gold1":
-        from .judge import GoldJudge
         return GoldJudge.offline(encoder=encoder, generator=generator)
     raise ValueError(f"unknown judge {name!r}; choose one of {sorted(JUDGES)}")
 

@@ -20,6 +20,7 @@ from . import bon_set
 from .io import repo_relative
 from .task_judges import JUDGES, judge_name_of, make_judge
 from .tasks import TaskSpec, build_task_folder, judge_responses, load_policy_samples, load_responses, write_policy_samples
+from .assets import set_offline
 
 
 def _strip_judged(df: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +86,6 @@ def _cli(argv=None):
     ap.add_argument("--judge", choices=sorted(JUDGES), default="gold3", help="the new judge (default: %(default)s)")
     ap.add_argument("--out", type=Path, required=True, help="the new task folder (must differ from --source)")
     a = ap.parse_args(argv)
-    from .assets import set_offline
     set_offline()
     cost = relabel_task(a.source, a.judge, a.out)
     print(f"[task_relabel] {a.source} re-labelled by {a.judge} into {a.out}: {cost}")

@@ -26,6 +26,9 @@ import pandas as pd
 from .generation import Decoding, GenerationCache, Generator, Request
 from .io import atomic_write_json, repo_relative, write_parquet
 from .prompts import collect_prompts, split_prompts
+from .results import environment_info
+from .task_judges import JUDGES, make_judge, MODULES
+from .assets import cache_dir, set_offline
 
 # Decoding "arms": the same policy at several temperatures and repetition penalties, so response
 # quality really varies (careful / default / wild / greedy-may-loop).
@@ -133,8 +136,6 @@ def build_task_folder(spec: TaskSpec, responses: pd.DataFrame, out: Path, judge_
     write `responses.parquet` + `manifest.json` (with sha256) atomically."""
     import time
 
-    from .results import environment_info
-    from .task_judges import JUDGES, MODULES, make_judge
     t0 = time.perf_counter()
     judged = judge_responses(responses, judge or make_judge(judge_name))
     sha = write_parquet(judged, out / "responses.parquet")
@@ -295,7 +296,6 @@ def _cli(argv=None):
                        help="the gold judge (mars_lib.task_judges; default: %(default)s, shares no model with policy or RMs)")
     b.add_argument("--out", type=Path, default=DEFAULT_TASK_DIR)
     a = ap.parse_args(argv)
-    from .assets import cache_dir, set_offline
     set_offline()
     spec = TaskSpec(n_prompts=a.n_prompts, samples_per_arm=a.samples_per_arm, seed=a.seed,
                     split_fractions=tuple(a.split_fractions))
@@ -305,7 +305,6 @@ def _cli(argv=None):
     if a.cmd == "samples":
         df = generate_policy_samples(spec, gen, a.n, a.split, a.arm)
         if not a.no_judge:
-            from .task_judges import make_judge
             del gen                                      # gold1 loads its own copy of the LM
             df = judge_responses(df, make_judge(a.judge))
         cmd = (f"python -m mars_lib.tasks samples --n {a.n} --split {a.split} --arm {a.arm} --n-prompts {spec.n_prompts} "

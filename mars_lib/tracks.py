@@ -57,6 +57,26 @@ def _render(messages: list, max_turns: int, max_chars: int) -> str:
     return out.strip()
 
 
+def _rated_conversations(max_turns: int, max_chars: int, drop_default_ratings: bool) -> pd.DataFrame:
+    """One row per usable Chit-Chat conversation (rules in `chitchat_pairs`): conv, prompt, text, rating."""
+    convs = json.loads(asset_path("chitchat").read_text(encoding="utf-8"))
+    rows, seen_text = [], set()
+    for cid in sorted(convs):
+        c = convs[cid]
+        r, prompt = c.get("ratings"), (c.get("prompt") or "").strip()
+        if not r or not prompt or len(c.get("messages") or []) < 2:
+            continue
+        if drop_default_ratings and all(r.get(d) == 5 for d in CHITCHAT_DIMENSIONS):
+            continue
+        text = _render(c["messages"], max_turns, max_chars)
+        if text in seen_text:
+            continue
+        seen_text.add(text)
+        rows.append({"conv": cid, "prompt": prompt, "text": text,
+                     "rating": sum(int(r[d]) for d in CHITCHAT_DIMENSIONS)})
+    return pd.DataFrame(rows)
+
+
 def chitchat_pairs(min_rating_gap: int = 6, max_pairs_per_prompt: int = 60, seed: int = 0,
                    split_by: str = "prompt", fractions=(0.6, 0.2, 0.2), max_turns: int = 6,
                    max_chars: int = 600, drop_default_ratings: bool = True,
@@ -97,22 +117,7 @@ def chitchat_pairs(min_rating_gap: int = 6, max_pairs_per_prompt: int = 60, seed
         raise ValueError(f"split_by must be 'prompt' or 'conversation', got {split_by!r}")
     if min_rating_gap < 1:
         raise ValueError(f"min_rating_gap must be >= 1 (ties never form a pair), got {min_rating_gap}")
-    convs = json.loads(asset_path("chitchat").read_text(encoding="utf-8"))
-    rows, seen_text = [], set()
-    for cid in sorted(convs):
-        c = convs[cid]
-        r, prompt = c.get("ratings"), (c.get("prompt") or "").strip()
-        if not r or not prompt or len(c.get("messages") or []) < 2:
-            continue
-        if drop_default_ratings and all(r.get(d) == 5 for d in CHITCHAT_DIMENSIONS):
-            continue
-        text = _render(c["messages"], max_turns, max_chars)
-        if text in seen_text:
-            continue
-        seen_text.add(text)
-        rows.append({"conv": cid, "prompt": prompt, "text": text,
-                     "rating": sum(int(r[d]) for d in CHITCHAT_DIMENSIONS)})
-    conv = pd.DataFrame(rows)
+    conv = _rated_conversations(max_turns, max_chars, drop_default_ratings)
     if split_by == "prompt":
         units = pd.DataFrame({"prompt": sorted(conv.prompt.unique()), "source": "chitchat"})
         conv = conv.merge(split_prompts(units, fractions, seed)[["prompt", "split"]], on="prompt")

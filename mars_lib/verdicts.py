@@ -20,7 +20,7 @@ DELTA_ACCURACY = 0.01        # smallest effect of interest on a 0-1 scale: one a
 DELTA_CURVATURE_REL = 0.05   # mean σ′: 5 % of the baseline's, the information of 5 % more (or fewer) pairs
 IDENTICAL_ATOL = 1e-9        # reward gaps this close on every test pair and seed: the arms are the same RM
 COLUMNS = ["claim_id", "claim", "track", "rm", "metric", "effect", "lo", "hi", "se", "df", "n_seeds", "n_test_pairs",
-           "p", "p_holm", "p_adj", "delta", "verdict", "mde", "method"]
+           "ess_a", "ess_b", "p", "p_holm", "p_adj", "delta", "verdict", "mde", "method"]
 
 
 def smallest_effect(metric: str, baseline: float = float("nan")) -> float:

@@ -63,3 +63,42 @@ def test_nothing_branches_on_the_reward_model_kind():
     hits = [f"{p.name}:{i}" for p in MODULES.values() for i, line in enumerate(p.read_text().splitlines(), 1)
             if kinds.search(line)]
     assert not hits, hits
+
+
+# The modules whose import loads torch or transformers: the only package modules another module may import
+# inside a function (so that config, the figures and the claims stay importable without them).
+HEAVY = {"reward_model", "finetune", "generation"}
+
+
+def test_package_imports_sit_at_the_top_but_the_heavy_ones():
+    inside = []
+    for name, p in MODULES.items():
+        for f in ast.walk(ast.parse(p.read_text())):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(f):
+                    if isinstance(n, ast.ImportFrom) and n.level == 1:
+                        targets = [n.module] if n.module else [a.name for a in n.names]
+                        inside += [f"{name}:{n.lineno} imports {t}" for t in targets if t not in HEAVY]
+    assert not inside, inside
+
+
+def test_no_function_over_80_lines():
+    long = [f"{name}.{f.name}: {f.end_lineno - f.lineno + 1}" for name, p in MODULES.items()
+            for f in ast.walk(ast.parse(p.read_text())) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and f.end_lineno - f.lineno + 1 > 80]
+    assert not long, long
+
+
+def test_no_dead_function():
+    """Every top-level function and class of the library is used by the library, a notebook, a bench
+    script or the documentation (a function only the tests call is dead code)."""
+    users = [*LIB.glob("*.py"), *(REPO_ROOT / "notebooks").glob("*.ipynb"), *(REPO_ROOT / "bench").glob("*.py"),
+             *(REPO_ROOT / "docs").glob("*.md"), REPO_ROOT / "README.md", REPO_ROOT / "pyproject.toml"]
+    text = "\n".join(p.read_text() for p in users)
+    dead = []
+    for name, p in MODULES.items():
+        for n in ast.parse(p.read_text()).body:
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("__") and not n.decorator_list:
+                if len(re.findall(rf"\b{re.escape(n.name)}\b", text)) < 2:
+                    dead.append(f"{name}.{n.name}")
+    assert not dead, dead

@@ -22,7 +22,7 @@ def _parameters(nb_path) -> dict:
 def test_parameter_cells_show_the_cpu_reference_values(nb_path):
     params = _parameters(nb_path)
     ref = RunConfig.resolve("cpu").to_dict()
-    assert params.pop("profile") == "cpu" and len(params) >= 10
+    assert params.pop("profile") == "cpu" and params.pop("overrides", []) == [] and len(params) >= 10
     for name, value in params.items():
         assert name in ref, f"{nb_path.name}: {name} is not a config field"
         assert (tuple(value) if isinstance(value, list) else value) == ref[name], f"{nb_path.name}: {name}"
@@ -43,18 +43,18 @@ def test_from_notebook_takes_the_profile_and_only_changed_values():
 
 
 def test_papermill_injected_values_override_even_when_equal_to_the_cpu_reference():
-    """`-p profile paper -p device cpu`: papermill's injected cell (in the kernel's input history `In`)
-    names device, so the cpu value is kept although it equals the reference; precision, not injected, is
-    the paper profile's."""
+    """`-p profile paper -p device cpu`: the runner names device in `overrides`, so the cpu value is kept
+    although it equals the reference; precision, not named, is the paper profile's."""
     params = _parameters(REPO_ROOT / "notebooks" / "03_rm_training.ipynb")
-    injected = '# Parameters\nprofile = "paper"\ndevice = "cpu"\nprecision = "fp32"\noffline = True\n'
     cfg = RunConfig.from_notebook({**params, "profile": "paper", "device": "cpu", "precision": "fp32",
-                                   "offline": True, "In": ["", "profile = 'cpu'", injected]})
+                                   "offline": True, "overrides": ["device", "precision", "offline"]})
     paper = RunConfig.resolve("paper")
     assert (cfg.device, cfg.precision, cfg.offline) == ("cpu", "fp32", True)
-    assert cfg.rm == paper.rm != params["rm"]                          # not injected: the paper profile's value
-    plain = RunConfig.from_notebook({**params, "profile": "paper", "In": ["", "x = 1"]})
-    assert plain.device == paper.device != params["device"]            # no injected cell: the profile's value
+    assert cfg.rm == paper.rm != params["rm"]                          # not named: the paper profile's value
+    plain = RunConfig.from_notebook({**params, "profile": "paper"})
+    assert plain.device == paper.device != params["device"]            # nothing named: the profile's value
+    with pytest.raises(ConfigError, match="no config fields"):
+        RunConfig.from_notebook({**params, "overrides": ["no_such_field"]})
 
 
 def test_from_notebook_refuses_a_module_shadowing_a_field():

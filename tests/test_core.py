@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mars_lib.downstream import bon_expected_gold, kl_bon, win_rate
-from mars_lib.metrics import gap_stats, pairwise_accuracy, roc_auc, paired_comparison
+from mars_lib.metrics import gap_stats, pairwise_accuracy, roc_auc
 from mars_lib.reward_model import HeadConfig, HeadRewardModel, bt_loss
 from mars_lib.baselines import west_of_n_top
 from mars_lib.mars import allocation_probs, integer_budgets
@@ -84,11 +84,6 @@ def test_strict_accuracy_ties_wrong_and_auc():
     assert roc_auc([1, 2], [1, 2]) == 0.5
     s = gap_stats([1, 3], [0, 0])
     assert s["mean_gap"] == 2 and s["std_gap"] == 1 and s["snr"] == 2
-
-
-def test_paired_comparison():
-    r = paired_comparison([0.7, 0.8, 0.75], [0.6, 0.7, 0.8])
-    assert r["diff"] == pytest.approx(0.05) and r["p_improve"] == pytest.approx(2 / 3)
 
 
 def test_bon_estimator_equals_brute_force():

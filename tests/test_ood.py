@@ -145,7 +145,7 @@ def test_accuracy_table_by_hand():
     #            natural: 2 right, 1 tie, 1 wrong | manual: 1 right, 1 wrong | mt-bench: 3 right
     rc = [1.0, 2.0, 0.5, 0.0, 3.0, 1.0, 1.0, 1.0, 1.0]
     rr = [0.0, 1.0, 0.5, 1.0, 2.0, 2.0, 0.0, 0.0, 0.0]
-    t = ood.evaluate_ood({("mars_v1", 3): FixedScores(rc, rr), "flip": FixedScores(rr, rc)}, None, df)
+    t = ood.ood_accuracy(ood.score_ood({("mars_v1", 3): FixedScores(rc, rr), "flip": FixedScores(rr, rc)}, None, df))
     assert list(dict.fromkeys(t.model)) == ["mars_v1/seed3", "flip"]
     a = t[t.model == "mars_v1/seed3"].set_index(["level", "subset", "section"])
     assert a.strategy.iloc[0] == "mars_v1" and a.seed.iloc[0] == 3
@@ -163,10 +163,10 @@ def test_accuracy_table_by_hand():
     assert pd.isna(f.seed.iloc[0]) and f.loc[("subset", "llmbar-natural")].correct == 1   # the tie is wrong both ways
     assert f.loc[("subset", "mt-bench-human")].accuracy == 0.0
     with pytest.raises(ValueError, match="non-finite"):
-        ood.evaluate_ood({"nan": FixedScores([np.nan] * 9, rr)}, None, df)
+        ood.ood_accuracy(ood.score_ood({"nan": FixedScores([np.nan] * 9, rr)}, None, df))
     from mars_lib.reward_model import HeadRewardModel
     with pytest.raises(ValueError, match="pass the encoder"):
-        ood.evaluate_ood({"head": HeadRewardModel(4)}, None, df)
+        ood.ood_accuracy(ood.score_ood({"head": HeadRewardModel(4)}, None, df))
 
 
 def test_end_to_end_head_rm_on_ood_rows(tmp_path, committed):

@@ -30,6 +30,14 @@ def test_torch_pinned_everywhere():
     assert "torch==2.13.0" in (REPO / "scripts" / "setup_env.sh").read_text()
 
 
+def test_readme_starts_a_newcomer():
+    """The two commands within the first 40 lines, and a README short enough to read (reference in docs/)."""
+    readme = (REPO / "README.md").read_text()
+    head = "\n".join(readme.splitlines()[:40])
+    assert "./run_all.sh" in head and "./run_tests.sh" in head
+    assert len(readme.encode()) <= 15 * 1024, len(readme.encode())
+
+
 def test_ci_calls_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()

@@ -362,7 +362,7 @@ def fig_04_curvature_per_round(results: Path, cfg=None) -> Figure:
 
 # --------------------------------------------------------------------------------------------- all
 
-from . import figures_downstream  # noqa: E402,F401  (registers the 05 figures)
+from . import figures_claims, figures_downstream  # noqa: E402,F401  (register the claims and the 05 figures)
 from .ood import plot_ood
 from .curvature import sigma_prime
 from .mars import allocation_probs

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # text bars, as mars_lib.runs
 
-from . import stats, strategies, verdicts
+from . import operators, stats, strategies, verdicts
 from .assets import cache_dir
 from .claims import METRIC_COLUMN, per_pair_outcomes
 from .config import RunConfig
@@ -51,12 +51,6 @@ def _fingerprint(p: Pairs) -> str:
                        float(np.asarray(p.phi_r, np.float64).sum()), len(p.df))
 
 
-def inherits_labels(pool: Pairs) -> bool:
-    """Whether the pool's pairs inherit their source's label (paraphrases) rather than carry their
-    own labeler's (resample: a labeler name in attrs or an `origin` of "resample")."""
-    return "labeler" not in pool.df.attrs and not ("origin" in pool.df and (pool.df.origin == "resample").any())
-
-
 def seed_pairs(cfg: RunConfig, base: Pairs, pool: Pairs, beta: float, labels_beta: float, seed: int):
     """(base, pool) one training seed sees at label noise β: the train labels redrawn at β with the seed
     (as `runs.seed_data`: the same draw for every arm of the seed). Paraphrases swap with their source;
@@ -66,7 +60,7 @@ def seed_pairs(cfg: RunConfig, base: Pairs, pool: Pairs, beta: float, labels_bet
     if not {"gold_chosen", "gold_rejected"} <= set(base.df) or not (cfg.seed_labels or beta != labels_beta):
         return base, pool
     rng_seed = (cfg.label_seed, seed) if cfg.seed_labels else (cfg.label_seed,)
-    inherit = inherits_labels(pool)
+    inherit = operators.get(cfg.operator).inherits_label
     b, p, _ = redraw_labels(base, pool if inherit else None, beta, rng_seed)
     return b, (p if inherit else pool)
 
@@ -207,7 +201,7 @@ def when_mars_helps(ctx: Context, base: Pairs, evals: dict[str, Pairs], cfg: Run
     built: dict = {}
 
     def pool_for(op: str, beta: float) -> Pairs:
-        k = (op, None if op in ("paraphrase", "refined_paraphrase") else beta)
+        k = (op, None if operators.get(op).inherits_label else beta)     # inherited labels: one pool for every β
         if k not in built:
             built[k] = pool_with(ctx, base, operator=op, beta=beta if k[1] is not None else cfg.beta)[1]
         return built[k]

@@ -25,13 +25,16 @@ _PKGS = ("mars_lib", "torch", "transformers", "datasets", "peft", "numpy", "pand
 
 @lru_cache(maxsize=1)
 def git_state() -> dict:
-    """{"commit": HEAD's sha, "dirty": uncommitted changes to tracked files} of the package's repository;
-    None values outside a git checkout (an installed copy)."""
+    """{"commit": HEAD's sha, "dirty": uncommitted changes to tracked files outside `results/`} of the
+    package's repository; None values outside a git checkout (an installed copy). The results folder is
+    left out because a run rewrites its own committed tables (and config.json before any of them): a
+    rerun of the reference profile would otherwise always call its code dirty."""
     root = Path(__file__).resolve().parent.parent
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
                                         timeout=20, check=True).stdout.strip()
-        return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+        return {"commit": run("rev-parse", "HEAD"),
+                "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

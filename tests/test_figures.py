@@ -183,5 +183,8 @@ def test_every_table_a_figure_reads_is_one_a_notebook_saves():
     code = {nb.stem: _code(nb) for nb in NOTEBOOKS}
     for name, tables in TABLES.items():
         for t in tables:
+            if t == "claims.csv":                        # results/claims.csv: written by claims.write_claims
+                assert "claims.write_claims(cfg)" in code["03_rm_training"], name
+                continue
             folder, table = t.split("/")
             assert f'cfg.path(OUT, "{table}")' in code[folder], f"{name} reads {t}, which {folder}.ipynb does not save"

@@ -82,9 +82,8 @@ def test_label_draw_swaps_paraphrases_with_their_source_but_not_a_labelled_pool(
     assert swapped and set(p.df.source_id[p.df.chosen != pool.df.chosen]) == swapped
     b2, _ = helps_map.seed_pairs(cfg, base, pool, 0.05, 1.0, seed=3)
     pd.testing.assert_frame_equal(b.df, b2.df)                                 # the same draw for every arm of a seed
-    labelled = Pairs(pool.df.copy(), pool.phi_c, pool.phi_r)
-    labelled.df.attrs["labeler"] = "gold"
-    b3, p3 = helps_map.seed_pairs(cfg, base, labelled, 0.05, 1.0, seed=3)
+    labelled = Pairs(pool.df.copy(), pool.phi_c, pool.phi_r)             # a resample pool: labels of its own
+    b3, p3 = helps_map.seed_pairs(cfg.replace(operator="resample"), base, labelled, 0.05, 1.0, seed=3)
     assert p3 is labelled and b3.df.chosen.tolist() == b.df.chosen.tolist()
     assert b.df.label_correct.mean() > 0.9                                    # β = 0.05: near noise-free
 

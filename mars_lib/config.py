@@ -79,7 +79,7 @@ class MarsConfig:
     budget_ratio: float = 2.0                   # B / N_base synthetic pairs per round (v1: 2000 / 1000)
     tau_v1: float = 0.1                         # v1: q ∝ exp(-τ|Δ|) [C1]
     tau_v2: float = 0.5                         # v2: q ∝ exp(-τΔ), signed [C2]
-    reweight_like: str = "mars_v1"              # reweight / easy_first / hard_filter use this MARS version's
+    reweight_like: str = "mars_v1"              # the controls that reuse MARS's q (reweight, easy-first, hard-filter) use this version's
                                                 # reward-gap transform and tau (v2 preset: mars_v2)
     tau_grid: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # nb 03 τ sweep of MARS v1 / v2
                                                 # (head RMs, every seed; contains the authors' 0.1 / 0.5)

@@ -29,6 +29,11 @@ def fig_03_claims_forest(results: Path, cfg=None) -> Figure:
     rows = rows[rows.claim_id.str.startswith("mars_")].reset_index(drop=True)
     groups = list(dict.fromkeys(zip(rows.rm, rows.track)))
     plotting.style()
+    if not groups:                                        # e.g. one training seed: no claim has an interval
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no MARS claim with an interval in claims.csv (one training seed?)", ha="center")
+        return fig
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 0.32 * rows.claim_id.nunique() + 1.6),
                              sharey=True, squeeze=False)
     order = list(dict.fromkeys(rows.claim_id))

@@ -82,7 +82,7 @@ def test_section_shows_adjusted_p_and_the_new_verdicts(tmp_path):
         cell = ("**identical**" if r.verdict == "identical" else f"**{r.verdict}** (p_adj {r.p_adj:.3f}, MDE {r.mde:.3f})")
         assert f"{r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] {cell}" in section, r
     assert "as mars_v1>none_matched (reweight identical to none_matched)" in section
-    assert "MARS v1 is more than reweighting the base pairs" in section            # the folded claim keeps its line
+    assert "MARS v1 beats reweighting the base pairs" in section                   # the folded claim keeps its line
     counts = section[section.index("Verdicts over all claims"):].split("\n")[0]
     named = re.findall(r"\d+ (not held|held|equivalent|inconclusive|identical)", counts.split("head: ")[1])
     assert named == sorted(named, key=VERDICTS.index) and "equivalent" in named  # reported in VERDICTS order

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mars_lib.config import REPO_ROOT
-from mars_lib.curvature import curvature_summary, hessian
-from mars_lib.results import save_table
+from mars_lib.pipeline.config import REPO_ROOT
+from mars_lib.evaluation.curvature import curvature_summary, hessian
+from mars_lib.pipeline.tables import save_table
 from mars_lib.mars import allocation_probs
 
 

@@ -17,9 +17,9 @@ from its configuration with random weights:
     the full 80 tokens: tokens/s counts the same work a real model does when it does not stop).
 Tokenizer/config files are read from the installed assets, or from --assets DIR (a folder holding
 `minilm/` and `smollm2/` tokenizer + config files, for a machine without the asset packages).
-  - DPO (mars_lib.dpo, LoRA r16 on q/v): the same two Llama shapes, the task's real prompts and
+  - DPO (mars_lib.downstream.dpo, LoRA r16 on q/v): the same two Llama shapes, the task's real prompts and
     responses, chosen + rejected in one forward, reference log-probs cached (as in notebook 05);
-  - paraphrasing (mars_lib.paraphrase.Seq2SeqParaphraser, the authors' decoding: 5 beams, 5
+  - paraphrasing (mars_lib.synthetic.paraphrase.Seq2SeqParaphraser, the authors' decoding: 5 beams, 5
     returns, no-repeat 3-grams, up to 192 new tokens): T5-base's shape (random weights never emit
     EOS, so every text runs all 192 steps: a worst case).
 One table (rows: what, model, mode, precision, batch, items/s) is printed and written as CSV.
@@ -50,8 +50,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel  # noqa: E402
-from mars_lib.generation import Decoding, Generator, Request  # noqa: E402
+from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel  # noqa: E402
+from mars_lib.synthetic.generation import Decoding, Generator, Request  # noqa: E402
 
 DEBERTA_V3_BASE = dict(model_type="deberta-v2", hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                        intermediate_size=3072, vocab_size=128100, max_position_embeddings=512, relative_attention=True,
@@ -65,7 +65,7 @@ TINYLLAMA_1B = dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=
 def asset_dirs(assets: str | None) -> tuple[Path, Path]:
     if assets:
         return Path(assets) / "minilm", Path(assets) / "smollm2"
-    from mars_lib.assets import minilm_dir, smollm2_dir
+    from mars_lib.pipeline.assets import minilm_dir, smollm2_dir
     return minilm_dir(), smollm2_dir()
 
 
@@ -185,7 +185,7 @@ def dpo_rows(device, smollm2: Path, pairs: pd.DataFrame, n_pairs: int, precision
              models=("smollm2-135m", "tinyllama-1.1b")) -> list[dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mars_lib.dpo import DPOConfig, DPOPolicy
+    from mars_lib.downstream.dpo import DPOConfig, DPOPolicy
     tok = AutoTokenizer.from_pretrained(smollm2)
     rows = []
     for name, conf in llama_shapes(smollm2):
@@ -222,7 +222,7 @@ T5_BASE = dict(d_model=768, d_ff=3072, num_layers=12, num_decoder_layers=12, num
 def t5_rows(device, minilm: Path, texts: list[str], dtypes) -> list[dict]:
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-    from mars_lib.paraphrase import Seq2SeqParaphraser
+    from mars_lib.synthetic.paraphrase import Seq2SeqParaphraser
     tok = AutoTokenizer.from_pretrained(minilm)          # T5's SentencePiece model is on the hub; ids < 30,522
     rows = []
     for dt in dtypes:
@@ -261,7 +261,7 @@ def main(argv=None):
     cuda = a.device.startswith("cuda")
     torch.backends.cuda.matmul.allow_tf32 = False       # fp32 means fp32
     minilm, smollm2 = asset_dirs(a.assets)
-    from mars_lib.tasks import load_responses, make_pairs
+    from mars_lib.data.gold_task import load_responses, make_pairs
     resp = load_responses(ROOT / "data" / "gold_task_v3", verify=False)
     pairs = make_pairs(resp, beta=1.0, seed=0).sample(frac=1.0, random_state=0)
     prompts = resp.drop_duplicates("prompt_id").prompt.tolist()

@@ -28,9 +28,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     a = ap.parse_args(argv)
-    from mars_lib.assets import set_offline
-    from mars_lib.features import Encoder, FeatureCache, rm_text
-    from mars_lib.tasks import load_task
+    from mars_lib.pipeline.assets import set_offline
+    from mars_lib.reward_models.features import Encoder, FeatureCache, rm_text
+    from mars_lib.data.gold_task import load_task
     set_offline()
     torch.set_num_threads(a.threads)
     df = load_task(ROOT / "data" / "gold_task_v3").split("train")

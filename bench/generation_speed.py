@@ -1,5 +1,5 @@
-"""Generation speed: `mars_lib.generation.Generator` (batched, length-bucketed, our decoding loop in
-`mars_lib.decoding`) vs one sample at a time, on the offline generator (SmolLM2-135M-Instruct, fp32, CPU).
+"""Generation speed: `mars_lib.synthetic.generation.Generator` (batched, length-bucketed, our decoding loop in
+`mars_lib.synthetic.decoding`) vs one sample at a time, on the offline generator (SmolLM2-135M-Instruct, fp32, CPU).
 
     python bench/generation_speed.py                      # writes results/bench/generation_speed.csv
     python bench/generation_speed.py --prompts 64 --batches 1 16 64
@@ -40,10 +40,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     a = ap.parse_args(argv)
-    from mars_lib.assets import set_offline
-    from mars_lib.generation import GenerationCache, Generator, Request
-    from mars_lib.prompts import collect_prompts
-    from mars_lib.tasks import ARMS
+    from mars_lib.pipeline.assets import set_offline
+    from mars_lib.synthetic.generation import GenerationCache, Generator, Request
+    from mars_lib.data.prompts import collect_prompts
+    from mars_lib.data.gold_task import ARMS
     set_offline()
     torch.set_num_threads(a.threads)
     prompts = collect_prompts(400).prompt.sample(n=a.prompts, random_state=1).tolist()

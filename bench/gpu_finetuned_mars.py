@@ -41,11 +41,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
-    from mars_lib.config import RunConfig
-    from mars_lib.context import model_factory
-    from mars_lib.features import Pairs
-    from mars_lib.tasks import load_task
-    from mars_lib.runs import run_strategy
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.pipeline.context import model_factory
+    from mars_lib.reward_models.features import Pairs
+    from mars_lib.data.gold_task import load_task
+    from mars_lib.pipeline.arms import run_strategy
     torch.backends.cuda.matmul.allow_tf32 = False
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=a.model, batch_size=a.batch, grad_accum=a.accum,
                             ft_lr=a.lr, rounds=a.rounds, seeds=a.seeds, strategies=a.strategies,

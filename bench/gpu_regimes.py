@@ -11,7 +11,7 @@ track, with a fine-tuned transformer RM (`rm="full"`), several runs at once on o
 The schedule is the cpu profile's (the authors' v1: 5 rounds × 1 epoch, B = 2 × N, paraphrase pool
 of 5 × 5 per source; `--rounds` etc. change it), the RM is `finetune.FinetunedRewardModel` through
 the same rounds loop as the notebooks, and on the gold task each seed redraws the train labels
-(`tasks.redraw_labels`), as notebook 03 does. Every (track, strategy, seed) writes its per-pair
+(`gold_task.redraw_labels`), as notebook 03 does. Every (track, strategy, seed) writes its per-pair
 test outcomes and history under `--out/<track>/` and is skipped when present: an interrupted or
 sharded run resumes (`--shard i/n` splits the jobs over several machines). `claims.write_claims`
 reads `results/gpu_regimes/*/` into `results/claims.csv` as the `full` regime.
@@ -37,14 +37,15 @@ def prepare(a) -> None:
     """Texts only (no features): the fine-tuned RM reads text. Uses the cpu profile's settings."""
     import shutil
 
-    from mars_lib import context, pools, runs
-    from mars_lib.assets import minilm_dir
-    from mars_lib.config import RunConfig
+    from mars_lib.pipeline import arms, context
+    from mars_lib.synthetic import pools
+    from mars_lib.pipeline.assets import minilm_dir
+    from mars_lib.pipeline.config import RunConfig
     cfg = RunConfig.resolve("cpu", seeds=[0])
     ctx = context.setup(cfg)
     out = Path(a.bundle)
     sets = {"gold": (ctx.pairs("train"), {"test": ctx.pairs("test")})}
-    sets.update({t: runs.human_track(ctx, t) for t in cfg.human_track})
+    sets.update({t: arms.human_track(ctx, t) for t in cfg.human_track})
     for track, (base, evals) in sets.items():
         d = out / track
         d.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def prepare(a) -> None:
 
 
 def _text_pairs(df: pd.DataFrame):
-    from mars_lib.features import Pairs
+    from mars_lib.reward_models.features import Pairs
     z = np.zeros((len(df), 0), np.float32)
     return Pairs(df.reset_index(drop=True), z, z)
 
@@ -78,13 +79,13 @@ def run_jobs(a, jobs) -> None:
 
     import torch
 
-    from mars_lib.claims import per_pair_outcomes
-    from mars_lib.config import RunConfig
-    from mars_lib.context import model_factory
-    from mars_lib.tasks import redraw_labels
+    from mars_lib.evaluation.claims import per_pair_outcomes
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.pipeline.context import model_factory
+    from mars_lib.data.gold_task import redraw_labels
     from mars_lib.baselines import Candidates
     from mars_lib.mars import Sources
-    from mars_lib.runs import run_strategy
+    from mars_lib.pipeline.arms import run_strategy
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // max(1, a.jobs)))
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=str(a.model), batch_size=a.batch,
                             grad_accum=a.accum, ft_lr=a.lr, rounds=a.rounds, max_length=a.max_length,

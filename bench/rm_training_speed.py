@@ -3,7 +3,7 @@
     pip install -e ".[bench]"            # adds trl (only this benchmark needs it)
     python bench/rm_training_speed.py    # prints both tables, writes results/bench/rm_training_speed.csv
 
-1. Fine-tuning pairs/s, side by side in one run: `mars_lib.finetune.FinetunedRewardModel` and
+1. Fine-tuning pairs/s, side by side in one run: `mars_lib.reward_models.finetune.FinetunedRewardModel` and
    `trl.RewardTrainer` on the same model (MiniLM-L6 as AutoModelForSequenceClassification,
    num_labels=1, full fine-tuning), the same pairs of the offline task, the same max length, micro
    batch, gradient accumulation, learning rate, fp32 on CPU, one epoch, no evaluation, no saving,
@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def pairs_for_bench(n: int) -> pd.DataFrame:
-    from mars_lib.tasks import load_task
+    from mars_lib.data.gold_task import load_task
     return load_task(ROOT / "data" / "gold_task_v3").split("train").sample(n=n, random_state=0).reset_index(drop=True)
 
 
 def ours(df, model_dir, a, dropout: bool) -> float:
-    from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
+    from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
     cfg = FinetuneConfig(str(model_dir), lr=a.lr, batch_size=a.batch, grad_accum=a.accum, max_length=a.max_length, seed=0,
                          dropout=dropout)
     FinetunedRewardModel(cfg).fit(df.head(a.batch * a.accum), progress=False)          # warm-up
@@ -50,7 +50,7 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from mars_lib.features import rm_text
+    from mars_lib.reward_models.features import rm_text
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.truncation_side = "left"
     if tok.eos_token is None:               # TRL appends EOS text to every example; BERT's closest is [SEP]
@@ -79,9 +79,10 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
 
 
 def round_overhead(a) -> pd.DataFrame:
-    from mars_lib import context, pools
-    from mars_lib.config import RunConfig
-    from mars_lib.runs import run_strategy
+    from mars_lib.pipeline import context
+    from mars_lib.synthetic import pools
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.pipeline.arms import run_strategy
     cfg = RunConfig.resolve("cpu", rounds=1, seeds=[0], track_curvature=False, operator="paraphrase")
     ctx = context.setup(cfg)
     base, evals = ctx.pairs("train"), {}
@@ -113,7 +114,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import tempfile
 
-    from mars_lib.assets import minilm_dir, set_offline
+    from mars_lib.pipeline.assets import minilm_dir, set_offline
     set_offline()
     torch.set_num_threads(a.threads)
     df = pairs_for_bench(a.pairs)

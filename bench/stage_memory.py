@@ -34,7 +34,7 @@ BUDGET_MB = 4096                # MiB
 
 
 def _long_texts(n: int = 48):
-    from mars_lib.judge_agreement import load_human_pairs
+    from mars_lib.judges.agreement import load_human_pairs
     p = load_human_pairs("mt-bench-human")
     rows = [(x, y) for x, a, b in zip(p.prompt, p.chosen, p.rejected) for y in (a, b)]
     rows.sort(key=lambda r: -len(r[1]))
@@ -46,7 +46,7 @@ def _old_mean_logprob(judge, prompts, responses):
     import numpy as np
     import torch
 
-    from mars_lib.judge import left_padded
+    from mars_lib.judges.gold1 import left_padded
     out = np.full(len(prompts), -np.inf)
     for s in range(0, len(prompts), judge.batch_size):
         idx = list(range(s, min(s + judge.batch_size, len(prompts))))
@@ -75,39 +75,39 @@ def stage(name: str) -> dict:
         import transformers  # noqa: F401
         return {"items": 0, "what": "python + torch + transformers + mars_lib imported"}
     if name == "encode":
-        from mars_lib.features import Encoder
-        from mars_lib.tasks import DEFAULT_TASK_DIR, load_responses
+        from mars_lib.reward_models.features import Encoder
+        from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_responses
         texts = load_responses(DEFAULT_TASK_DIR).response.head(1000).tolist()
         Encoder.minilm(None).embed(texts, progress=False)
         return {"items": len(texts), "what": "MiniLM features of 1,000 task responses, batch 64, no cache"}
     if name in ("judge_long", "judge_long_before"):
-        from mars_lib.judge import GoldJudge
+        from mars_lib.judges.gold1 import GoldJudge
         judge = GoldJudge.offline(cached=False)
         p, r = _long_texts()
         (judge.mean_logprob if name == "judge_long" else lambda a, b: _old_mean_logprob(judge, a, b))(p, r)
         return {"items": len(p), "what": f"task judge fluency on the 48 longest MT-Bench answers, batch "
                                          f"{judge.batch_size}, {'ours' if name == 'judge_long' else 'previous code'}"}
     if name == "judge3_long":
-        from mars_lib.judge3 import GoldJudge3
+        from mars_lib.judges.gold3 import GoldJudge3
         judge = GoldJudge3.offline(cached=False, progress=False)
         p, r = _long_texts()
         judge.mean_logprob(p, r)
         return {"items": len(p), "what": f"gold3 (Gemma-3-270M) fluency on the same texts, batch {judge.batch_size}"}
     if name == "finetune":
-        from mars_lib.assets import minilm_dir
-        from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
-        from mars_lib.tasks import DEFAULT_TASK_DIR, load_task
+        from mars_lib.pipeline.assets import minilm_dir
+        from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
+        from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_task
         df = load_task(DEFAULT_TASK_DIR).split("train").head(64)
         rm = FinetunedRewardModel(FinetuneConfig(model=str(minilm_dir()), batch_size=8, grad_accum=1, max_length=128))
         rm.fit(df, progress=False)
         rm.reward_gap(df)
         return {"items": len(df), "what": "fine-tuned MiniLM RM: 64 task pairs, batch 8, length 128 (cpu regime)"}
     if name in ("dpo", "dpo_before"):
-        from mars_lib.config import RunConfig
-        from mars_lib.dpo_eval import DPO_STEP_PAIRS
-        from mars_lib.dpo import DPOConfig, DPOPolicy
-        from mars_lib.generation import Generator
-        from mars_lib.tasks import DEFAULT_TASK_DIR, load_task
+        from mars_lib.pipeline.config import RunConfig
+        from mars_lib.downstream.dpo_stage import DPO_STEP_PAIRS
+        from mars_lib.downstream.dpo import DPOConfig, DPOPolicy
+        from mars_lib.synthetic.generation import Generator
+        from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_task
         mb = RunConfig.resolve("cpu").dpo_micro_batch if name == "dpo" else DPO_STEP_PAIRS
         g = Generator.smollm2(None)
         df = load_task(DEFAULT_TASK_DIR).split("train")
@@ -117,8 +117,8 @@ def stage(name: str) -> dict:
         return {"items": 16, "what": f"DPO of SmolLM2-135M (LoRA), 4 steps of 4 of the longest task pairs, {mb} "
                                      f"pair(s) per forward{' (cpu profile)' if name == 'dpo' else ' (previous setting)'}"}
     if name == "generate":
-        from mars_lib.generation import Generator, Request
-        from mars_lib.tasks import ARMS, DEFAULT_TASK_DIR, load_responses
+        from mars_lib.synthetic.generation import Generator, Request
+        from mars_lib.data.gold_task import ARMS, DEFAULT_TASK_DIR, load_responses
         prompts = load_responses(DEFAULT_TASK_DIR).drop_duplicates("prompt_id").prompt.head(64).tolist()
         g = Generator.smollm2(None)
         g.generate([Request(p, ARMS["default"], seed=0) for p in prompts], desc="generate")

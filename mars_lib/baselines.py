@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .features import Pairs
-from .mars import RoundInputs, Selection, allocation_probs, integer_budgets
+from mars_lib.reward_models.features import Pairs
+from mars_lib.mars import RoundInputs, Selection, allocation_probs, integer_budgets
 
 MARS_GAP = {"mars_v1": ("abs", "tau_v1"), "mars_v2": ("signed", "tau_v2")}   # version -> g, its τ field
 

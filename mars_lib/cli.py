@@ -26,17 +26,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import strategies
-from .config import MarsConfig
-from .mars import capped_budgets, concentration, integer_budgets
-from .data import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
-from .assets import cache_dir, set_offline
-from .features import Encoder, FeatureCache, featurize
-from .io import atomic_write_json, atomic_write_text
-from .hf_rm import HFRewardModel, HFRewardModelError, is_hf_folder
-from .metrics import rm_metrics
-from .augment import draw_on_demand, ParaphraseOp
-from .reward_model import HeadConfig, HeadRewardModel
+from mars_lib import strategies
+from mars_lib.pipeline.config import MarsConfig
+from mars_lib.mars import capped_budgets, concentration, integer_budgets
+from mars_lib.data.pairs import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
+from mars_lib.pipeline.assets import cache_dir, set_offline
+from mars_lib.reward_models.features import Encoder, FeatureCache, featurize
+from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
+from mars_lib.reward_models.hf_folder import HFRewardModel, HFRewardModelError, is_hf_folder
+from mars_lib.evaluation.metrics import rm_metrics
+from mars_lib.synthetic.builders import draw_on_demand, ParaphraseOp
+from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
 
 CONCENTRATED = 0.5      # warn when the allocation's effective sample size over N falls below this
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
-from .curvature import training_set_curvature
-from .features import Pairs
-from .metrics import rm_metrics
+from mars_lib.evaluation.curvature import training_set_curvature
+from mars_lib.reward_models.features import Pairs
+from mars_lib.evaluation.metrics import rm_metrics
 
 if TYPE_CHECKING:
-    from .reward_model import RewardModel
+    from mars_lib.reward_models.head import RewardModel
 
 GAP_TRANSFORMS = ("abs", "signed")
 
@@ -223,7 +223,7 @@ def run_rounds(strategy, base: Pairs, sources: Sources, eval_sets: dict[str, Pai
     """Train one RM with `strategy` (a `strategies.Strategy`: its `name` and `rule`) for cfg.rounds rounds.
 
     `make_model(seed)` builds the RM: any `reward_model.RewardModel` (the head on cached features,
-    `finetune.FinetunedRewardModel`; `runs.run_strategy` picks the config's kind)."""
+    `finetune.FinetunedRewardModel`; `arms.run_strategy` picks the config's kind)."""
     model = make_model(seed)
     budget = int(round(cfg.budget_ratio * len(base.df)))
     hist, allocs, kept, n_syn = [], [], [], {}

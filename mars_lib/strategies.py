@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import baselines as bl
-from .mars import RoundInputs, Selection, allocation_probs, mars_rule
+from mars_lib import baselines as bl
+from mars_lib.mars import RoundInputs, Selection, allocation_probs, mars_rule
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 # Environment for every offline run (sourced by run_all.sh and run_tests.sh).
 # Offline: nothing may touch the hub (docs/design.md §4.4: without these, failed look-ups cost 25-50 s).
-# A config with offline=False (the paper profile) lifts them for its notebooks (mars_lib.runner).
+# A config with offline=False (the paper profile) lifts them for its notebooks (mars_lib.pipeline.runner).
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 export HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-1}"
 export TRANSFORMERS_OFFLINE="${TRANSFORMERS_OFFLINE:-1}"

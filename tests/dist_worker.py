@@ -1,14 +1,14 @@
 """Worker of tests/test_distributed.py: trains a fine-tuned RM or a DPO policy and writes its final
 scores. Run as one process (`python tests/dist_worker.py MODE OUT`) or under
 `accelerate launch --multi_gpu --num_processes 2` (no GPU: 2 CPU processes with gloo); the
-training code is the same in both (mars_lib.distributed)."""
+training code is the same in both (mars_lib.reward_models.distributed)."""
 import json
 import sys
 
 import pandas as pd
 import torch
 
-from mars_lib import distributed as ddp
+from mars_lib.reward_models import distributed as ddp
 
 GOOD = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
         "The Earth orbits the Sun once a year.", "Seven times eight is fifty-six."]
@@ -21,8 +21,8 @@ def pairs(n: int) -> pd.DataFrame:
 
 
 def finetune(out: str) -> dict:
-    from mars_lib.assets import minilm_dir
-    from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
+    from mars_lib.pipeline.assets import minilm_dir
+    from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
     # dropout off: masks are drawn per rank, so only a dropout-free run can match one process exactly
     rm = FinetunedRewardModel(FinetuneConfig(model=str(minilm_dir()), lr=5e-4, batch_size=6, grad_accum=2,
                                              max_length=64, seed=0, score_batch_size=8, dropout=False))
@@ -34,8 +34,8 @@ def finetune(out: str) -> dict:
 def dpo(out: str) -> dict:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from mars_lib.assets import smollm2_dir
-    from mars_lib.dpo import DPOConfig, DPOPolicy, sequence_logprobs
+    from mars_lib.pipeline.assets import smollm2_dir
+    from mars_lib.downstream.dpo import DPOConfig, DPOPolicy, sequence_logprobs
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,

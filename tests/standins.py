@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mars_lib.assets import minilm_dir, smollm2_dir
+from mars_lib.pipeline.assets import minilm_dir, smollm2_dir
 
 
 def _build(root: Path, name: str, tokenizer_dir, make) -> Path:
@@ -78,8 +78,8 @@ def llama(root: Path) -> Path:
 
 
 def _task_pairs(n: int):
-    from mars_lib.config import RunConfig
-    from mars_lib.tasks import load_task
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.data.gold_task import load_task
     task = load_task(RunConfig().task_path, beta=1.0, label_seed=0)
     return task.pairs.drop_duplicates("prompt").head(n).reset_index(drop=True)
 
@@ -100,7 +100,7 @@ def hh_rlhf(root: Path, n_train: int = 40, n_test: int = 20) -> Path:
 def reward_bench(root: Path, per_subset: int = 2) -> Path:
     """allenai/reward-bench's layout: splits `raw` and `filtered` declared in the README's YAML header,
     rows {id, prompt, chosen, rejected, subset, ...}; `raw` also holds a subset outside the sections."""
-    from mars_lib.rewardbench import SECTION_OF
+    from mars_lib.evaluation.rewardbench import SECTION_OF
     out = Path(root) / "reward-bench"
     (out / "data").mkdir(parents=True, exist_ok=True)
     subsets = list(SECTION_OF)

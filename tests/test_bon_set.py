@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import bon_set, downstream
-from mars_lib.tasks import TaskError, TaskSpec
+from mars_lib.downstream import bon_set, best_of_n
+from mars_lib.data.gold_task import TaskError, TaskSpec
 
 
 def test_requests_are_n_iid_draws_of_one_arm_for_the_first_test_prompts():
@@ -32,7 +32,7 @@ def test_all_n_estimator_matches_brute_force_over_every_subset():
     bon = _toy()
     r = np.random.default_rng(3).normal(size=len(bon))
     r[:4] = r[4]                                                               # ties are broken by sample order
-    pp = downstream.bon_iid_per_prompt(bon, {("x", 0): r}, judges=("gold",))
+    pp = best_of_n.bon_iid_per_prompt(bon, {("x", 0): r}, judges=("gold",))
     bon = bon.assign(r=r)
     for pid, g in bon.groupby("prompt_id"):
         g = g.sort_values("sample")
@@ -43,7 +43,7 @@ def test_all_n_estimator_matches_brute_force_over_every_subset():
             brute = np.mean([gg[sorted(s, key=lambda i: rr[i])[-1]] for s in subs])
             got = pp.query("strategy == 'x' and prompt_id == @pid and n == @n").value.item()
             assert got == pytest.approx(brute, abs=1e-12)
-            assert got == pytest.approx(downstream.bon_expected_gold(rr, gg, n), abs=1e-12)
+            assert got == pytest.approx(best_of_n.bon_expected_gold(rr, gg, n), abs=1e-12)
         oracle = pp.query("strategy == 'oracle' and prompt_id == @pid")
         assert oracle.value.iloc[-1] == pytest.approx(gg.max()) and oracle.value.iloc[0] == pytest.approx(gg.mean())
 
@@ -53,12 +53,12 @@ def test_summary_and_paired_intervals_cover_prompts_and_seeds():
     rng = np.random.default_rng(0)
     rewards = {(s, k): bon.gold.to_numpy() * (1.0 if s == "good" else 0.0) + rng.normal(size=len(bon))
                for s in ("good", "blind") for k in range(3)}
-    pp = downstream.bon_iid_per_prompt(bon, rewards)
-    summ = downstream.bon_iid_summary(pp, n_boot=200)
+    pp = best_of_n.bon_iid_per_prompt(bon, rewards)
+    summ = best_of_n.bon_iid_summary(pp, n_boot=200)
     top = summ[(summ.n == 8) & (summ.judge == "gold")].set_index("strategy")
     assert top.loc["oracle", "mean"] >= top.loc["good", "mean"] > top.loc["blind", "mean"]
     assert (summ.lo <= summ["mean"]).all() and (summ["mean"] <= summ.hi).all()
-    paired = downstream.bon_iid_paired(pp, [("good", "blind")], n_boot=200)
+    paired = best_of_n.bon_iid_paired(pp, [("good", "blind")], n_boot=200)
     row = paired[paired.judge == "gold"].iloc[0]
     assert row.lo > 0 and row.n_seeds == 3 and row.n_clusters == 30
 
@@ -79,7 +79,7 @@ def test_loader_verifies_the_checksum(tmp_path):
 def test_one_seed_gives_prompt_intervals_and_no_paired_claims():
     """The paper profile trains one seed: intervals over prompts only, and no paired rows (no claim)."""
     bon = _toy(P=10, N=4)
-    pp = downstream.bon_iid_per_prompt(bon, {("a", 42): bon.gold.to_numpy(), ("b", 42): -bon.gold.to_numpy()})
-    summ = downstream.bon_iid_summary(pp, n_boot=50)
+    pp = best_of_n.bon_iid_per_prompt(bon, {("a", 42): bon.gold.to_numpy(), ("b", 42): -bon.gold.to_numpy()})
+    summ = best_of_n.bon_iid_summary(pp, n_boot=50)
     assert set(summ.strategy) == {"a", "b", "oracle"} and (summ.n_seeds == 1).all() and (summ.lo <= summ.hi).all()
-    assert downstream.bon_iid_paired(pp, [("a", "b")]).empty
+    assert best_of_n.bon_iid_paired(pp, [("a", "b")]).empty

@@ -1,5 +1,5 @@
 """Verdicts a reviewer accepts: t-based MDE, p-values with multiplicity control, the "equivalent" and
-"identical" verdicts, and intervals that cover with few seeds (mars_lib.stats, .verdicts, .claims).
+"identical" verdicts, and intervals that cover with few seeds (mars_lib.evaluation.stats, .verdicts, .claims).
 
 The simulator is the crossed design of tests/test_stats.py (strategies x seeds x prompts x pairs,
 outcome Bernoulli(sigmoid(mu_k + seed offset + prompt + pair + strategy x prompt))), vectorised and
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import claims, stats, verdicts
-from mars_lib.config import REPO_ROOT
+from mars_lib.evaluation import claims, stats, verdicts
+from mars_lib.pipeline.config import REPO_ROOT
 
 DELTA = verdicts.DELTA_ACCURACY
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from mars_lib.cli import main
-from mars_lib.data import to_trl_jsonl
-from mars_lib.tasks import DEFAULT_TASK_DIR, load_task
+from mars_lib.data.pairs import to_trl_jsonl
+from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_task
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def hf_rm(tmp_path_factory):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from mars_lib.assets import minilm_dir
+    from mars_lib.pipeline.assets import minilm_dir
     out = tmp_path_factory.mktemp("hf") / "rm"
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=1).save_pretrained(out)
@@ -157,7 +157,7 @@ def test_score_allocate_augment_with_a_hugging_face_reward_model(pairs_file, hf_
     assert main(["score", "--pairs", str(pairs_file), "--rm", str(hf_rm), "--out", str(tmp_path / "s.csv")]) == 0
     scored = pd.read_csv(tmp_path / "s.csv")
     assert len(scored) == sum(1 for _ in open(pairs_file)) and scored.reward_gap.std() > 0
-    from mars_lib.hf_rm import HFRewardModel
+    from mars_lib.reward_models.hf_folder import HFRewardModel
     rows = pd.read_json(pairs_file, lines=True)
     rm = HFRewardModel(hf_rm, max_length=256)
     assert rm.template == "concat"                                   # TRL's convention for a foreign folder

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import claims
-from mars_lib.config import REPO_ROOT
+from mars_lib.evaluation import claims
+from mars_lib.pipeline.config import REPO_ROOT
 
 R = REPO_ROOT / "results"
 NB3 = R / "03_rm_training"
@@ -62,7 +62,7 @@ def test_interval_means_and_claim_effects_follow_from_the_per_pair_outcomes():
 def test_verdicts_follow_the_stated_rule():
     """Every committed verdict is `stats.verdict` of its row (BH-adjusted p over the table, δ), no MDE is
     below its interval's half-width, and identical arms are reported once, as no test."""
-    from mars_lib import stats
+    from mars_lib.evaluation import stats
     table = pd.read_csv(R / "claims.csv")
     assert set(table.verdict) <= set(stats.VERDICTS)
     tested = table[table.verdict != "identical"]

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from mars_lib.config import FIELD_GROUP, GROUPS, ConfigError, RunConfig
+from mars_lib.pipeline.config import FIELD_GROUP, GROUPS, ConfigError, RunConfig
 
 
 def test_every_setting_lives_in_exactly_one_group_and_reads_flat():

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mars_lib.config import REPO_ROOT, ConfigError, RunConfig
+from mars_lib.pipeline.config import REPO_ROOT, ConfigError, RunConfig
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 

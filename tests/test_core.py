@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mars_lib.downstream import bon_expected_gold, kl_bon, win_rate
-from mars_lib.metrics import gap_stats, pairwise_accuracy, roc_auc
-from mars_lib.reward_model import HeadConfig, HeadRewardModel, bt_loss
+from mars_lib.downstream.best_of_n import bon_expected_gold, kl_bon, win_rate
+from mars_lib.evaluation.metrics import gap_stats, pairwise_accuracy, roc_auc
+from mars_lib.reward_models.head import HeadConfig, HeadRewardModel, bt_loss
 from mars_lib.baselines import west_of_n_top
 from mars_lib.mars import allocation_probs, integer_budgets
 
@@ -118,7 +118,7 @@ def test_head_rm_learns_separable_preferences():
 
 
 def test_evaluate_metric_loads_offline_and_matches():
-    from mars_lib.metrics import compute_metrics, load_evaluate_metric
+    from mars_lib.evaluation.metrics import compute_metrics, load_evaluate_metric
     m = load_evaluate_metric()
     got = m.compute(reward_chosen=[1.0, 2.0, 3.0], reward_rejected=[0.0, 2.0, 4.0])
     assert got["accuracy"] == pytest.approx(1 / 3)
@@ -145,7 +145,7 @@ def test_draw_from_pool_per_source_budgets():
 
 
 def test_authors_protocol_three_100_pair_rounds():
-    from mars_lib.metrics import authors_protocol
+    from mars_lib.evaluation.metrics import authors_protocol
     rng = np.random.default_rng(0)
     rc, rr = rng.normal(0.5, 1, 2000), rng.normal(0, 1, 2000)
     out = authors_protocol(rc, rr)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mars_lib.curvature import (coverage_factor, empirical_fisher, hessian, lanczos_top, mean_sigma_prime,
+from mars_lib.evaluation.curvature import (coverage_factor, empirical_fisher, hessian, lanczos_top, mean_sigma_prime,
                                 sigma_prime, spectrum)
 from mars_lib.mars import allocation_probs
 
@@ -64,7 +64,7 @@ def test_spectrum_and_coverage():
 
 
 def test_hutchinson_trace_within_error_bars():
-    from mars_lib.curvature import hutchinson_trace
+    from mars_lib.evaluation.curvature import hutchinson_trace
     rng = np.random.default_rng(4)
     A = rng.normal(size=(40, 40))
     A = A @ A.T
@@ -76,8 +76,8 @@ def test_hvp_of_a_transformer_rm_matches_finite_differences():
     """Double backward through a tiny BERT reward model with eager attention (the CPU requirement)."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from mars_lib.curvature import bt_hvp_operator
-    from mars_lib.reward_model import bt_loss
+    from mars_lib.evaluation.curvature import bt_hvp_operator
+    from mars_lib.reward_models.head import bt_loss
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                      num_labels=1, attn_implementation="eager", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -110,7 +110,7 @@ def test_hvp_of_a_transformer_rm_matches_finite_differences():
 def test_small_eigendecompositions_run_single_threaded_and_restore_the_thread_count():
     import torch
 
-    from mars_lib import curvature
+    from mars_lib.evaluation import curvature
     seen = []
     real = torch.linalg.eigvalsh
 

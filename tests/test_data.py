@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from mars_lib.data import DataError, load_hh_jsonl, load_pairs, split_hh, to_trl_jsonl
+from mars_lib.data.pairs import DataError, load_hh_jsonl, load_pairs, split_hh, to_trl_jsonl
 
 
 def test_hh_parser_on_real_sample(hh_sample):
@@ -82,7 +82,7 @@ def test_csv_and_parquet_and_export(tmp_path):
 
 
 def test_hub_loader_refuses_offline(monkeypatch):
-    from mars_lib.data import load_hh_hub
+    from mars_lib.data.pairs import load_hh_hub
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="hub is disabled"):
         load_hh_hub()
@@ -116,7 +116,7 @@ def _hh(prompt, a, b, **extra):
 def test_hh_unshared_prompt_row_one_policy_for_file_and_folder(tmp_path, form):
     """The same on_error policy in the single-file and the hub-layout-folder form: "skip" (the
     tracks' default) drops the row with a count, "raise" names the file and the row."""
-    from mars_lib.tracks import load_track
+    from mars_lib.data.tracks import load_track
     rows = [_hh("a", "yes", "no"), _hh("b", "ok", "bad"), DIVERGED, _hh("c", "fine", "rude")]
     if form == "file":
         p = _jsonl(tmp_path, [dict(r, split="train") for r in rows], name="hh.jsonl")
@@ -137,7 +137,7 @@ def test_hh_unshared_prompt_row_one_policy_for_file_and_folder(tmp_path, form):
 
 
 def test_hh_rows_get_prompt_id(tmp_path):
-    from mars_lib.data import prompt_id
+    from mars_lib.data.pairs import prompt_id
     df = load_hh_jsonl(_jsonl(tmp_path, [_hh("a", "x", "y"), _hh("a", "z", "w"), _hh("b", "x", "y")]))
     assert df.prompt_id.tolist()[0] == df.prompt_id.tolist()[1] != df.prompt_id.tolist()[2]
     assert df.prompt_id[0] == prompt_id("\n\nHuman: a\n\nAssistant:") and df.prompt_id[0].startswith("p-")
@@ -148,12 +148,12 @@ def test_hh_rows_get_prompt_id(tmp_path):
     ("/data/hh", True), ("./hh", True), ("../hh", True), ("~/hh", True), (".", True),
     ("a/b/c", True), ("hh.jsonl.gz", True), ("owner/x.parquet", True), ("C:\\data\\hh", True)])
 def test_path_rule(path, local):
-    from mars_lib.data import looks_like_path
+    from mars_lib.data.pairs import looks_like_path
     assert looks_like_path(path) is local
 
 
 def test_missing_local_path_is_not_a_hub_error(tmp_path):
-    from mars_lib.data import load_hh_hub, resolve_source
+    from mars_lib.data.pairs import load_hh_hub, resolve_source
     with pytest.raises(DataError, match="path ./no-such-folder does not exist"):
         load_hh_hub("test", dataset="./no-such-folder")
     with pytest.raises(DataError, match=r"path .*missing.jsonl does not exist"):

@@ -1,10 +1,10 @@
-"""Our decoding loop (mars_lib.decoding) against transformers' own sampling and greedy search."""
+"""Our decoding loop (mars_lib.synthetic.decoding) against transformers' own sampling and greedy search."""
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
 
-from mars_lib.decoding import decode, repetition_penalty, sample_tokens, top_p_candidates
+from mars_lib.synthetic.decoding import decode, repetition_penalty, sample_tokens, top_p_candidates
 
 EOS = 1
 

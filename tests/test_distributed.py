@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mars_lib import distributed as ddp
+from mars_lib.reward_models import distributed as ddp
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent

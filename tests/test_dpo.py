@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from mars_lib.assets import smollm2_dir
-from mars_lib.dpo import DPOConfig, DPOPolicy, dpo_loss, sequence_logprobs
+from mars_lib.pipeline.assets import smollm2_dir
+from mars_lib.downstream.dpo import DPOConfig, DPOPolicy, dpo_loss, sequence_logprobs
 
 GOOD = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
         "The Earth orbits the Sun once a year.", "Seven times eight is fifty-six."]
@@ -129,7 +129,7 @@ def test_save_load_identical_logprobs(tok, tmp_path):
 
 
 def test_policy_model_generates_through_generator(tok):
-    from mars_lib.generation import Decoding, Generator, Request
+    from mars_lib.synthetic.generation import Decoding, Generator, Request
     p = _policy(tok)
     p.fit(_df(), steps=2, progress=False)
     reqs = [Request("Tell me a fact.", Decoding(temperature=0, max_new_tokens=4))]

@@ -45,7 +45,7 @@ def test_figures_only_redraws_committed_results_without_models(tmp_path):
         "models", "executed", "*.safetensors", "dpo", "figures", "smoke"))
     expected = {n for n in FIGURES if all((res / t).exists() for t in TABLES[n])}
     assert len(expected) >= 10, f"the committed results hold the tables of only {sorted(expected)}"
-    check = ("import sys; from mars_lib.runner import main; rc = main(sys.argv[1:]); "
+    check = ("import sys; from mars_lib.pipeline.runner import main; rc = main(sys.argv[1:]); "
              "loaded = [m for m in ('transformers', 'torch', 'papermill', 'sentence_transformers') "
              "if m in sys.modules]; "
              "assert not loaded, f'model-loading modules imported: {loaded}'; sys.exit(rc)")
@@ -113,7 +113,7 @@ def test_noise_ceiling_table_or_notebook_01s_on_the_same_task(tmp_path):
 
 def test_figures_of_tables_the_committed_results_lack(tmp_path):
     """The figures whose tables only a newer notebook run writes (or an optional section), from small tables."""
-    from mars_lib import ood
+    from mars_lib.evaluation import ood
     rng = np.random.default_rng(0)
     n = 50
     d0 = rng.uniform(0.1, 1.1, n)

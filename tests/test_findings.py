@@ -1,11 +1,11 @@
-"""Every notebook ends with a "What we found" section written from its tables (mars_lib.findings)."""
+"""Every notebook ends with a "What we found" section written from its tables (mars_lib.evaluation.findings)."""
 import json
 
 import pandas as pd
 import pytest
 
-from mars_lib import findings
-from mars_lib.config import REPO_ROOT
+from mars_lib.evaluation import findings
+from mars_lib.pipeline.config import REPO_ROOT
 
 RESULTS = REPO_ROOT / "results"
 

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mars_lib.assets import minilm_dir
-from mars_lib.config import RunConfig
-from mars_lib.features import Pairs
-from mars_lib.finetune import FinetuneConfig, FinetunedRewardModel
-from mars_lib.runs import run_strategy
+from mars_lib.pipeline.assets import minilm_dir
+from mars_lib.pipeline.config import RunConfig
+from mars_lib.reward_models.features import Pairs
+from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
+from mars_lib.pipeline.arms import run_strategy
 
 GOOD = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
         "The Earth orbits the Sun once a year.", "Seven times eight is fifty-six."]
@@ -132,8 +132,8 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(monk
 def test_notebook_03_saves_fine_tuned_rms_that_04_and_05_reload(tmp_path):
     """save_models -> load_reward_models round trip for rm="full" and rm="head", and the one
     scoring call `model.score(prompts, responses, phi)` on both kinds."""
-    from mars_lib import checkpoints
-    from mars_lib.reward_model import HeadConfig, HeadRewardModel, RewardModel
+    from mars_lib.reward_models import checkpoints
+    from mars_lib.reward_models.head import HeadConfig, HeadRewardModel, RewardModel
     from mars_lib.mars import RunResult
     cfg = RunConfig.resolve("cpu", rm="full", strategies=["none", "mars_v1"], seeds=[0], results_dir=str(tmp_path))
     df = _df(6)

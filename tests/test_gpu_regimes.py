@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.config import REPO_ROOT, RunConfig
+from mars_lib.pipeline.config import REPO_ROOT, RunConfig
 
 pytestmark = pytest.mark.slow
 
 
 def _bundle(root, n=24):
-    from mars_lib.tasks import load_task
+    from mars_lib.data.gold_task import load_task
     pairs = load_task(RunConfig().task_path, beta=1.0, label_seed=0).pairs
     train = pairs[pairs.split == "train"].head(n).reset_index(drop=True)
     test = pairs[pairs.split == "test"].head(n).reset_index(drop=True)
@@ -50,7 +50,7 @@ def test_gpu_regimes_runs_shards_resumes_and_feeds_the_claims(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "accuracy" not in again.stdout      # every job done: nothing re-run
     # claims.write_claims merges them as the full:<model> regime beside notebook 03's head rows
-    from mars_lib import claims
+    from mars_lib.evaluation import claims
     cfg = RunConfig.resolve("smoke", results_dir=str(results), n_boot=200)
     head = pp.assign(rm="head")
     cfg.path("03_rm_training", "x")

@@ -1,13 +1,13 @@
-"""The "when does margin-awareness help?" map (mars_lib.helps_map) on small random features: every cell is
+"""The "when does margin-awareness help?" map (mars_lib.pipeline.helps_map) on small random features: every cell is
 paired against uniform_stratified with the same budget, τ → 0 is that arm exactly, the table's schema and
 verdicts, the per-seed label draw, the cache."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import helps_map
-from mars_lib.config import ConfigError, RunConfig
-from mars_lib.features import Pairs
+from mars_lib.pipeline import helps_map
+from mars_lib.pipeline.config import ConfigError, RunConfig
+from mars_lib.reward_models.features import Pairs
 
 VERDICTS = {"held", "not held", "equivalent", "inconclusive", "identical"}
 

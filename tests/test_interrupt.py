@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _runner(out, *extra):
-    return [sys.executable, "-m", "mars_lib.runner", "--profile", "smoke", "--only", "03", "-p", "results_dir", str(out),
+    return [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--only", "03", "-p", "results_dir", str(out),
             "-p", "extra_operators", "[]", "-p", "human_track", "off", *extra]
 
 
@@ -72,7 +72,7 @@ def test_offline_notebook_makes_no_network_call(tmp_path):
     log = tmp_path / "net.log"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(PYTHONPATH=f"{guard}{os.pathsep}{env.get('PYTHONPATH', '')}", MARS_NET_LOG=str(log))
-    cmd = [sys.executable, "-m", "mars_lib.runner", "--profile", "smoke", "--only", "01", "--force",
+    cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--only", "01", "--force",
            "-p", "results_dir", str(tmp_path / "results")]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

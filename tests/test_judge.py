@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from mars_lib.judge import SANITY_CASES, non_repetition, length_score, complete_score
+from mars_lib.judges.gold1 import SANITY_CASES, non_repetition, length_score, complete_score
 
 
 @pytest.fixture(scope="module")
 def judge():
-    from mars_lib.judge import GoldJudge
+    from mars_lib.judges.gold1 import GoldJudge
     return GoldJudge.offline()
 
 
@@ -27,7 +27,7 @@ def test_batched_logprob_equals_one_at_a_time(judge):
 
 
 def test_sanity_cases_best_first_and_empty_last(judge):
-    from mars_lib.judge import sanity_table
+    from mars_lib.judges.gold1 import sanity_table
     t = sanity_table(judge)
     assert t.gold_rank.iloc[0] == 1                        # the helpful recipe wins
     assert t.gold.iloc[-1] == 0.0                          # empty scores zero on every facet
@@ -43,7 +43,7 @@ def test_facet_hand_values():
 
 
 def test_judge_cache_returns_identical_facets_without_rejudging(judge, tmp_path):
-    from mars_lib.judge import JudgeCache
+    from mars_lib.judges.gold1 import JudgeCache
     old, judge.cache = judge.cache, JudgeCache(tmp_path / "judge.sqlite")
     try:
         p, r, f = ["Name a colour."] * 3, ["Blue.", "Red is a warm colour.", "Blue."], [True, True, True]
@@ -61,7 +61,7 @@ def test_judge_cache_returns_identical_facets_without_rejudging(judge, tmp_path)
 def test_chunked_output_layer_gives_the_same_log_probs(judge):
     """response_mean_logprobs applies the 49k-word output layer `chunk` positions at a time (memory): the
     chunk size must not change the result."""
-    from mars_lib.judge import left_padded, response_mean_logprobs
+    from mars_lib.judges.gold1 import left_padded, response_mean_logprobs
     seqs = [judge.tok(t, add_special_tokens=False).input_ids for t in
             ["Tell me about rivers. Rivers carry water from hills to the sea, and they shape valleys.",
              "Hi. Hello there, friend."]]
@@ -72,7 +72,7 @@ def test_chunked_output_layer_gives_the_same_log_probs(judge):
 
 
 def test_budget_split_keeps_short_batches_whole_and_splits_long_ones():
-    from mars_lib.judge import budget_split
+    from mars_lib.judges.gold1 import budget_split
     assert budget_split([200] * 16) == [list(range(16))]                       # a task batch: one forward
     groups = budget_split([300, 400, 1500, 1600, 1700], max_cells=4_000_000)
     assert sum(groups, []) == list(range(5)) and all(groups)

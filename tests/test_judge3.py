@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mars_lib import judge_agreement as ja
-from mars_lib.assets import AssetError
-from mars_lib.split_assets import SPLIT_ASSETS, SplitAsset, split_asset_chunks
-from mars_lib.judge import FACETS, SANITY_CASES, SANITY_PROMPT, WEIGHTS
-from mars_lib.judge3 import MODELS
+from mars_lib.judges import agreement as ja
+from mars_lib.pipeline.assets import AssetError
+from mars_lib.pipeline.split_assets import SPLIT_ASSETS, SplitAsset, split_asset_chunks
+from mars_lib.judges.gold1 import FACETS, SANITY_CASES, SANITY_PROMPT, WEIGHTS
+from mars_lib.judges.gold3 import MODELS
 
 POLICY = ("smollm",)                 # the policy that wrote the task's responses (SmolLM2-135M-Instruct)
 RM_ENCODER = ("minilm",)             # the reward models' encoder (all-MiniLM-L6-v2)
@@ -16,7 +16,7 @@ RM_ENCODER = ("minilm",)             # the reward models' encoder (all-MiniLM-L6
 
 @pytest.fixture(scope="module")
 def judge():
-    from mars_lib.judge3 import GoldJudge3
+    from mars_lib.judges.gold3 import GoldJudge3
     try:
         split_asset_chunks("mpnet")
         split_asset_chunks("gemma3_gguf")

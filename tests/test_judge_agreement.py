@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import judge_agreement as ja
-from mars_lib.judge import FACETS
+from mars_lib.judges import agreement as ja
+from mars_lib.judges.gold1 import FACETS
 
 
 def test_committed_facets_cover_every_pair_of_both_judges():
@@ -32,8 +32,8 @@ def test_changed_texts_or_another_judge_are_judged_again():
 
 @pytest.mark.parametrize("which", ["old", "new"])
 def test_committed_facets_equal_a_fresh_judgment(which):
-    from mars_lib.judge import GoldJudge
-    from mars_lib.judge3 import GoldJudge3
+    from mars_lib.judges.gold1 import GoldJudge
+    from mars_lib.judges.gold3 import GoldJudge3
     judge = GoldJudge.offline(cached=False) if which == "old" else GoldJudge3.offline(cached=False, progress=False)
     jid = ja.JUDGES[which][1]
     for ds in ja.DATASETS:

@@ -27,7 +27,7 @@ EXPECTED = {
 
 def test_smoke_profile_runs_every_notebook(tmp_path):
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "mars_lib.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out)]
+    cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     for nb, tables in EXPECTED.items():
@@ -48,18 +48,18 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{nb}: no inline figure"
         assert not any("TqdmWarning" in "".join(o.get("text", "")) for o in outputs), nb
     summary = pd.read_csv(out / "03_rm_training" / "summary.csv")
-    from mars_lib.config import RunConfig
+    from mars_lib.pipeline.config import RunConfig
     assert set(summary.strategy) == set(RunConfig.resolve("smoke").strategies)
     acc = summary[summary.metric == "accuracy"]["mean"]
     assert acc.between(0.0, 1.0).all()
     # the claims table has rows for the gold task and both offline human tracks, each with a verdict
     claims = pd.read_csv(out / "claims.csv")
     assert {"gold", "chitchat", "hh-rlhf"} <= set(claims.track)
-    from mars_lib.stats import VERDICTS
+    from mars_lib.evaluation.stats import VERDICTS
     assert set(claims.verdict) <= set(VERDICTS) and claims.verdict.notna().all()
     assert (claims.n_seeds >= 2).all()
     # the summary intervals are recomputed from the committed-style per-pair table
-    from mars_lib import claims as claims_mod
+    from mars_lib.evaluation import claims as claims_mod
     per_pair = pd.read_parquet(out / "03_rm_training" / "per_pair_test.parquet")
     again_int = claims_mod.strategy_intervals(per_pair, n_boot=200)
     saved = pd.read_csv(out / "03_rm_training" / "intervals.csv")

@@ -1,4 +1,4 @@
-"""Out-of-distribution evaluation (mars_lib.ood): the committed LLMBar / MT-Bench human copy, the
+"""Out-of-distribution evaluation (mars_lib.evaluation.ood): the committed LLMBar / MT-Bench human copy, the
 loader's validation, the accuracy table against hand values, and an end-to-end run of a head RM."""
 import hashlib
 import json
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import ood
-from mars_lib.data import DataError
+from mars_lib.data.pairs import DataError
+from mars_lib.evaluation import ood
+from mars_lib.figures import rm_training
 
 # the digests given by the source (princeton-nlp/LLMBar @ 900616bf), independent of the committed README
 SOURCE_SHA256 = {
@@ -164,7 +165,7 @@ def test_accuracy_table_by_hand():
     assert f.loc[("subset", "mt-bench-human")].accuracy == 0.0
     with pytest.raises(ValueError, match="non-finite"):
         ood.ood_accuracy(ood.score_ood({"nan": FixedScores([np.nan] * 9, rr)}, None, df))
-    from mars_lib.reward_model import HeadRewardModel
+    from mars_lib.reward_models.head import HeadRewardModel
     with pytest.raises(ValueError, match="pass the encoder"):
         ood.ood_accuracy(ood.score_ood({"head": HeadRewardModel(4)}, None, df))
 
@@ -177,9 +178,9 @@ def test_end_to_end_head_rm_on_ood_rows(tmp_path, committed):
     matplotlib.use("Agg")
     import torch
 
-    from mars_lib.features import Encoder, FeatureCache
-    from mars_lib.results import load_table, save_table
-    from mars_lib.reward_model import HeadConfig, HeadRewardModel
+    from mars_lib.pipeline.tables import load_table, save_table
+    from mars_lib.reward_models.features import Encoder, FeatureCache
+    from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
     torch.set_num_threads(1)
     df = committed.groupby("subset", sort=False).head(2).reset_index(drop=True)
     enc = Encoder.minilm(FeatureCache(tmp_path / "features.sqlite"), max_length=128)
@@ -202,9 +203,9 @@ def test_end_to_end_head_rm_on_ood_rows(tmp_path, committed):
     secs = table[table.level == "section"].set_index(["model", "section"])
     assert secs.loc[("trained", "LLMBar")].n == 10 and secs.loc[("trained", "MT-Bench human")].n == 2
     path = save_table(table, tmp_path / "ood_eval.csv")
-    ax = ood.plot_ood(load_table(path))
+    ax = rm_training.plot_ood(load_table(path))
     labels = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
     assert labels == [*list(COUNTS)[:5], "LLMBar (all)", "mt-bench-human"]
     assert len(ax.containers) == 3 and any(np.allclose(ln.get_ydata(), 0.5) for ln in ax.get_lines())
     with pytest.raises(ValueError, match="filter the table"):
-        ood.plot_ood(pd.concat([table, table]))
+        rm_training.plot_ood(pd.concat([table, table]))

@@ -44,7 +44,7 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
         "dpo_strategies": ["none", "mars_v1"], "hvp_pairs": 4, "lanczos_iters": 3, "hutchinson_samples": 3,
         "n_boot": 50,
     }
-    cmd = [sys.executable, "-m", "mars_lib.runner", "--profile", "paper", "--force"]
+    cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "paper", "--force"]
     for k, v in params.items():
         cmd += ["-p", k, repr(v) if isinstance(v, (list, int, float)) else str(v)]
     dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mars_lib.config import RunConfig
+from mars_lib.pipeline.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def _paper(standins, tmp_path, **kw):
 
 
 def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
-    from mars_lib import context
-    from mars_lib.refine import semantic_distance
+    from mars_lib.pipeline import context
+    from mars_lib.synthetic.refine import semantic_distance
     ctx = context.setup(_paper(standins, tmp_path))
     assert ctx.encoder.encoder_id.startswith(str(standins / "mpnet") + "@")
     e = ctx.encoder.embed(["a first text", "another one"], progress=False)
@@ -39,8 +39,9 @@ def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
 def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
     """The paper profile's policy path on a tiny Llama: policy_model loads it, DPO trains it on RM
     labels, and each policy answers held-out prompts (dpo_downstream end to end)."""
-    from mars_lib import context, dpo_eval
-    from mars_lib.reward_model import HeadConfig, HeadRewardModel
+    from mars_lib.downstream import dpo_stage
+    from mars_lib.pipeline import context
+    from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
     cfg = _paper(standins, tmp_path, encoder="minilm", strategies=["none", "mars_v1"], dpo_strategies=["none", "mars_v1"],
                  dpo_seeds=[0], dpo_train_prompts=4, dpo_eval_prompts=2)
     ctx = context.setup(cfg)
@@ -52,14 +53,14 @@ def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
         with torch.no_grad():
             m.net.weight.copy_(w * torch.linspace(-1, 1, ctx.encoder.dim)[None])
         heads[(s, 0)] = m
-    out = dpo_eval.dpo_downstream(ctx, heads, progress=False)
+    out = dpo_stage.dpo_downstream(ctx, heads, progress=False)
     lab = out["labels"].pivot(index="prompt_id", columns="strategy", values="a_preferred")
     assert len(lab) == 4 and (lab["none"] != lab["mars_v1"]).all()
     assert set(out["answers"].policy) == {"base", "none_seed0", "mars_v1_seed0"}
     assert out["answers"].groupby("policy").size().eq(2).all() and out["answers"].gold.notna().all()
     assert np.isclose(out["train_log"].groupby("strategy").loss.first(), np.log(2), atol=1e-4).all()
     # a rerun reuses the saved adapters (no training) and gives the same answers
-    again = dpo_eval.dpo_downstream(ctx, heads, progress=False)
+    again = dpo_stage.dpo_downstream(ctx, heads, progress=False)
     assert again["answers"].response.tolist() == out["answers"].response.tolist()
 
 
@@ -68,8 +69,8 @@ def test_paper_paraphraser_standin_builds_the_pool_and_caches(standins, tmp_path
     pool per source, dedup counted, and a rerun served from the cache (no generate call)."""
     import pandas as pd
 
-    from mars_lib import paraphrase
-    from mars_lib.augment import ParaphraseOp, build_pool
+    from mars_lib.synthetic import paraphrase
+    from mars_lib.synthetic.builders import ParaphraseOp, build_pool
     monkeypatch.setenv("MARS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(paraphrase, "_SEQ2SEQ", {})
     import standins as build
@@ -94,13 +95,13 @@ def test_llm_judge_win_rates_on_a_standin(standins, tmp_path):
     """The pluggable LLM judge (randomized A/B order) for the paper profile, on the tiny Llama."""
     import pandas as pd
 
-    from mars_lib import dpo_eval
+    from mars_lib.downstream import dpo_stage
     cfg = _paper(standins, tmp_path, judge_model=str(standins / "llama"))
     answers = pd.DataFrame({"policy": ["p", "p", "q", "q"], "prompt_id": ["x", "y", "x", "y"],
                             "prompt": ["Say hi.", "Name a fruit.", "Say hi.", "Name a fruit."],
                             "response": ["Hi there!", "Apple.", "Hello.", "A banana, probably."]})
-    wr = dpo_eval.llm_judge_win_rates(cfg, answers, [("p", "q"), ("q", "p")])
+    wr = dpo_stage.llm_judge_win_rates(cfg, answers, [("p", "q"), ("q", "p")])
     assert list(wr.n) == [2, 2] and (wr.judge == cfg.judge_model).all()
     assert (wr.wins + wr.ties + wr.losses == 2).all() and wr.win_rate.isin([0, 0.25, 0.5, 0.75, 1]).all()
     with pytest.raises(ValueError, match="judge_model"):
-        dpo_eval.llm_judge_win_rates(_paper(standins, tmp_path), answers, [("p", "q")])
+        dpo_stage.llm_judge_win_rates(_paper(standins, tmp_path), answers, [("p", "q")])

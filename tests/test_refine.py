@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.generation import GenStats
-from mars_lib.refine import RefineConfig, refinement_summary, semantic_refine, trim_unfinished
+from mars_lib.synthetic.generation import GenStats
+from mars_lib.synthetic.refine import RefineConfig, refinement_summary, semantic_refine, trim_unfinished
 
 
 class FakeEncoder:
@@ -100,8 +100,8 @@ def test_real_generator_cache_hits_on_rerun(tmp_path):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from mars_lib.assets import smollm2_dir
-    from mars_lib.generation import GenerationCache, Generator
+    from mars_lib.pipeline.assets import smollm2_dir
+    from mars_lib.synthetic.generation import GenerationCache, Generator
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

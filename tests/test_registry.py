@@ -8,9 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import claims, operators, plotting, pools, runs, strategies
-from mars_lib.config import ConfigError, RunConfig
-from mars_lib.features import Pairs
+from mars_lib import strategies
+from mars_lib.evaluation import claims
+from mars_lib.figures import plotting
+from mars_lib.pipeline import arms
+from mars_lib.synthetic import operators, pools
+from mars_lib.pipeline.config import ConfigError, RunConfig
+from mars_lib.reward_models.features import Pairs
 
 
 def _pairs(n, d=8, seed=0, prefix="b"):
@@ -56,7 +60,7 @@ def _setup(strats, **kw):
 
 def test_a_new_allocation_rule_runs_end_to_end(toy_strategy, tmp_path, capsys):
     base, pool, test, cfg = _setup(("uniform", toy_strategy))
-    trained = runs.train_strategies(cfg, base, pool, {"test": test})              # training
+    trained = arms.train_strategies(cfg, base, pool, {"test": test})              # training
     assert {s for s, _ in trained} == {"uniform", toy_strategy}
     alloc = trained[(toy_strategy, 0)].allocations
     assert (alloc.groupby("round").budget.sum() == 40).all()
@@ -71,8 +75,8 @@ def test_a_new_allocation_rule_runs_end_to_end(toy_strategy, tmp_path, capsys):
     assert matplotlib.colors.to_hex(ax.patches[-1].get_facecolor()) == "#123456"
     # the command line: `mars augment --version toy`
     from mars_lib.cli import main
-    from mars_lib.data import to_trl_jsonl
-    from mars_lib.tasks import DEFAULT_TASK_DIR, load_task
+    from mars_lib.data.pairs import to_trl_jsonl
+    from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_task
     pairs = tmp_path / "pairs.jsonl"
     to_trl_jsonl(load_task(DEFAULT_TASK_DIR, n_prompts=6).split("train"), pairs)
     assert main(["train", "--pairs", str(pairs), "--out", str(tmp_path / "rm"), "--epochs", "1"]) == 0
@@ -111,13 +115,13 @@ def toy_operator():
 
 
 def test_a_new_operator_runs_end_to_end(toy_operator):
-    from mars_lib.context import Context
+    from mars_lib.pipeline.context import Context
     base, _, test, cfg = _setup(("uniform", "mars_v1"), operator=toy_operator)
     with pytest.raises(ConfigError, match="pre-generated pool"):                 # no on-demand builds: said so
         cfg.replace(pool_mode="on_demand")
     pool = pools.make_pool(cfg, Context(cfg, task=None, encoder=None), base)
     assert len(pool.df) == len(base.df) and set(pool.df.origin) == {"jitter"}
-    trained = runs.train_strategies(cfg, base, pool, {"test": test})
+    trained = arms.train_strategies(cfg, base, pool, {"test": test})
     hist = pd.concat([r.history for r in trained.values()])
     assert (hist[hist.metric == "n_synthetic"].value == 40).all()
 
@@ -127,8 +131,8 @@ def test_the_dispatch_figures_and_command_line_name_no_arm():
     versions, the rounds loop), no arm's name appears as a string: they read the registry."""
     import re
 
-    from mars_lib.io import REPO_ROOT
-    for name in ("plotting.py", "cli.py", "runs.py", "mars.py", "operators.py"):
+    from mars_lib.pipeline.io import REPO_ROOT
+    for name in ("figures/plotting.py", "cli.py", "pipeline/arms.py", "mars.py", "synthetic/operators.py"):
         text = (REPO_ROOT / "mars_lib" / name).read_text()
         hits = [n for n in strategies.names() if re.search(rf'(?<!\[)"{n}"', text)]     # (a column name is not an arm)
         assert not hits, (name, hits)

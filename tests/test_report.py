@@ -5,8 +5,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from mars_lib.config import REPO_ROOT
-from mars_lib.report import (BEGIN, END, GLANCE_BEGIN, GLANCE_END, RESULTS_DOC, glance_section, replace_section,
+from mars_lib.pipeline.config import REPO_ROOT
+from mars_lib.pipeline.report import (BEGIN, END, GLANCE_BEGIN, GLANCE_END, RESULTS_DOC, glance_section, replace_section,
                              results_section)
 
 RESULTS = REPO_ROOT / "results"
@@ -17,14 +17,14 @@ def test_readme_results_section_equals_the_committed_tables():
     assert BEGIN in readme and END in readme, f"{RESULTS_DOC} lost its generated results section"
     committed = readme[readme.index(BEGIN):readme.index(END) + len(END)]
     assert committed == results_section(RESULTS), (
-        f"{RESULTS_DOC} differs from results/: run `.venv/bin/python -m mars_lib.report --write`")
+        f"{RESULTS_DOC} differs from results/: run `.venv/bin/python -m mars_lib.pipeline.report --write`")
 
 
 def test_readme_glance_equals_the_committed_tables():
     readme = (REPO_ROOT / "README.md").read_text()
     assert GLANCE_BEGIN in readme and GLANCE_END in readme, "README lost its generated 'at a glance' block"
     assert readme[readme.index(GLANCE_BEGIN):readme.index(GLANCE_END) + len(GLANCE_END)] == glance_section(RESULTS), (
-        "README's 'at a glance' block differs from results/: run `.venv/bin/python -m mars_lib.report --write`")
+        "README's 'at a glance' block differs from results/: run `.venv/bin/python -m mars_lib.pipeline.report --write`")
 
 
 def test_section_follows_the_tables(tmp_path):
@@ -52,11 +52,11 @@ def test_replace_section_needs_the_markers():
 
 
 def _with_adjusted_verdicts(claims):
-    """The committed claims table in the new form (p, p_adj, delta; `mars_lib.verdicts.decide`), with one
+    """The committed claims table in the new form (p, p_adj, delta; `mars_lib.evaluation.verdicts.decide`), with one
     row marked identical and one row folded into another, as `claims_table` does for identical arms."""
     import numpy as np
 
-    from mars_lib import stats, verdicts
+    from mars_lib.evaluation import stats, verdicts
     c = claims.assign(se=(claims.hi - claims.lo) / (2 * 1.96), df=np.inf)
     c["p"] = [stats.p_value(e, s, d) for e, s, d in zip(c.effect, c.se, c.df)]
     c["delta"] = [verdicts.smallest_effect(m) for m in c.metric]
@@ -71,7 +71,7 @@ def _with_adjusted_verdicts(claims):
 def test_section_shows_adjusted_p_and_the_new_verdicts(tmp_path):
     """A claims table with p_adj: every cell names its verdict (held / not held / equivalent / inconclusive /
     identical) and its BH-adjusted p; a row folded into another says which; changing one p changes the text."""
-    from mars_lib.stats import VERDICTS
+    from mars_lib.evaluation.stats import VERDICTS
     shutil.copytree(RESULTS / "03_rm_training", tmp_path / "03_rm_training",
                     ignore=shutil.ignore_patterns("models", "*.parquet", "chitchat", "hh-rlhf"))
     claims = _with_adjusted_verdicts(pd.read_csv(RESULTS / "claims.csv"))

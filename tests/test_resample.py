@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.augment import resample_pool
-from mars_lib.labelers import GoldLabeler, LLMJudgeLabeler, RewardModelLabeler
+from mars_lib.synthetic.builders import resample_pool
+from mars_lib.judges.labelers import GoldLabeler, LLMJudgeLabeler, RewardModelLabeler
 
 
 def _samples(n_prompts=4, n=6, seed=0):
@@ -75,7 +75,7 @@ def test_llm_judge_is_order_symmetric_with_both_orders():
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from mars_lib.assets import smollm2_dir
+    from mars_lib.pipeline.assets import smollm2_dir
     tok = AutoTokenizer.from_pretrained(smollm2_dir())
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -6,8 +6,8 @@ import re
 
 import pandas as pd
 
-from mars_lib.config import REPO_ROOT, RunConfig
-from mars_lib.results import config_inputs, save_table
+from mars_lib.pipeline.config import REPO_ROOT, RunConfig
+from mars_lib.pipeline.tables import config_inputs, save_table
 
 
 def test_meta_records_commit_versions_and_real_input_checksums(tmp_path):

@@ -13,8 +13,8 @@ import pandas as pd
 SCRIPT = r'''
 import sys, time, torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from mars_lib.assets import smollm2_dir
-from mars_lib.generation import Decoding, GenerationCache, Generator, Request
+from mars_lib.pipeline.assets import smollm2_dir
+from mars_lib.synthetic.generation import Decoding, GenerationCache, Generator, Request
 tok = AutoTokenizer.from_pretrained(smollm2_dir())
 torch.manual_seed(0)
 model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -66,11 +66,11 @@ def test_generation_killed_mid_run_resumes_to_the_uninterrupted_texts(tmp_path):
 def test_same_seed_gives_identical_tables_on_real_features():
     """Real MiniLM features of committed task pairs (through the feature cache), not random vectors:
     24 base pairs, each with 4 other real pairs as its pool."""
-    from mars_lib.config import RunConfig
-    from mars_lib.context import encoder_for
-    from mars_lib.features import featurize
-    from mars_lib.tasks import load_task
-    from mars_lib.runs import run_strategy
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.pipeline.context import encoder_for
+    from mars_lib.reward_models.features import featurize
+    from mars_lib.data.gold_task import load_task
+    from mars_lib.pipeline.arms import run_strategy
     cfg0 = RunConfig.resolve("smoke", max_length=128)
     pairs = load_task(cfg0.task_path, beta=1.0, label_seed=0).pairs
     train = pairs[pairs.split == "train"].reset_index(drop=True)

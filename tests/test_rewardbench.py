@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import standins
-from mars_lib.rewardbench import (SECTIONS, authors_protocol, load_rewardbench, rewardbench_pairs, section_scores,
+from mars_lib.evaluation.rewardbench import (SECTIONS, authors_protocol, load_rewardbench, rewardbench_pairs, section_scores,
                                   stratified_sample, subset_weights)
 
 
@@ -64,6 +64,6 @@ def test_load_a_local_copy_in_the_hub_format(tmp_path):
     path = standins.reward_bench(tmp_path)
     raw, filt = load_rewardbench(str(path), "raw"), load_rewardbench(str(path), "filtered")
     assert len(raw) == len(filt) + 2 and raw.section.isna().sum() == 2 and filt.section.notna().all()
-    from mars_lib.data import DataError
+    from mars_lib.data.pairs import DataError
     with pytest.raises(DataError, match="rewardbench=None"):
         load_rewardbench("allenai/reward-bench", "filtered")            # hub disabled in the tests

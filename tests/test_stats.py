@@ -1,4 +1,4 @@
-"""Tests for mars_lib.stats: interval coverage on simulated RM evaluations, and the small rules.
+"""Tests for mars_lib.evaluation.stats: interval coverage on simulated RM evaluations, and the small rules.
 
 The simulator draws a crossed design like the real one: K strategies x S training seeds, each scored
 on the same C prompts (clusters) x P pairs. Outcome of (strategy k, seed s, pair j of cluster c):
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.stats import (METHOD, VERDICTS, benjamini_hochberg, holm, mde, norm_quantile, p_value,
+from mars_lib.evaluation.stats import (METHOD, VERDICTS, benjamini_hochberg, holm, mde, norm_quantile, p_value,
                             paired_difference, t_quantile, two_stage_bootstrap, verdict)
 
 
@@ -241,7 +241,7 @@ def test_one_seed_and_nan_rejected():
 def test_claims_with_one_seed_give_no_interval_and_no_verdict():
     """The paper profile trains one seed (the authors' 42): means and differences are reported, but
     with no interval, since seed variation cannot be estimated, and every verdict is inconclusive."""
-    from mars_lib import claims
+    from mars_lib.evaluation import claims
     rng = np.random.default_rng(0)
     rows = [{"track": "t", "rm": "head", "strategy": s, "seed": 42, "pair_id": f"p{i}", "cluster": f"c{i // 2}",
              "correct": float(rng.random() < (0.7 if s == "mars_v1" else 0.6))}

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.prompts import is_standalone_question, split_prompts
-from mars_lib.tasks import DEFAULT_TASK_DIR, TaskError, bt_label_prob, load_responses, load_task, make_pairs
+from mars_lib.data.prompts import is_standalone_question, split_prompts
+from mars_lib.data.gold_task import DEFAULT_TASK_DIR, TaskError, bt_label_prob, load_responses, load_task, make_pairs
 
 
 def _fake_responses(n_prompts=300, k=4, seed=0):
@@ -80,7 +80,7 @@ def test_standalone_question_filter(text, ok):
 
 
 def test_committed_policy_samples_are_train_prompts_only():
-    from mars_lib.tasks import load_policy_samples
+    from mars_lib.data.gold_task import load_policy_samples
     ps = load_policy_samples(DEFAULT_TASK_DIR)
     task = load_task(DEFAULT_TASK_DIR, beta=1.0)
     assert set(ps.prompt_id) <= set(task.split("train").prompt_id)
@@ -91,8 +91,8 @@ def test_committed_policy_samples_are_train_prompts_only():
 def test_redraw_labels_swaps_pairs_and_their_synthetic_children():
     """Each seed's label draw: a pair keeps its orientation with P = σ((g_c − g_r)/β); a swapped
     source's pool rows are swapped too; features follow the texts."""
-    from mars_lib.features import Pairs
-    from mars_lib.tasks import bt_label_prob, redraw_labels
+    from mars_lib.reward_models.features import Pairs
+    from mars_lib.data.gold_task import bt_label_prob, redraw_labels
     rng = np.random.default_rng(0)
     n = 4000
     gc, gr = rng.normal(size=n), rng.normal(size=n)

@@ -1,4 +1,4 @@
-"""Which judge labels a task (`mars_lib.task_judges`): re-labelling keeps the texts and maps every
+"""Which judge labels a task (`mars_lib.judges.task_judge`): re-labelling keeps the texts and maps every
 score by judge identity; the committed task v3 is gold-judge-3's."""
 import json
 
@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib import bon_set, task_judges, task_relabel
-from mars_lib.judge import FACETS
-from mars_lib.tasks import (DEFAULT_TASK_DIR, TaskSpec, build_task_folder, load_policy_samples, load_responses,
+from mars_lib.data import relabel
+from mars_lib.downstream import bon_set
+from mars_lib.judges import task_judge
+from mars_lib.judges.gold1 import FACETS
+from mars_lib.data.gold_task import (DEFAULT_TASK_DIR, TaskSpec, build_task_folder, load_policy_samples, load_responses,
                             write_policy_samples)
 
 
@@ -42,19 +44,19 @@ def source(tmp_path):
     src.mkdir()
     build_task_folder(TaskSpec(), texts.reset_index(drop=True), src, judge_name="gold1", judge=FakeJudge(0.0))
     ps = texts.head(5).assign(gold=np.arange(5.0))
-    write_policy_samples(ps, src, "python -m mars_lib.tasks samples --out src", 1.0, judge_name="gold1")
+    write_policy_samples(ps, src, "python -m mars_lib.data.gold_task samples --out src", 1.0, judge_name="gold1")
     bon = texts.head(6)[["prompt_id", "prompt", "split", "arm", "sample", "response", "finished"]].assign(
         n_tokens=3, gold=np.arange(6.0), gold3=10 + np.arange(6.0))
-    bon_set.write_bon_set(bon, src, "python -m mars_lib.bon_set --n 2 --judges gold1 gold3 --out src", {},
+    bon_set.write_bon_set(bon, src, "python -m mars_lib.downstream.bon_set --n 2 --judges gold1 gold3 --out src", {},
                           task_judge="gold1")
     return src
 
 
 def test_relabel_keeps_texts_and_maps_scores_by_judge(source, tmp_path, monkeypatch):
     made = []
-    monkeypatch.setattr(task_relabel, "make_judge", lambda name, **kw: made.append(FakeJudge(0.5)) or made[-1])
+    monkeypatch.setattr(relabel, "make_judge", lambda name, **kw: made.append(FakeJudge(0.5)) or made[-1])
     out = tmp_path / "v3"
-    task_relabel.relabel_task(source, "gold3", out)
+    relabel.relabel_task(source, "gold3", out)
     old, new = load_responses(source), load_responses(out)
     man = new.attrs["manifest"]
     assert man["judge"] == "gold3" and man["judge_id"] == "gold-judge-3"
@@ -69,35 +71,35 @@ def test_relabel_keeps_texts_and_maps_scores_by_judge(source, tmp_path, monkeypa
     assert bon.gold1.tolist() == np.arange(6.0).tolist()             # the source's own judge, now named
     assert "gold3" not in bon
     meta = json.loads((out / bon_set.MANIFEST).read_text())
-    assert meta["judges"] == {"gold": "mars_lib.judge3 (gold-judge-3)", "gold1": "mars_lib.judge (gold-judge-1)"}
+    assert meta["judges"] == {"gold": "mars_lib.judges.gold3 (gold-judge-3)", "gold1": "mars_lib.judges.gold1 (gold-judge-1)"}
     ps = load_policy_samples(out)
     assert ps.response.tolist() == load_policy_samples(source).response.tolist()
     assert ps.gold.tolist() != list(np.arange(5.0)) and "--judge gold3" in json.loads(
         (out / "policy_samples.json").read_text())["regenerate"]
     assert sum(j.rows for j in made) == len(new) + len(ps)           # the Best-of-N draws were not judged again
     with pytest.raises(ValueError, match="differ"):
-        task_relabel.relabel_task(source, "gold3", source)
+        relabel.relabel_task(source, "gold3", source)
     with pytest.raises(ValueError, match="unknown judge"):
-        task_relabel.relabel_task(source, "gpt4", tmp_path / "x")
+        relabel.relabel_task(source, "gpt4", tmp_path / "x")
 
 
 def test_manifest_names_the_judge(tmp_path):
-    assert task_judges.judge_name_of({}) == "gold1"                   # task v2's manifest predates the field
+    assert task_judge.judge_name_of({}) == "gold1"                   # task v2's manifest predates the field
     with pytest.raises(ValueError, match="unknown judge"):
-        task_judges.judge_name_of({"judge": "human"})
+        task_judge.judge_name_of({"judge": "human"})
     with pytest.raises(FileNotFoundError, match="manifest"):
-        task_judges.task_judge_name(tmp_path)
+        task_judge.task_judge_name(tmp_path)
 
 
 def test_committed_task_is_labelled_by_the_independent_judge():
     """Task v3: the manifest names gold3, and `gold` is gold3's weighted facet sum; a few rows, and a
     few i.i.d. Best-of-N draws, re-judged by the real judges give the committed scores."""
-    from mars_lib.judge3 import GoldJudge3
+    from mars_lib.judges.gold3 import GoldJudge3
     resp = load_responses(DEFAULT_TASK_DIR)
-    assert task_judges.task_judge_name(DEFAULT_TASK_DIR) == "gold3"
+    assert task_judge.task_judge_name(DEFAULT_TASK_DIR) == "gold3"
     facets = resp[[f"facet_{k}" for k in FACETS]].rename(columns=lambda c: c[len("facet_"):])
     assert np.allclose(resp.gold, GoldJudge3.combine(facets))
-    judge = task_judges.task_judge(DEFAULT_TASK_DIR)
+    judge = task_judge.task_judge(DEFAULT_TASK_DIR)
     assert isinstance(judge, GoldJudge3)
     rows = resp.sample(4, random_state=0)
     assert np.allclose(judge.score(rows.prompt.tolist(), rows.response.tolist(), rows.finished.tolist()), rows.gold,

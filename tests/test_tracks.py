@@ -8,10 +8,10 @@ import re
 import pandas as pd
 import pytest
 
-from mars_lib import hh
-from mars_lib.assets import asset_path
-from mars_lib.data import SCHEMA, DataError, prompt_id
-from mars_lib.tracks import (TRACKS, chitchat_pairs, load_track, pku_saferlhf_pairs,
+from mars_lib.data import hh
+from mars_lib.pipeline.assets import asset_path
+from mars_lib.data.pairs import SCHEMA, DataError, prompt_id
+from mars_lib.data.tracks import (TRACKS, chitchat_pairs, load_track, pku_saferlhf_pairs,
                              ultrafeedback_pairs)
 
 
@@ -226,7 +226,7 @@ def test_committed_hh_copy_matches_its_readme():
         assert m, f"README lists no sha256 for {name}"
         assert hashlib.sha256((hh.HH_DIR / name).read_bytes()).hexdigest() == m.group(1), name
     assert hh.HH_SHA256 in readme
-    assert "/shared" not in readme and "python -m mars_lib.hh write-split" in readme
+    assert "/shared" not in readme and "python -m mars_lib.data.hh write-split" in readme
 
 
 def test_committed_hh_split_sizes_and_disjoint_prompts(hh_all):

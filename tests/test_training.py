@@ -3,12 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mars_lib.config import RunConfig
-from mars_lib.features import Pairs
+from mars_lib.pipeline.config import RunConfig
+from mars_lib.reward_models.features import Pairs
 from mars_lib.mars import RoundInputs, Sources
-from mars_lib.runs import run_strategy
+from mars_lib.pipeline.arms import run_strategy
 from mars_lib.strategies import get
-from mars_lib.reward_model import HeadRewardModel
+from mars_lib.reward_models.head import HeadRewardModel
 
 
 def select_synthetic(name, model, base, pool, budget, cfg, round_seed):
@@ -170,9 +170,9 @@ def test_flip_filter_drops_pairs_the_first_rm_reverses():
 
     import pandas as pd
 
-    from mars_lib import pools
-    from mars_lib.config import RunConfig
-    from mars_lib.features import Pairs
+    from mars_lib.synthetic import pools
+    from mars_lib.pipeline.config import RunConfig
+    from mars_lib.reward_models.features import Pairs
     rng = np.random.default_rng(0)
     n, d = 60, 8
     v = np.eye(d)[0].astype(np.float32)

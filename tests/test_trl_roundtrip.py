@@ -9,8 +9,8 @@ import pytest
 trl = pytest.importorskip("trl")
 
 from mars_lib.cli import main  # noqa: E402
-from mars_lib.data import to_trl_jsonl  # noqa: E402
-from mars_lib.tasks import DEFAULT_TASK_DIR, load_task  # noqa: E402
+from mars_lib.data.pairs import to_trl_jsonl  # noqa: E402
+from mars_lib.data.gold_task import DEFAULT_TASK_DIR, load_task  # noqa: E402
 
 
 def _train(model_dir, data_file, out, tmp_path):
@@ -33,7 +33,7 @@ def _train(model_dir, data_file, out, tmp_path):
 
 
 def test_two_mars_rounds_around_trl_reward_trainer(tmp_path, capsys):
-    from mars_lib.assets import minilm_dir
+    from mars_lib.pipeline.assets import minilm_dir
     task = load_task(DEFAULT_TASK_DIR, n_prompts=16)
     base, test = tmp_path / "base.jsonl", tmp_path / "test.jsonl"
     to_trl_jsonl(task.split("train"), base)

@@ -1,0 +1,12 @@
+"""The pipeline: one config per run, its setup, the arms it trains, and the tables it writes.
+
+  config, profiles  `RunConfig` (one object per run, saved with its results); the profiles smoke / cpu / paper
+  context           a run's setup: the task, the cached encoder, the policy, reward-model factories
+  arms              every strategy × seed under one budget and schedule (through `mars.run_rounds`)
+  helps_map         the when-MARS-helps map over label noise × τ × version × operator
+  runner            runs the numbered notebooks with papermill (`./run_all.sh`)
+  tables, io        result tables with provenance (config, commit, versions); atomic writes
+  report            the generated results in docs/results.md and the README's glance
+  assets, split_assets  the offline models and data shipped in registry packages, with checksums
+  memory            freed heap back to the operating system after a heavy stage
+"""

@@ -1,0 +1,196 @@
+"""Executes the numbered notebooks in order with papermill (called by ./run_all.sh).
+
+    python -m mars_lib.pipeline.runner [--profile smoke|cpu|paper] [--only 03 [--only 04]] [-p name value]...
+                              [--force] [--dry-run] [--figures-only]
+
+- Executed copies go to <results_dir>/executed/ (never back into notebooks/).
+- A notebook whose inputs are unchanged since its last successful run (same notebook, same
+  parameters, same mars_lib source, same task data) is skipped; --force re-executes it.
+- `-p name value` is passed to every notebook whose parameters cell declares `name`; values are
+  Python literals (`-p seeds "[0, 1]"`, `-p tau_v1 0.2`), anything else is a string. A name no
+  notebook declares is an error.
+- --dry-run prints each notebook's resolved configuration and validates it, executing nothing.
+- --figures-only redraws every figure (of the --only notebooks, if given) from the tables saved under
+  <results_dir> (the profile's, or `-p results_dir DIR`) with `mars_lib.figures.draw_all`, and prints
+  each path: no notebook runs, no model is loaded; a figure whose tables are missing is skipped with
+  the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from mars_lib.pipeline.config import PROFILES, REPO_ROOT, ConfigError, RunConfig
+from mars_lib.figures import draw_all, FIGURES
+from mars_lib.pipeline.assets import set_offline, set_online
+from mars_lib.pipeline.io import atomic_write_text
+from mars_lib.pipeline.report import main as write_report
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def notebook_params(path: Path) -> dict:
+    """Names and literal defaults of a notebook's `parameters` cell."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return {t.targets[0].id: ast.literal_eval(t.value) for t in tree.body if isinstance(t, ast.Assign)}
+    raise ConfigError(f"{path.name}: no cell tagged 'parameters'")
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
+    h = hashlib.sha256()
+    h.update(nb.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    for f in sorted((REPO_ROOT / "mars_lib").glob("*.py")):
+        h.update(f.read_bytes())
+    man = cfg.task_path / "manifest.json"
+    if man.exists():
+        h.update(man.read_bytes())
+    return h.hexdigest()
+
+
+def _ipc_kernel_manager():
+    """The kernel talks to papermill over local IPC sockets, not TCP (so it prints no "running over TCP
+    without encryption" warning; the sockets are removed when the kernel stops), and is not sent SIGINT
+    when it is shut down after a finished run."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts (SIGINT) a kernel before every shutdown request; after a finished
+            # run that only makes ipykernel log "ERROR | KeyboardInterrupt caught in kernel"
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+    return IPCKernelManager
+
+
+def _show(p: Path) -> str:
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def redraw_figures(profile: str, results_dir: str | None, notebooks: set[str] | None = None) -> int:
+    """Redraws every figure (of `notebooks`, by number, when given) from the tables under the profile's
+    results_dir (or `results_dir`) into its figures/ folder and prints each path."""
+    try:
+        cfg = RunConfig.resolve(profile, results_dir=results_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = Path(cfg.results_dir) if Path(cfg.results_dir).is_absolute() else REPO_ROOT / cfg.results_dir
+    if not results.is_dir():
+        print(f"error: {_show(results)} does not exist: run the notebooks first", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    paths = draw_all(results, None if notebooks is None else [n for n in FIGURES if n[:2] in notebooks])
+    for p in paths:
+        print(f"  {_show(p)}")
+    print(f"[run_all] {len(paths)} figure(s) redrawn from the tables under {_show(results)} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)} (default cpu)")
+    ap.add_argument("--only", action="append", default=[], metavar="NN", help="run only notebook NN (repeatable)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--force", action="store_true", help="re-execute notebooks even if up to date")
+    ap.add_argument("--dry-run", action="store_true", help="print resolved configs, execute nothing")
+    ap.add_argument("--figures-only", action="store_true",
+                    help="redraw the figures from the saved tables of results_dir; run no notebook, load no model")
+    a = ap.parse_args(argv)
+    if a.profile not in PROFILES:
+        ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
+    nbs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if a.only:
+        wanted = {o.zfill(2) for o in a.only}
+        unknown = wanted - {p.name[:2] for p in nbs}
+        if unknown:
+            ap.error(f"--only {sorted(unknown)}: no such notebook; have {[p.name for p in nbs]}")
+        nbs = [p for p in nbs if p.name[:2] in wanted]
+    user = {k: parse_value(v) for k, v in a.param}
+    declared = {p: notebook_params(p) for p in nbs}
+    unknown = set(user) - set().union(*declared.values()) - {"profile"}
+    if unknown:
+        ap.error(f"-p {sorted(unknown)}: no selected notebook has such a parameter")
+    if a.figures_only:
+        return redraw_figures(a.profile, user.get("results_dir"), {p.name[:2] for p in nbs} if a.only else None)
+
+    plan = []
+    for nb in nbs:
+        params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb]}}
+        params["overrides"] = sorted(k for k in params if k in RunConfig.field_names() and k != "profile")
+        cfg_fields = {k: params[k] for k in params["overrides"]}
+        try:
+            cfg = RunConfig.resolve(a.profile, **cfg_fields)
+        except ConfigError as e:
+            print(f"error: {nb.name}: {e}", file=sys.stderr)
+            return 2
+        plan.append((nb, params, cfg))
+        if a.dry_run:
+            print(f"== {nb.name}  parameters {params}")
+            print(json.dumps(cfg.to_dict(), indent=1, default=str))
+    if a.dry_run:
+        print(f"dry run: {len(plan)} notebook configuration(s) valid; nothing executed, nothing downloaded")
+        return 0
+
+    import papermill as pm
+    t_all = time.perf_counter()
+    for nb, params, cfg in plan:
+        out_dir = cfg.path("executed", "x").parent
+        out = out_dir / nb.name
+        stamp = out_dir / f".{nb.stem}.ok"
+        fp = _fingerprint(nb, params, cfg)
+        if not a.force and out.exists() and stamp.exists() and stamp.read_text() == fp:
+            print(f"[run_all] {nb.name}: up to date, skipped (--force to re-run)")
+            continue
+        set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
+        # the executed copy is read as a report: figures inline (ipykernel's own backend, not the Agg
+        # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
+        os.environ.pop("MPLBACKEND", None)
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
+        # libraries import tqdm.auto, which warns once per kernel that ipywidgets is missing; the package
+        # uses text bars on purpose, so that one warning is silenced in the kernel (nothing else is)
+        if "IProgress" not in os.environ.get("PYTHONWARNINGS", ""):
+            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                                  "ignore:IProgress not found"]))
+        print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
+                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
+        atomic_write_text(stamp, fp)
+        print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")
+    figs = plan[0][2].path("figures", "x").parent if plan else None
+    print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
+    if plan and plan[0][2].results_dir == "results" and (REPO_ROOT / "results" / "claims.csv").exists():
+        write_report(["--write"])                           # the README's results section, from the tables
+    if figs is not None:
+        print(f"[run_all] figures: {figs}")
+        for f in sorted(figs.glob("*.png")):
+            print(f"  {_show(f)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

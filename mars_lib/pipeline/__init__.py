@@ -3,6 +3,7 @@
   config, profiles  `RunConfig` (one object per run, saved with its results); the profiles smoke / cpu / paper
   context           a run's setup: the task, the cached encoder, the policy, reward-model factories
   arms              every strategy × seed under one budget and schedule (through `mars.run_rounds`)
+  rm_training       notebook 03's stages: each trains or computes one part, saves its tables, returns them
   helps_map         the when-MARS-helps map over label noise × τ × version × operator
   runner            runs the numbered notebooks with papermill (`./run_all.sh`)
   tables, io        result tables with provenance (config, commit, versions); atomic writes

@@ -215,10 +215,12 @@ def glance_section(results: Path) -> str:
              "interval over test prompts and training seeds; verdict from the Benjamini-Hochberg-adjusted p over the "
              "whole claims table, *equivalent* when the interval lies inside ±1 point; rules in `mars_lib.evaluation.verdicts`):", ""]
     repeats = _not_repeated(acc) if _has_p(acc) else {}
-    for cid in ("mars_v1>uniform_stratified", "mars_v1>uniform", "mars_v2>uniform", "mars_v1>none_matched"):
+    for cid in ("mars_v1>uniform_stratified", "mars_v2>uniform_stratified", "mars_v1>uniform", "mars_v2>uniform",
+                "mars_v1>none_matched"):
         rows = acc[(acc.claim_id == cid) & (acc.rm == "head")]
         p = (lambda r: f" (p_adj {r.p_adj:.3f})" if pd.notna(r.p_adj) else "") if _has_p(acc) else (lambda r: "")
-        cells = [f"{r.track} {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] {r.verdict}{p(r)}" for r in rows.itertuples()]
+        cells = [f"{r.track} identical (both arms trained on the same data)" if r.verdict == "identical" else
+                 f"{r.track} {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] {r.verdict}{p(r)}" for r in rows.itertuples()]
         cells += [f"{t} as {kept} ({note})" for (t, rm, c), (kept, note) in repeats.items() if c == cid and rm == "head"]
         if cells:
             claim = rows.claim.iloc[0] if len(rows) else dict((i, t) for i, t, *_ in claim_specs()).get(cid, cid)

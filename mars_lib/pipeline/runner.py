@@ -56,7 +56,7 @@ def _fingerprint(nb: Path, params: dict, cfg: RunConfig) -> str:
     h = hashlib.sha256()
     h.update(nb.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    for f in sorted((REPO_ROOT / "mars_lib").glob("*.py")):
+    for f in sorted((REPO_ROOT / "mars_lib").rglob("*.py")):      # the whole package, subpackages included
         h.update(f.read_bytes())
     man = cfg.task_path / "manifest.json"
     if man.exists():
@@ -117,11 +117,10 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--force", action="store_true", help="re-execute notebooks even if up to date")
     ap.add_argument("--dry-run", action="store_true", help="print resolved configs, execute nothing")
-    ap.add_argument("--figures-only", action="store_true",
-                    help="redraw the figures from the saved tables of results_dir; run no notebook, load no model")
+    ap.add_argument("--figures-only", action="store_true", help="redraw the figures from the saved tables of "
+                    "results_dir; run no notebook, load no model")
     a = ap.parse_args(argv)
-    if a.profile not in PROFILES:
-        ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
+    if a.profile not in PROFILES: ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
     nbs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if a.only:
         wanted = {o.zfill(2) for o in a.only}
@@ -131,7 +130,8 @@ def main(argv=None) -> int:
         nbs = [p for p in nbs if p.name[:2] in wanted]
     user = {k: parse_value(v) for k, v in a.param}
     declared = {p: notebook_params(p) for p in nbs}
-    unknown = set(user) - set().union(*declared.values()) - {"profile"}
+    fields = set(RunConfig.field_names())      # a config setting goes to every notebook, others where declared
+    unknown = set(user) - set().union(*declared.values()) - fields - {"profile"}
     if unknown:
         ap.error(f"-p {sorted(unknown)}: no selected notebook has such a parameter")
     if a.figures_only:
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
 
     plan = []
     for nb in nbs:
-        params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb]}}
+        params = {"profile": a.profile, **{k: v for k, v in user.items() if k in declared[nb] or k in fields}}
         params["overrides"] = sorted(k for k in params if k in RunConfig.field_names() and k != "profile")
         cfg_fields = {k: params[k] for k in params["overrides"]}
         try:

@@ -22,7 +22,7 @@ from mars_lib.evaluation import curvature, finetune_curvature
 from mars_lib.pipeline import context
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
-from mars_lib.pipeline.tables import load_table, save_table
+from mars_lib.pipeline.tables import load_table, stage_saver
 from mars_lib.reward_models import checkpoints
 from mars_lib.reward_models.features import Pairs
 
@@ -33,9 +33,7 @@ COLUMNS = ["mean_sigma_prime", "trace", "lambda_max", "lambda_min_span", "condit
 GAP_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-def _save(cfg: RunConfig, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
-    save_table(df, cfg.path(OUT, name), cfg, **kw)
-    return df
+_save = stage_saver(OUT)        # save(cfg, df, name) -> df, under <results>/<OUT>/
 
 
 @dataclass

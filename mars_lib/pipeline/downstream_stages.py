@@ -24,7 +24,7 @@ from mars_lib.evaluation.metrics import mean_ci
 from mars_lib.pipeline import context
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
-from mars_lib.pipeline.tables import save_table
+from mars_lib.pipeline.tables import stage_saver
 from mars_lib.reward_models import checkpoints
 
 OUT = "05_downstream"
@@ -32,9 +32,7 @@ WIN_TARGETS, WIN_OTHERS = ("mars_v1", "mars_v2"), ("none", "uniform", "won", "wo
 IID_OTHERS = ("none", "none_matched", "uniform", "won", "reweight", "mars_v1")
 
 
-def _save(cfg: RunConfig, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
-    save_table(df, cfg.path(OUT, name), cfg, **kw)
-    return df
+_save = stage_saver(OUT)        # save(cfg, df, name) -> df, under <results>/<OUT>/
 
 
 @dataclass

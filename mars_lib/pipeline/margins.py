@@ -28,7 +28,7 @@ from mars_lib.pipeline import arms, context
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
 from mars_lib.pipeline.memory import release_memory
-from mars_lib.pipeline.tables import save_table
+from mars_lib.pipeline.tables import stage_saver
 from mars_lib.reward_models.features import Pairs
 from mars_lib.reward_models.head import HeadRewardModel
 
@@ -36,9 +36,7 @@ OUT = "01_margins"
 SPLITS = ("train", "val", "test")
 
 
-def _save(cfg: RunConfig, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
-    save_table(df, cfg.path(OUT, name), cfg, **kw)
-    return df
+_save = stage_saver(OUT)        # save(cfg, df, name) -> df, under <results>/<OUT>/
 
 
 def setup(cfg: RunConfig) -> Context:

@@ -27,7 +27,7 @@ from mars_lib.mars import RunResult
 from mars_lib.pipeline import arms, context, helps_map
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
-from mars_lib.pipeline.tables import save_table
+from mars_lib.pipeline.tables import stage_saver
 from mars_lib.reward_models import checkpoints
 from mars_lib.reward_models.features import Pairs
 from mars_lib.strategies import needing
@@ -36,9 +36,7 @@ from mars_lib.synthetic import pools
 OUT = "03_rm_training"
 
 
-def _save(cfg: RunConfig, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
-    save_table(df, cfg.path(OUT, name), cfg, **kw)
-    return df
+_save = stage_saver(OUT)        # save(cfg, df, name) -> df, under <results>/<OUT>/
 
 
 @dataclass

@@ -26,7 +26,7 @@ from mars_lib.pipeline import context
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
 from mars_lib.pipeline.memory import release_memory
-from mars_lib.pipeline.tables import load_table, save_table
+from mars_lib.pipeline.tables import load_table, stage_saver
 from mars_lib.reward_models.features import Pairs
 from mars_lib.synthetic import pools
 from mars_lib.synthetic.builders import build_pool
@@ -36,9 +36,7 @@ OUT = "02_self_refinement"
 GAP_BINS = ["|Δ| q1 (smallest)", "q2", "q3", "q4 (largest)"]
 
 
-def _save(cfg: RunConfig, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
-    save_table(df, cfg.path(OUT, name), cfg, **kw)
-    return df
+_save = stage_saver(OUT)        # save(cfg, df, name) -> df, under <results>/<OUT>/
 
 
 @dataclass

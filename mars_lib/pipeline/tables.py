@@ -107,3 +107,12 @@ def load_table(path: str | Path) -> pd.DataFrame:
 
 def load_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def stage_saver(nb: str):
+    """The save function of one notebook's stages: `save(cfg, df, name, **kw)` writes `df` as
+    `<results>/<nb>/<name>` (`save_table`, with provenance) and returns `df`, so a stage saves what it returns."""
+    def save(cfg, df: pd.DataFrame, name: str, **kw) -> pd.DataFrame:
+        save_table(df, cfg.path(nb, name), cfg, **kw)
+        return df
+    return save

@@ -90,7 +90,8 @@ def run_jobs(a, jobs) -> None:
     cfg = RunConfig.resolve("cpu", device=a.device, rm="full", rm_model=str(a.model), batch_size=a.batch,
                             grad_accum=a.accum, ft_lr=a.lr, rounds=a.rounds, max_length=a.max_length,
                             precision=a.precision, track_curvature=False, human_track="off",
-                            eval_every_round=not a.eval_last_only)
+                            eval_every_round=not a.eval_last_only,
+                            **{k: v for k, v in (("tau_v1", a.tau_v1), ("tau_v2", a.tau_v2)) if v is not None})
     make = model_factory(cfg)
     for track, s, seed in jobs:
         d = Path(a.bundle) / track
@@ -157,7 +158,10 @@ def main(argv=None):
     ap.add_argument("--model", type=Path, help="backbone folder (safetensors; run)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_regimes" / "minilm")
     ap.add_argument("--tracks", nargs="+", default=list(TRACKS))
-    ap.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of the package")
+    ap.add_argument("--strategies", nargs="+", default=None,
+                    help="default: every strategy of the package; NAME@TAU fixes an arm's τ (mars_v1@2 beside mars_v1)")
+    ap.add_argument("--tau-v1", type=float, default=None, help="τ of mars_v1 (default: the cpu profile's, 0.1)")
+    ap.add_argument("--tau-v2", type=float, default=None, help="τ of mars_v2 (default: the cpu profile's, 0.5)")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
@@ -174,9 +178,8 @@ def main(argv=None):
     ap.add_argument("--eval-last-only", action="store_true", help="score the test set after the last round only")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(argv)
-    if a.strategies is None:
-        from mars_lib.strategies import DEFAULT
-        a.strategies = list(DEFAULT)
+    from mars_lib import strategies
+    a.strategies = [strategies.get(s).name for s in (a.strategies or strategies.DEFAULT)]   # clear error if unknown
     if a.cmd == "prepare":
         return prepare(a)
     if a.cmd == "run":

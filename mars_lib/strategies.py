@@ -13,7 +13,7 @@ docs/method.md §2.8 and tests/test_registry.py for a complete example in a doze
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -35,6 +35,7 @@ class Strategy:
     tau_field: str | None = None                 # the config field of its τ (None: it has no τ)
     aliases: tuple[str, ...] = ()                # other names on the command line ("v1")
     adds_pairs: bool = True                      # False: trains on the base pairs alone (no shortfall to report)
+    key: bool = False                            # drawn in the few-arm figures (MARS and what it must beat)
 
     def claim_name(self) -> str:
         return self.phrase or self.label
@@ -50,16 +51,58 @@ def register(s: Strategy) -> Strategy:
 
 
 def get(name: str) -> Strategy:
-    """The arm called `name` (or one of its aliases); a clear error for an unknown name."""
+    """The arm called `name` (or one of its aliases); "<arm>@<τ>" is that arm at a fixed τ (`at_tau`).
+    A clear error for an unknown name."""
     for s in REGISTRY.values():
         if name == s.name or name in s.aliases:
             return s
+    if "@" in name:
+        return at_tau(name)
     raise ValueError(f"unknown strategy {name!r}; registered: {sorted(REGISTRY)}")
+
+
+def known(name: str) -> bool:
+    """Whether `get(name)` names an arm (a registered one, an alias or "<arm>@<τ>")."""
+    try:
+        get(name)
+        return True
+    except ValueError:
+        return False
+
+
+def at_tau(name: str) -> Strategy:
+    """"mars_v1@2" — the arm `mars_v1` with its τ fixed at 2 whatever the config says, under its own name,
+    so that one run can train MARS at several τ beside each other (the fine-tuned regime's arms). It
+    inherits the parent's rule, baselines and colour, and is registered on first use."""
+    base_name, _, tau_text = name.partition("@")
+    parent = get(base_name)
+    try:
+        tau = float(tau_text)
+    except ValueError:
+        raise ValueError(f"strategy {name!r}: expected <arm>@<τ> with a number after '@'") from None
+    if parent.tau_field is None:
+        raise ValueError(f"strategy {name!r}: {parent.name!r} has no τ to fix")
+    canonical = f"{parent.name}@{tau:g}"
+    if canonical in REGISTRY:
+        return REGISTRY[canonical]
+    field_ = parent.tau_field
+
+    def rule(r: RoundInputs) -> Selection:
+        return parent.rule(replace(r, cfg=replace(r.cfg, **{field_: tau})))
+    return register(Strategy(canonical, f"{parent.label} τ={tau:g}", parent.color, rule, needs=parent.needs,
+                             baselines=parent.baselines, phrase=f"{parent.claim_name()} at τ = {tau:g}",
+                             q=(lambda gaps, t=None: parent.q(gaps, tau)) if parent.q else None,
+                             aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
 
 
 def names() -> tuple[str, ...]:
     """Every registered arm, in registry order (the order of figures and tables)."""
     return tuple(REGISTRY)
+
+
+def key_arms() -> tuple[str, ...]:
+    """The arms the few-arm figures draw (`Strategy.key`): MARS and the baselines it must beat."""
+    return tuple(n for n, s in REGISTRY.items() if s.key)
 
 
 def needing(what: str) -> tuple[str, ...]:
@@ -83,10 +126,10 @@ def _mars_q(gap: str):
 # The authors' arms [C1][C2]; colours of their plots (No-aug #59A14F, Uniform #76B7B2, MARS #2F4B7C, WoN #E15759).
 register(Strategy("none", "No aug.", "#59A14F", bl.none, phrase="no augmentation", adds_pairs=False))
 register(Strategy("none_matched", "No aug., same steps", "#8CD17D", bl.none_matched,
-                  phrase="no augmentation with as many optimizer steps"))
-register(Strategy("uniform", "Uniform", "#76B7B2", bl.uniform, phrase="uniform augmentation", q=_uniform_q))
+                  phrase="no augmentation with as many optimizer steps", key=True))
+register(Strategy("uniform", "Uniform", "#76B7B2", bl.uniform, phrase="uniform augmentation", q=_uniform_q, key=True))
 register(Strategy("uniform_stratified", "Uniform (MARS's draw)", "#4E9F9A", bl.uniform_stratified,
-                  phrase="uniform augmentation drawn as MARS draws", q=_uniform_q))
+                  phrase="uniform augmentation drawn as MARS draws", q=_uniform_q, key=True))
 register(Strategy("won", "West-of-N (authors)", "#E15759", bl.won, phrase="West-of-N (authors')"))
 register(Strategy("won_pace", "West-of-N (Pace)", "#B07AA1", bl.won_pace, needs=("policy",),
                   phrase="West-of-N (Pace et al.)"))
@@ -102,10 +145,10 @@ register(Strategy("self_train", "Self-training", "#499894", bl.self_train, needs
 register(Strategy("mars_v1", "MARS v1 (|Δ|)", "#2F4B7C", mars_rule("abs", "tau_v1"), phrase="MARS v1",
                   baselines=("uniform", "uniform_stratified", "none", "none_matched", "won", "won_pace", "reweight",
                              "easy_first", "hard_filter", "self_train"),
-                  q=_mars_q("abs"), tau_field="tau_v1", aliases=("v1",)))
+                  q=_mars_q("abs"), tau_field="tau_v1", aliases=("v1",), key=True))
 register(Strategy("mars_v2", "MARS v2 (signed Δ)", "#F28E2B", mars_rule("signed", "tau_v2"), phrase="MARS v2",
                   baselines=("uniform", "uniform_stratified", "none", "none_matched", "won", "mars_v1"),
-                  q=_mars_q("signed"), tau_field="tau_v2", aliases=("v2",)))
+                  q=_mars_q("signed"), tau_field="tau_v2", aliases=("v2",), key=True))
 
 # The arms a run trains unless told otherwise (cpu profile), in the order runs and tables list them.
 DEFAULT = ("none", "uniform", "won", "won_pace", "mars_v1", "mars_v2", "none_matched", "reweight", "easy_first",

@@ -163,20 +163,32 @@ def test_verdicts_families_are_claims_over_tracks_and_regimes():
     assert v.verdict.tolist() == ["held", "inconclusive", "equivalent", "held", "identical", "inconclusive"]
 
 
-def test_downstream_rows_use_t_quantiles_and_mde_covers_the_interval():
+def test_downstream_rows_read_the_summary_interval_and_mde_covers_it():
     win = pd.DataFrame({"a": ["mars_v1", "mars_v1", "none"], "b": ["uniform", "won", "uniform"],
-                        "mean": [0.53, 0.5005, 0.5], "lo": [0.52, 0.4995, 0.49], "hi": [0.54, 0.5015, 0.51],
-                        "n": [3, 10, 3], "mean_se_over_prompts": [0.004, 0.001, 0.004], "prompts": [480, 480, 480]})
+                        "mean": [0.53, 0.5005, 0.5], "se": [0.0065, 0.0004, 0.004], "df": [4.0, 60.0, 4.0],
+                        "n_seeds": [3, 10, 3], "prompts": [480, 480, 480]})
+    half = np.array([stats.t_quantile(0.975, d) for d in win.df]) * win.se
+    win = win.assign(lo=win["mean"] - half, hi=win["mean"] + half)
     t = claims.downstream_claims(win)
     assert list(t.claim_id) == ["bon:mars_v1>uniform", "bon:mars_v1>won"]     # only MARS rows
     r = t.iloc[0]
-    se_s = 0.02 / (2 * 1.96) * math.sqrt(3 / 2)
-    assert r.se == pytest.approx(math.hypot(se_s, 0.004))
-    assert 2 < r.df < 10                                                        # 3 seeds: far from the normal
-    assert r.hi - r.effect == pytest.approx(stats.t_quantile(0.975, r.df) * r.se)
+    assert r.effect == pytest.approx(0.03) and r.lo == pytest.approx(win.lo[0] - 0.5) and r.se == 0.0065
+    assert r.p == pytest.approx(stats.p_value(0.03, 0.0065, 4.0))
     assert (t.mde >= (t.hi - t.lo) / 2).all()
-    # p(first) ~ 0.016 from t_4, BH over the two rows 0.03: held; the second lies inside ±0.01
+    # p(first) ~ 0.01 from t_4, BH over the two rows ~0.02: held; the second lies inside ±0.01
     assert t.verdict.tolist() == ["held", "equivalent"]
+
+
+def test_win_rate_summary_uses_the_two_stage_interval():
+    """notebook 05's win_rate_summary comes from stats.two_stage_bootstrap on per-prompt outcomes: with 3
+    seeds its df is small and its interval wider than a seed-only percentile interval."""
+    rng = np.random.default_rng(0)
+    rows = [pd.DataFrame({"strategy": "mars_v1>uniform", "seed": s, "cluster": np.arange(40), "pair_id": np.arange(40),
+                          "value": rng.choice([0.0, 0.5, 1.0], 40)}) for s in range(3)]
+    r = stats.two_stage_bootstrap(pd.concat(rows), n_boot=500).iloc[0]
+    per_seed = pd.concat(rows).groupby("seed").value.mean()
+    assert r.hi - r.lo > per_seed.max() - per_seed.min()
+    assert r.n_seeds == 3 and r.n_clusters == 40
 
 
 def test_bon_iid_rows_repeating_another_are_not_repeated():

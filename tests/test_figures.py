@@ -72,7 +72,7 @@ def test_figures_only_redraws_committed_results_without_models(tmp_path):
 def _win_rate_tables(res, means):
     _write(res, "05_downstream/win_rate_summary.csv", pd.DataFrame(
         {"a": ["mars_v1", "mars_v1"], "b": ["none", "uniform"], "mean": means, "lo": np.subtract(means, 0.01),
-         "hi": np.add(means, 0.01), "n": 3, "mean_se_over_prompts": 0.01, "prompts": 20}))
+         "hi": np.add(means, 0.01), "se": 0.005, "df": 4.0, "n_seeds": 3, "prompts": 20}))
     _write(res, "05_downstream/bon_curve.csv", pd.DataFrame({"n": [1, 2, 3, 4, 5, 6], "kl_bon": 0.0, "gold": 1.0}))
 
 
@@ -80,10 +80,11 @@ def test_figure_follows_its_table(tmp_path):
     _win_rate_tables(tmp_path, [0.4, 0.6])
     fig = FIGURES["05_win_rates"](tmp_path)
     ax = fig.axes[0]
-    assert [round(p.get_height(), 6) for p in ax.patches] == [0.4, 0.6]
-    assert ax.get_title().startswith("Best-of-6 win rates") and "over 3 seeds" in ax.get_title()
+    assert [round(p.get_x() + p.get_width(), 6) for p in ax.patches] == [0.4, 0.6]      # bars from 0.5 to the rate
+    assert ax.get_title().startswith("Best-of-6 win rates") and "20 prompts and 3 seeds" in ax.get_title()
     _win_rate_tables(tmp_path, [0.55, 0.45])
-    assert [round(p.get_height(), 6) for p in FIGURES["05_win_rates"](tmp_path).axes[0].patches] == [0.55, 0.45]
+    ax = FIGURES["05_win_rates"](tmp_path).axes[0]
+    assert [round(p.get_x() + p.get_width(), 6) for p in ax.patches] == [0.55, 0.45]
 
 
 def test_figure_reads_the_saved_config(tmp_path):

@@ -60,11 +60,13 @@ def test_gpu_regimes_runs_shards_resumes_and_feeds_the_claims(tmp_path):
     # the CPU form: seeded subsets of base and test pairs, test scored after the last round only
     small = results / "cpu_regimes" / "tiny"
     cmd_cpu = [c for c in cmd[:cmd.index("--out")]] + ["--out", str(small), "--n-base", "12", "--n-test", "10",
-                                                       "--eval-last-only", "--jobs", "1", "--tracks", "gold"]
+                                                       "--eval-last-only", "--jobs", "1", "--tracks", "gold",
+                                                       "--strategies", "uniform", "mars_v1", "v1@50", "--tau-v1", "0.3"]
     proc = subprocess.run(cmd_cpu, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     small_pp = pd.concat([pd.read_parquet(f) for f in sorted(small.glob("gold/per_pair_*.parquet"))])
     assert small_pp.groupby(["strategy", "seed"]).size().eq(10).all() and small_pp.pair_id.nunique() == 10
+    assert set(small_pp.strategy) == {"uniform", "mars_v1", "mars_v1@50"}     # MARS v1 at τ = 50 beside τ = 0.3
     h = pd.concat([pd.read_csv(f) for f in sorted(small.glob("gold/history_*.csv"))])
     assert set(h[h.split == "test"]["round"]) == {1}                          # rounds = 1, no round-0 evaluation
     assert h[(h.metric == "n_train")].value.max() == 12 * 3                  # 12 base + B = 2 × 12 synthetic
@@ -74,4 +76,7 @@ def test_gpu_regimes_runs_shards_resumes_and_feeds_the_claims(tmp_path):
     table = claims.write_claims(cfg)
     assert {"full:tiny"} <= set(table.rm) and {"gold", "hh-rlhf"} <= set(table[table.rm == "full:tiny"].track)
     assert set(table[table.rm == "full-cpu:tiny"].track) == {"gold"}
+    # one round allocates from an untrained RM, so v1@50 trained mars_v1's data: reported once, said so
+    cpu_rows = table[table.rm == "full-cpu:tiny"]
+    assert "mars_v1@50>uniform" in set(cpu_rows.claim_id) or cpu_rows.method.str.contains("mars_v1@50 identical").any()
     assert np.isfinite(table.effect).all()

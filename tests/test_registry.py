@@ -53,8 +53,8 @@ def _setup(strats, **kw):
     pool = _pairs(160, seed=1, prefix="s")
     pool.df["source_id"] = np.repeat(base.df.pair_id.to_numpy(), 4)
     test = _pairs(60, seed=2, prefix="t")
-    cfg = RunConfig.resolve("smoke", rounds=2, budget_ratio=1.0, seeds=[0, 1, 2], strategies=strats, tau_v1=5.0,
-                            human_track="off", **kw)
+    cfg = RunConfig.resolve("smoke", **{"rounds": 2, "budget_ratio": 1.0, "seeds": [0, 1, 2], "strategies": strats,
+                                        "tau_v1": 5.0, "human_track": "off", **kw})
     return base, pool, test, cfg
 
 
@@ -136,3 +136,28 @@ def test_the_dispatch_figures_and_command_line_name_no_arm():
         text = (REPO_ROOT / "mars_lib" / name).read_text()
         hits = [n for n in strategies.names() if re.search(rf'(?<!\[)"{n}"', text)]     # (a column name is not an arm)
         assert not hits, (name, hits)
+
+
+def test_an_arm_at_a_fixed_tau_is_its_own_arm():
+    """"mars_v1@50" trains MARS v1 at τ = 50 whatever the config's tau_v1 says, beside mars_v1 at the config's
+    τ, and gets its own claims rows; a name that cannot be one is refused clearly."""
+    from mars_lib.mars import allocation_probs
+    try:
+        arm = strategies.get("mars_v1@50.0")
+        assert arm.name == "mars_v1@50" and strategies.get("v1@50") is arm and strategies.known("mars_v1@50")
+        g = np.linspace(-2, 2, 9)
+        np.testing.assert_allclose(arm.q(g), allocation_probs(g, 50.0, "abs"))
+        base, pool, test, cfg = _setup(("uniform_stratified", "mars_v1", "mars_v1@50"), tau_v1=1e-9)
+        trained = arms.train_strategies(cfg, base, pool, {"test": test})
+        b_cfg = trained[("mars_v1", 0)].allocations.query("round == 2").budget
+        b_fixed = trained[("mars_v1@50", 0)].allocations.query("round == 2").budget
+        assert b_cfg.nunique() == 1 and b_fixed.nunique() > 1          # τ ≈ 0: uniform; τ = 50: concentrated
+        table = claims.claims_table(claims.per_pair_outcomes(trained, test, "toy", "head"), n_boot=200)
+        assert "mars_v1@50>uniform_stratified" in set(table.claim_id)
+        assert "at τ = 50" in table[table.claim_id == "mars_v1@50>uniform_stratified"].claim.iloc[0]
+        for bad in ("mars_v1@x", "uniform@2", "nope@1"):
+            assert not strategies.known(bad)
+            with pytest.raises(ValueError):
+                strategies.get(bad)
+    finally:
+        strategies.REGISTRY.pop("mars_v1@50", None)

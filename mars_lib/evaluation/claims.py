@@ -212,6 +212,8 @@ def claims_table(per_pair: pd.DataFrame, histories: pd.DataFrame | None = None, 
     RM: such a row gets verdict "identical" and no p, and a row that repeats an earlier one with an
     identical arm in place of the other is not repeated (the earlier row's method says so)."""
     rows, reps = [], {}
+    for name in pd.unique(per_pair.strategy):
+        strategies.get(name)           # registers an "<arm>@<τ>" arm of the runs, so that its claims are made
     for (track, rm), g in per_pair.groupby(["track", "rm"], sort=False):
         have = set(g.strategy)
         reps[(track, rm)] = verdicts.identical_arms(g)
@@ -263,33 +265,21 @@ def realised_ess(histories: pd.DataFrame | None) -> dict:
 
 
 def downstream_claims(win_summary: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
-    """Best-of-N win-rate claims from notebook 05's `win_rate_summary.csv` (a vs b: mean win rate over
-    seeds, its percentile-bootstrap interval over seeds, and the mean standard error over prompts).
-    Every seed's RMs pick from the same prompts' samples, so prompt sampling does not average out over
-    seeds. The seed SE is the bootstrap interval's width / (2·1.96), corrected by sqrt(n/(n−1)) as in
-    `stats` (a plain bootstrap of n seed means is that much too narrow); se = sqrt(se_seeds² +
-    se_prompts²), df by Welch-Satterthwaite (n − 1 and prompts − 1), and the interval, p and MDE use
-    t_df: the same interval method as every other row. The claim is held when the win rate is above
-    0.5 (verdict rule of `verdicts.decide`; delta 0.01 on the win rate)."""
+    """Best-of-N win-rate claims from notebook 05's `win_rate_summary.csv` (a vs b: the win rate over
+    seeds and prompts with `stats.two_stage_bootstrap`'s interval, se and df — the same interval method
+    as every other row; p and MDE from the same t reference). Effect: win rate − 0.5. The claim is held
+    when the win rate is above 0.5 (verdict rule of `verdicts.decide`; delta 0.01 on the win rate)."""
     rows = []
     for _, r in win_summary.iterrows():
         if not str(r.a).startswith("mars"):
             continue
-        n, prompts = int(r.n), int(r.prompts)
-        se_s = (r.hi - r.lo) / (2 * 1.96) * np.sqrt(n / (n - 1)) if n >= 2 else np.nan
-        se_p = float(r.mean_se_over_prompts)
-        se = float(np.hypot(se_s, se_p))
-        denom = se_s ** 4 / (n - 1) + (se_p ** 4 / (prompts - 1) if prompts > 1 else 0.0) if n >= 2 else np.nan
-        df = se ** 4 / denom if denom > 0 else (np.inf if denom == 0 else np.nan)
         effect = r["mean"] - 0.5
-        half = stats.t_quantile(0.975, df) * se if np.isfinite(se) and not np.isnan(df) else np.nan
         rows.append({"claim_id": f"bon:{r.a}>{r.b}", "claim": f"Best-of-N with the {r.a} RM beats the {r.b} RM",
-                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": effect - half,
-                     "hi": effect + half, "se": se, "df": df, "n_seeds": n, "n_test_pairs": prompts,
-                     "p": stats.p_value(effect, se, df), "delta": verdicts.smallest_effect("bon_win_rate"),
-                     "mde": stats.mde(se, df), "_a": r.a, "_b": r.b,
-                     "method": "win rate − 0.5; seeds and prompts, t interval (Satterthwaite df), "
-                               "from win_rate_summary.csv"})
+                     "track": "gold", "rm": rm, "metric": "bon_win_rate", "effect": effect, "lo": r.lo - 0.5,
+                     "hi": r.hi - 0.5, "se": r.se, "df": r.df, "n_seeds": int(r.n_seeds), "n_test_pairs": int(r.prompts),
+                     "p": stats.p_value(effect, r.se, r.df), "delta": verdicts.smallest_effect("bon_win_rate"),
+                     "mde": stats.mde(r.se, r.df), "_a": r.a, "_b": r.b,
+                     "method": "win rate − 0.5; prompts x seeds (mars_lib.evaluation.stats), from win_rate_summary.csv"})
     return verdicts.decide(pd.DataFrame(verdicts.merge_identical(
         rows, verdicts.same_by_numbers(rows), "the two RMs pick draws of the same scores")))
 
@@ -310,6 +300,33 @@ def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
              "method": "paired, prompts x seeds (mars_lib.evaluation.stats), from bon_iid_paired.csv"} for r in paired.itertuples()]
     return verdicts.decide(pd.DataFrame(verdicts.merge_identical(
         rows, verdicts.same_by_numbers(rows), "the two RMs pick draws of the same scores")))
+
+
+def tau_sweep_paired(sweep_pp: pd.DataFrame, main_pp: pd.DataFrame, baseline: str, n_boot: int = 2000) -> pd.DataFrame:
+    """Each (track, version, τ) of the τ sweep (`arms.tau_sweep`'s per-pair outcomes) minus `baseline`
+    (uniform_stratified: the same budget drawn as MARS draws it) from the main comparison's per-pair
+    table, paired over the same seeds and test pairs (`stats.paired_difference` on test accuracy):
+    effect, lo, hi, se, df, p, mde, delta, p_adj (Benjamini-Hochberg over the sweep's rows) and the
+    verdict (`stats.verdict`; "identical" when the arm trained the baseline's RM)."""
+    rows = []
+    for (track, v, tau), g in sweep_pp.groupby(["track", "strategy", "tau"], sort=False):
+        base = main_pp[(main_pp.track == track) & (main_pp.strategy == baseline) & main_pp.seed.isin(g.seed.unique())]
+        if not len(base):
+            continue
+        arm = f"{v}@{tau:g}"
+        pp = pd.concat([g.drop(columns="tau").assign(strategy=arm), base], ignore_index=True)
+        d = stats.paired_difference(pp.assign(value=pp.correct), arm, baseline, n_boot=n_boot)
+        rows.append({"track": track, "strategy": v, "tau": tau, "baseline": baseline,
+                     "identical": (rep := verdicts.identical_arms(pp))[arm] == rep[baseline],
+                     **{k: d[k] for k in ("effect", "lo", "hi", "se", "df", "p", "mde")},
+                     "delta": verdicts.smallest_effect("accuracy")})
+    out = pd.DataFrame(rows)
+    if not len(out):
+        return out
+    out["p_adj"] = stats.benjamini_hochberg(out.p.where(~out.identical, np.nan).to_numpy(float))
+    out["verdict"] = ["identical" if r.identical else stats.verdict(r.effect, r.lo, r.hi, r.p_adj, r.delta)
+                      for r in out.itertuples()]
+    return out
 
 
 def tau_allocation(gaps: np.ndarray, taus, version: str) -> pd.DataFrame:

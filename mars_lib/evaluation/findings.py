@@ -85,11 +85,17 @@ def rm_training(results: Path) -> list[str]:
             out.append(f"{text.get(cid, cid)}: " + "; ".join(
                 f"{r.track} {_ci(r.effect, r.lo, r.hi)} **{r.verdict}**" for r in rows.itertuples()) + ".")
     sweep = _t(results, "03_rm_training/tau_sweep.csv")
-    if sweep is not None and len(sweep):
-        worst = sweep.loc[sweep.groupby(["track", "strategy"]).accuracy.idxmin()]
-        out.append("τ sweep, lowest accuracy and the ESS/N it came with: " + "; ".join(
-            f"{r.track} {r.strategy} {r.accuracy:.3f} at τ = {r.tau:g} (ESS/N {r.ess_over_n:.2f})"
-            for r in worst.itertuples()) + ".")
+    if sweep is not None and len(sweep) and "effect" in sweep:
+        counts = sweep.verdict.value_counts()
+        best = sweep.loc[sweep.groupby(["track", "strategy"]).effect.idxmax()]
+        worst = sweep.loc[sweep.groupby(["track", "strategy"]).effect.idxmin()]
+        out.append(f"τ sweep, MARS at each τ − {sweep.baseline.iloc[0]} on test accuracy (`tau_sweep.csv`, "
+                   f"{len(sweep)} (track, version, τ) rows, BH over them): "
+                   + ", ".join(f"{k} {int(v)}" for k, v in counts.items()) + ". Best per track and version: " + "; ".join(
+                       f"{r.track} {r.strategy} τ = {r.tau:g} {_ci(r.effect, r.lo, r.hi)} ({r.verdict})"
+                       for r in best.itertuples()) + ". Worst: " + "; ".join(
+                       f"{r.track} {r.strategy} τ = {r.tau:g} {_ci(r.effect, r.lo, r.hi)} at ESS/N {r.ess_over_n:.2f} "
+                       f"({r.verdict})" for r in worst.itertuples()) + ".")
     for where in ("03_rm_training", "cpu_map/03_rm_training"):          # the map runs in its own profile
         table = _t(results, f"{where}/when_mars_helps.csv")
         if table is not None:

@@ -76,13 +76,12 @@ def bootstrap_ci(values_fn, n: int, n_boot: int = 1000, alpha: float = 0.05, see
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
-def mean_ci(x, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean and percentile-bootstrap CI of per-seed values (say how many seeds: `n`)."""
+def seed_spread(x) -> dict:
+    """Mean, standard deviation and number of per-seed values: how far training seeds alone move a
+    seed-level metric. Not an interval (the test set is fixed); the package's intervals are
+    `mars_lib.evaluation.stats`'s (test prompts × seeds)."""
     x = _arr(x)
-    if x.size == 1:
-        return {"mean": float(x[0]), "lo": float("nan"), "hi": float("nan"), "n": 1}
-    lo, hi = bootstrap_ci(lambda i: x[i].mean(), x.size, n_boot, alpha, seed)
-    return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(x.size)}
+    return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan"), "n": int(x.size)}
 
 
 def rm_metrics(r_chosen, r_rejected, gold_chosen=None, gold_rejected=None) -> dict:
@@ -140,9 +139,10 @@ def compute_metrics(eval_pred) -> dict:
 # --------------------------------------------------------------------------- run summaries
 
 def final_summary(history: pd.DataFrame, cfg: "RunConfig", split: str = "test") -> pd.DataFrame:
-    """Mean and 95 % bootstrap CI over seeds of each metric at the last round."""
+    """Each metric at the last round: mean, sd over seeds and n (`seed_spread`); the intervals over test
+    prompts and seeds of the per-pair metrics are `claims.strategy_intervals`' (intervals.csv)."""
     last = history[(history["round"] == history["round"].max()) & (history.split == split)]
     rows = []
     for (s, m), g in last.groupby(["strategy", "metric"], sort=False):
-        rows.append({"strategy": s, "metric": m, **mean_ci(g.sort_values("seed").value.to_numpy(), n_boot=cfg.n_boot)})
+        rows.append({"strategy": s, "metric": m, **seed_spread(g.sort_values("seed").value.to_numpy())})
     return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ def fig_04_curvature(results: Path, cfg=None) -> Figure:
     gap = _t(results, "04_curvature/base_gaps.csv").reward_gap.to_numpy()
     sweep = _t(results, "04_curvature/tau_sweep.csv")
     plotting.style()
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(17, 4.4), layout="constrained")
     order = np.argsort(gap)
     ax[0].plot(gap[order], sigma_prime(gap[order]), color="k", label="σ′(Δ)")
     ax[0].set_xlabel("reward gap Δ (base pairs, no-aug head)")
@@ -34,15 +34,23 @@ def fig_04_curvature(results: Path, cfg=None) -> Figure:
     ax[0].set_title("Curvature factor σ′ and the allocation")
     main = sweep[sweep.gap_scale == 1.0]
     for g, col in (("abs", plotting.color("mars_v1")), ("signed", plotting.color("mars_v2"))):
-        s = main[main.gap == g]
-        ax[1].plot(s.tau, s.sigma_prime_ratio, "o-", color=col, label=f"E_q[σ′]/E_u[σ′] ({g})")
-        ax[1].plot(s.tau, s.condition_ratio, "s--", color=col, alpha=0.6, label=f"κ_q/κ_u ({g})")
-    ax[1].axhline(1, color="grey", lw=0.8)
-    ax[1].set_xscale("symlog", linthresh=0.1)
-    ax[1].set_xlabel("τ")
+        s = main[main.gap == g].sort_values("tau")
+        ax[1].plot(s.tau, s.sigma_prime_ratio, "o-", color=col, label=f"E_q[σ′] / E_u[σ′] ({g} gap)")
+        if "coverage_vs_uniform" in s:
+            ax[1].plot(s.tau, s.coverage_vs_uniform, "^:", color=col, label=f"coverage factor ({g} gap)")
+        ax[2].plot(s.tau, s.condition_ratio, "s--", color=col, label=f"κ_q / κ_u ({g} gap)")
+    for a in ax[1:]:
+        a.axhline(1, color="grey", lw=0.8)
+        a.set_xscale("symlog", linthresh=0.1)
+        a.set_xlim(left=0)
+        a.set_xlabel("τ (linear below 0.1, log above)")
+        a.legend(fontsize=7)
     ax[1].set_ylabel("ratio to uniform weights")
-    ax[1].legend(fontsize=8)
-    ax[1].set_title("Curvature gain vs τ")
+    ax[1].set_title("Curvature gain and coverage factor vs τ\n(coverage: largest c with H_q ⪰ c·H_u; "
+                    "the theorem needs c ≥ 1)", fontsize=9)
+    ax[2].set_yscale("log")
+    ax[2].set_ylabel("condition number, ratio to uniform (log)")
+    ax[2].set_title("Conditioning vs τ (log scale: it grows by orders of magnitude)", fontsize=9)
     return fig
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mars_lib import strategies
 from mars_lib.figures import plotting
 from mars_lib.figures.registry import _t, figure
 from mars_lib.judges.agreement import FACETS
@@ -24,7 +25,7 @@ def fig_05_best_of_n(results: Path, cfg=None) -> Figure:
     ref = _t(results, "05_downstream/bon_reference.csv")          # row 1: the oracle (best gold of N)
     plotting.style()
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    for s in plotting.order():
+    for s in plotting.order(strategies.key_arms()):
         c = curves[curves.strategy == s].groupby("n").agg(gold=("gold", "mean"), sd=("gold", "std"),
                                                           kl=("kl_bon", "first"))
         if len(c):
@@ -37,24 +38,30 @@ def fig_05_best_of_n(results: Path, cfg=None) -> Figure:
     ax[1].set_xlabel("KL_bon = log n − (n−1)/n")
     ax[0].set_ylabel("expected gold score of best-of-n")
     ax[0].legend(fontsize=8)
-    ax[0].set_title("Best-of-n (± s.d. over seeds)")
+    ax[0].set_title("Best-of-n, MARS and the baselines it must beat (bars: s.d. over seeds, a spread)", fontsize=9)
     ax[1].set_title("The same against KL")
     return fig
 
 
 @figure("05_win_rates", "05_downstream/win_rate_summary.csv", "05_downstream/bon_curve.csv")
 def fig_05_win_rates(results: Path, cfg=None) -> Figure:
+    """Each MARS RM's best-of-N pick against each baseline's: gold win rate with the claims table's 95 %
+    interval (over prompts and seeds, `stats.two_stage_bootstrap`), one labelled row per comparison."""
     wr = _t(results, "05_downstream/win_rate_summary.csv")
     n_samples = int(_t(results, "05_downstream/bon_curve.csv").n.max())   # the curve runs n = 1..N
     plotting.style()
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    labels = [f"{plotting.label(a)}\nvs {plotting.label(b)}" for a, b in zip(wr.a, wr.b)]
-    err = np.vstack([wr["mean"] - wr.lo, wr.hi - wr["mean"]])
-    ax.bar(labels, wr["mean"], yerr=np.nan_to_num(err), capsize=4, color=[plotting.color(a) for a in wr.a])
-    ax.axhline(0.5, color="grey", ls="--")
-    ax.set_ylabel("gold win rate (ties ½)")
-    ax.set_title(f"Best-of-{n_samples} win rates, mean and 95% CI over {int(wr.n.max())} seeds")
-    ax.tick_params(axis="x", labelsize=7)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(wr) + 1.6))
+    y = np.arange(len(wr))
+    labels = [f"{plotting.label(a)} vs {plotting.label(b)}" for a, b in zip(wr.a, wr.b)]
+    ax.barh(y, wr["mean"] - 0.5, left=0.5, height=0.6, color=[plotting.color(a) for a in wr.a], alpha=0.6)
+    ax.errorbar(wr["mean"], y, xerr=np.nan_to_num(np.vstack([wr["mean"] - wr.lo, wr.hi - wr["mean"]])), fmt="o",
+                color="k", ms=3, capsize=3)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="grey", ls="--")
+    ax.set_xlabel("gold win rate of the MARS RM's pick (ties ½); 0.5 = no difference")
+    ax.set_title(f"Best-of-{n_samples} win rates, 95 % interval over {int(wr.prompts.max())} prompts "
+                 f"and {int(wr.n_seeds.max())} seeds", fontsize=9)
     return fig
 
 
@@ -123,7 +130,7 @@ def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
     fig, ax = plt.subplots(len(judges), 2, figsize=(12, 3.8 * len(judges)), squeeze=False)
     for row, judge in enumerate(judges):
         g = summ[summ.judge == judge]
-        for s in [*plotting.order(), "oracle"]:
+        for s in [*plotting.order(strategies.key_arms()), "oracle"]:
             c = g[g.strategy == s].sort_values("n")
             if c.empty:
                 continue
@@ -137,7 +144,8 @@ def fig_05_bon_iid(results: Path, cfg=None) -> Figure:
         ax[row, 1].set_xlabel("KL_bon = log n − (n−1)/n")
     ax[0, 0].legend(fontsize=7, ncol=2)
     n_p, n_s = int(summ.n_prompts.max()), int(summ.n_seeds.max())
-    ax[0, 0].set_title(f"Best-of-n, {n_p} prompts (95 % intervals over prompts and {n_s} seeds)")
+    ax[0, 0].set_title(f"Best-of-n, {n_p} prompts (95 % intervals over prompts and {n_s} seeds); MARS and the "
+                       "baselines it must beat", fontsize=9)
     ax[0, 1].set_title("The same against KL")
     return fig
 

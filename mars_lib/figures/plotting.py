@@ -87,7 +87,7 @@ def bars_with_ci(summary: pd.DataFrame, metric: str, ax=None, ylabel: str | None
     if "n_clusters" in s:        # mars_lib.evaluation.stats intervals: test prompts x seeds
         how = f"95% interval over {int(s.n_clusters.max())} test prompts x {int(s.n_seeds.max())} seeds"
     else:
-        how = f"95% bootstrap CI over {int(s['n'].max())} seeds (test set fixed)"
+        how = f"over {int(s['n'].max())} seeds (no interval)"
     ax.set_title(f"{ylabel or metric}\nmean, {how}", fontsize=10)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return ax
@@ -125,4 +125,27 @@ def densities(values: pd.DataFrame, col: str, by: str = "strategy", ax=None, bin
     ax.set_xlabel(xlabel or col)
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
+    return ax
+
+
+def paired_forest(paired: pd.DataFrame, ax=None, delta: float | None = None, xlabel: str = "difference"):
+    """paired: rows strategy (the MARS arm), vs, effect, lo, hi (claims.paired_table). One row per
+    comparison, coloured by the MARS arm, with the ±delta band inside which a difference is "equivalent"."""
+    style()
+    ax = ax or plt.subplots()[1]
+    rows = paired.reset_index(drop=True)
+    y = np.arange(len(rows))
+    for k, r in rows.iterrows():
+        ax.errorbar(r.effect, k, xerr=[[r.effect - r.lo], [r.hi - r.effect]], fmt="o", ms=4, capsize=3,
+                    color=color(r.strategy))
+    ax.set_yticks(y, [f"{label(a)} − {label(b)}" for a, b in zip(rows.strategy, rows.vs)], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=1)
+    if delta is not None and np.isfinite(delta):
+        ax.axvspan(-delta, delta, color="#ddd", alpha=0.6, lw=0, label=f"±δ = {delta:g}: equivalent inside")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel(xlabel)
+    if "n_clusters" in rows:
+        ax.set_title(f"paired over {int(rows.n_clusters.max())} test prompts × {int(rows.n_seeds.max())} seeds",
+                     fontsize=9)
     return ax

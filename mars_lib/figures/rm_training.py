@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mars_lib import strategies
+from mars_lib.evaluation import verdicts
 from mars_lib.evaluation.ood import SECTIONS, SUBSETS
 from mars_lib.figures import plotting
 from mars_lib.figures.registry import _t, config, figure
@@ -30,15 +31,21 @@ def task_noise_ceiling(results: Path, cfg=None) -> float:
     return float(_t(results, "01_margins/task_summary.csv").set_index("split").noise_ceiling["test"])
 
 
-@figure("03_accuracy_by_strategy", "03_rm_training/intervals.csv")
+@figure("03_accuracy_by_strategy", "03_rm_training/intervals.csv", "03_rm_training/paired.csv")
 def fig_03_accuracy_by_strategy(results: Path, cfg=None) -> Figure:
+    """Top: each arm's accuracy with its own interval. Bottom: what decides the claims — MARS minus each
+    arm, paired over the same test prompts and seeds (intervals a few times narrower), with the ±δ band."""
     summary = _t(results, "03_rm_training/intervals.csv")
+    paired = _t(results, "03_rm_training/paired.csv")
     ceiling = task_noise_ceiling(results, cfg)
     plotting.style()
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    plotting.bars_with_ci(summary, "accuracy", ax=ax[0], ylabel="pairwise accuracy (noisy labels)", ref=ceiling,
+    fig, ax = plt.subplots(2, 2, figsize=(13, 8.5), layout="constrained", height_ratios=(1, 1.2))
+    plotting.bars_with_ci(summary, "accuracy", ax=ax[0, 0], ylabel="pairwise accuracy (noisy labels)", ref=ceiling,
                           ref_label=f"noise ceiling {ceiling:.3f}")
-    plotting.bars_with_ci(summary, "gold_accuracy", ax=ax[1], ylabel="accuracy vs gold order")
+    plotting.bars_with_ci(summary, "gold_accuracy", ax=ax[0, 1], ylabel="accuracy vs gold order")
+    for a, metric in zip(ax[1], ("accuracy", "gold_accuracy")):
+        plotting.paired_forest(paired[paired.metric == metric], ax=a, delta=verdicts.smallest_effect(metric),
+                               xlabel=f"{metric}: MARS − arm (95 % paired interval)")
     return fig
 
 
@@ -97,24 +104,37 @@ def fig_03_human_track(results: Path, cfg=None) -> Figure:
 
 @figure("03_tau_sweep", "03_rm_training/tau_sweep.csv")
 def fig_03_tau_sweep(results: Path, cfg=None) -> Figure:
+    """Left: MARS at each τ minus uniform_stratified (paired test-accuracy difference, 95 % interval over
+    test prompts and seeds, the ±δ band of "equivalent"); right: how far from uniform the allocation is."""
     ts = _t(results, "03_rm_training/tau_sweep.csv")
+    if "effect" not in ts:
+        raise ValueError("tau_sweep.csv has no paired differences (written by an older version): run notebook 03 again")
     plotting.style()
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    for (t, v), g in ts.groupby(["track", "strategy"], sort=False):
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
+    groups = list(ts.groupby(["track", "strategy"], sort=False))
+    for k, ((t, v), g) in enumerate(groups):
+        g = g.sort_values("tau")
+        x = g.tau * 1.06 ** (k - (len(groups) - 1) / 2)          # a small offset so that the intervals do not overlap
         ls = "-" if t == "gold" else "--"
-        for a, col in zip(ax, ("accuracy", "ess_over_n")):
-            a.plot(g.tau, g[col], ls, marker="o", color=plotting.color(v), label=f"{t} {plotting.label(v)}")
+        ax[0].errorbar(x, g.effect, yerr=[g.effect - g.lo, g.hi - g.effect], fmt="o" + ls, ms=4, capsize=2,
+                       color=plotting.color(v), label=f"{t}: {plotting.label(v)}")
+        ax[1].plot(g.tau, g.ess_over_n, ls, marker="o", color=plotting.color(v), label=f"{t}: {plotting.label(v)}")
+    delta = float(ts.delta.dropna().iloc[0]) if ts.delta.notna().any() else None
+    base = plotting.label(ts.baseline.dropna().iloc[0]) if "baseline" in ts else "uniform"
+    ax[0].axhline(0, color="k", lw=1, label=f"{base} (same budget and draw)")
+    if delta:
+        ax[0].axhspan(-delta, delta, color="#ddd", alpha=0.6, lw=0, label=f"±δ = {delta:g} (equivalent inside)")
     for a in ax:
         a.set_xscale("log")
-        a.set_xlabel("τ")
+        a.set_xlabel("τ (log scale)")
         for tau in (0.1, 0.5):
-            a.axvline(tau, color="#bbb", lw=0.8)
-    ax[0].set_ylabel("test accuracy (mean over seeds)")
+            a.axvline(tau, color="#bbb", lw=0.8, ls=":")
+    ax[0].set_ylabel(f"test accuracy, MARS − {base}")
     ax[1].set_ylabel("ESS / N of the realised allocation (1 = uniform)")
     ax[1].axhline(0.5, color="#bbb", lw=0.8, ls=":")
-    ax[0].legend(fontsize=8)
-    ax[0].set_title("Accuracy vs τ (grey: the authors' 0.1 and 0.5)")
-    ax[1].set_title("How far from uniform the allocation is")
+    ax[0].legend(fontsize=7, loc="lower left")
+    ax[0].set_title("MARS at each τ minus uniform (95 % interval; dotted: the authors' τ 0.1 and 0.5)", fontsize=9)
+    ax[1].set_title("How far from uniform the allocation is", fontsize=9)
     return fig
 
 

@@ -21,6 +21,7 @@ from mars_lib.mars import RunResult, Sources, run_rounds
 from mars_lib.synthetic.pools import on_demand_builder, pool_accounting, pool_with
 from mars_lib.data.gold_task import redraw_labels
 from mars_lib.data.tracks import load_track
+from mars_lib.evaluation.claims import per_pair_outcomes
 
 
 def train_strategies(cfg: RunConfig, base: Pairs, pool: Pairs, evals: dict[str, Pairs], encoder: Encoder | None = None,
@@ -116,12 +117,15 @@ def human_track(ctx: Context, track: str) -> tuple[Pairs, dict[str, Pairs]]:
     return out.pop("train"), out
 
 
-def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seeds, versions=None) -> pd.DataFrame:
+def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seeds,
+              versions=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test accuracy and allocation concentration of MARS v1 / v2 at each τ (head RMs; same budget,
-    schedule, seeds and per-seed label draws as the main comparison). Concentration: mean over rounds ≥ 2 of the realised
+    schedule, seeds and per-seed label draws as the main comparison), one row per run, and every run's
+    outcome on every test pair (`claims.per_pair_outcomes`, with a `tau` column: what the paired
+    intervals against uniform are computed from). Concentration: mean over rounds ≥ 2 of the realised
     allocation (round 1 allocates from an untrained RM unless warm_start, so it is uniform)."""
     versions = versions or [n for n, s in strategies.REGISTRY.items() if s.tau_field]     # every arm with a τ
-    rows = []
+    rows, per_pair = [], []
     jobs = [(v, t, s) for s in seeds for v in versions for t in taus]
     data = {}
     for v, t, seed in tqdm(jobs, desc=f"{track}: τ sweep"):
@@ -131,21 +135,24 @@ def tau_sweep(cfg, base: Pairs, pool: Pairs, evals: dict, track: str, taus, seed
         # evaluation or curvature tracking, which would cost more than the training itself)
         c = dataclasses.replace(cfg, rm="head", track_curvature=False, eval_every_round=False,
                                 **{strategies.get(v).tau_field: t})
-        h = run_strategy(v, *data[seed], {"test": evals["test"]}, c, seed).history
+        r = run_strategy(v, *data[seed], {"test": evals["test"]}, c, seed)
+        h = r.history
+        per_pair.append(per_pair_outcomes({(v, seed): r}, evals["test"], track, "head").assign(tau=t))
         late = h[(h["round"] >= min(2, h["round"].max())) & (h.split == "train")]
         last = h[(h["round"] == h["round"].max()) & (h.split == "test")].set_index("metric").value
         rows.append({"track": track, "strategy": v, "tau": t, "seed": seed, "accuracy": last["accuracy"],
                      **{k: late[late.metric == f"alloc_{k}"].value.mean()
                         for k in ("ess_over_n", "gini", "top10_share", "max_over_mean")}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.concat(per_pair, ignore_index=True)
 
 
-def tau_sweep_summary(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per (track, version, τ): mean accuracy and concentration over seeds, and whether the
-    allocation is uniform to the eye (ESS/N ≥ 0.99)."""
+def tau_sweep_summary(sweep: pd.DataFrame, paired: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (track, version, τ): mean accuracy and concentration over seeds, whether the allocation is
+    uniform to the eye (ESS/N ≥ 0.99) and, given `paired` (`claims.tau_sweep_paired`), the paired
+    difference from uniform with its interval and verdict."""
     out = sweep.groupby(["track", "strategy", "tau"], sort=False).agg(
         accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), ess_over_n=("ess_over_n", "mean"),
         gini=("gini", "mean"), top10_share=("top10_share", "mean"), max_over_mean=("max_over_mean", "mean"),
         n_seeds=("seed", "nunique")).reset_index()
     out["uniform"] = out.ess_over_n >= 0.99
-    return out
+    return out if paired is None else out.merge(paired, on=["track", "strategy", "tau"], how="left")

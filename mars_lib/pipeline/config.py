@@ -238,7 +238,7 @@ class RunConfig:
             bad("preset", f"unknown preset; choose one of {sorted(PRESETS)} or None")
         if self.n_base is not None and self.n_base < 2:
             bad("n_base", "need at least 2 base pairs (or None for all)")
-        unknown = [s for s in self.strategies if s not in strategies.REGISTRY]
+        unknown = [s for s in self.strategies if not strategies.known(s)]
         if unknown or not self.strategies:
             bad("strategies", f"unknown strategy {unknown}; choose from {strategies.names()}")
         if self.operator not in operators.REGISTRY:
@@ -282,7 +282,7 @@ class RunConfig:
                 bad(name, "must be a positive integer")
         if not self.seeds:
             bad("seeds", "need at least one seed")
-        if any(x not in strategies.REGISTRY for x in self.dpo_strategies):
+        if any(not strategies.known(x) for x in self.dpo_strategies):
             bad("dpo_strategies", f"choose from {strategies.names()}")
         if self.dpo_micro_batch not in (1, 2, 4):
             bad("dpo_micro_batch", "choose 1, 2 or 4 (pairs per forward pass; each DPO step has 4 pairs)")

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mars_lib.downstream import best_of_n, bon_set, dpo_stage
-from mars_lib.evaluation import claims
-from mars_lib.evaluation.metrics import mean_ci
+from mars_lib.evaluation import claims, stats
 from mars_lib.pipeline import context
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
@@ -73,9 +72,10 @@ def best_of_n_curves(s: Setup) -> dict[str, pd.DataFrame]:
 
 def win_rates(s: Setup) -> dict[str, pd.DataFrame]:
     """win_rates.csv: per seed, the gold win rate (ties half) of each MARS RM's best-of-N pick against
-    each baseline RM's pick on the same prompts; win_rate_summary.csv: mean and CI over seeds, with the
-    mean standard error over prompts."""
-    cfg, pool, rows = s.cfg, s.pool, []
+    each baseline RM's pick on the same prompts; win_rate_summary.csv: the win rate over seeds and
+    prompts with the package's one interval (`stats.two_stage_bootstrap` on the per-prompt outcomes:
+    prompts × seeds, t interval), se and df — what the claims and figure 05_win_rates read."""
+    cfg, pool, rows, outcomes = s.cfg, s.pool, [], []
     for target in WIN_TARGETS:
         for other in WIN_OTHERS:
             if target == other or target not in cfg.strategies or other not in cfg.strategies:
@@ -85,10 +85,22 @@ def win_rates(s: Setup) -> dict[str, pd.DataFrame]:
                 b = best_of_n.bon_picks(pool, f"r_{other}_{seed}").set_index("prompt_id").gold.loc[a.index]
                 rows.append({"policy_a": f"BoN-{s.N} {target}", "policy_b": f"BoN-{s.N} {other}", "a": target, "b": other,
                              "seed": seed, **best_of_n.win_rate(a.to_numpy(), b.to_numpy())})
+                won = (a.to_numpy() > b.to_numpy()) + 0.5 * (a.to_numpy() == b.to_numpy())
+                outcomes.append(pd.DataFrame({"strategy": f"{target}>{other}", "seed": seed, "cluster": a.index,
+                                              "pair_id": a.index, "value": won}))
     wins = _save(cfg, pd.DataFrame(rows), "win_rates.csv")
-    wr = pd.DataFrame([{"a": a, "b": b, **mean_ci(g.win_rate.to_numpy(), n_boot=cfg.n_boot),
-                        "mean_se_over_prompts": g.se.mean(), "prompts": int(g.n.iloc[0])}
-                       for (a, b), g in wins.groupby(["a", "b"], sort=False)])
+    if not rows:
+        return {"per_seed": wins, "summary": pd.DataFrame()}
+    per_prompt = pd.concat(outcomes, ignore_index=True)
+    if per_prompt.seed.nunique() >= 2:
+        wr = stats.two_stage_bootstrap(per_prompt, n_boot=cfg.n_boot)
+    else:           # one seed: no interval can cover seed variation
+        wr = per_prompt.groupby("strategy", sort=False).value.mean().rename("mean").reset_index().assign(
+            lo=float("nan"), hi=float("nan"), se=float("nan"), df=float("nan"), n_seeds=1,
+            n_clusters=per_prompt.cluster.nunique())
+    ab = wr.strategy.str.split(">", expand=True)
+    wr = wr.assign(a=ab[0], b=ab[1]).rename(columns={"n_clusters": "prompts"})
+    wr = wr[["a", "b", "mean", "lo", "hi", "se", "df", "n_seeds", "prompts"] + (["method"] if "method" in wr else [])]
     return {"per_seed": wins, "summary": _save(cfg, wr, "win_rate_summary.csv")}
 
 

@@ -6,7 +6,7 @@
     rm_training.gold_results(s, gold)     summary, per-strategy intervals, paired differences
     rm_training.other_operators(s, gold)      the same arms with refined paraphrases and resampled pairs
     hum = rm_training.human_tracks(s)     chitchat and hh-rlhf: the same arms on human labels
-    rm_training.tau_sweep(s, hum)         MARS at every τ: accuracy and concentration of the allocation
+    rm_training.tau_sweep(s, gold, hum)   MARS at every τ against uniform, and the allocation's concentration
     rm_training.when_mars_helps(s)        the map: MARS − uniform_stratified over β × τ × version × operator
     rm_training.ood(s, gold, hum)         every RM on LLMBar and MT-Bench human judgments
 
@@ -139,6 +139,7 @@ class HumanTracks:
     runs: dict[str, dict[tuple[str, int], RunResult]]
     pools: dict[str, Pairs]
     tables: dict[str, pd.DataFrame]
+    per_pair: pd.DataFrame | None = None      # every RM on every test pair of every track
 
 
 def human_tracks(s: Setup) -> HumanTracks:
@@ -166,13 +167,14 @@ def human_tracks(s: Setup) -> HumanTracks:
               "intervals": _save(cfg, claims.strategy_intervals(per_pair, n_boot=cfg.n_boot), "intervals_human_track.csv"),
               "paired": _save(cfg, claims.paired_table(per_pair, n_boot=cfg.n_boot), "paired_human_track.csv"),
               "authors_protocol": _save(cfg, pd.concat(proto, ignore_index=True), "authors_protocol_human_track.csv")}
-    return HumanTracks(runs, track_pools, tables)
+    return HumanTracks(runs, track_pools, tables, per_pair)
 
 
-def tau_sweep(s: Setup, hum: HumanTracks) -> dict[str, pd.DataFrame]:
+def tau_sweep(s: Setup, gold: Trained, hum: HumanTracks) -> dict[str, pd.DataFrame]:
     """How concentrated MARS's allocation is at each τ of `cfg.tau_grid` over the first RM's gaps
     (tau_allocation.csv), and MARS v1 / v2 trained at each τ on the gold task and hh-rlhf: accuracy and
-    realised concentration (tau_sweep_runs.csv per seed, tau_sweep.csv over seeds)."""
+    realised concentration (tau_sweep_runs.csv per seed), and tau_sweep.csv over seeds with each τ's
+    paired difference from uniform_stratified (or uniform) of the main comparison, interval and verdict."""
     cfg = s.cfg
     first = context.first_reward_model(cfg, s.base)
     conc = pd.concat([claims.tau_allocation(first.pair_gap(s.base), cfg.tau_grid, v).assign(track="gold")
@@ -180,11 +182,13 @@ def tau_sweep(s: Setup, hum: HumanTracks) -> dict[str, pd.DataFrame]:
     sets = {"gold": (s.base, s.pool, s.evals)}
     if "hh-rlhf" in s.tracks:
         sets["hh-rlhf"] = (s.tracks["hh-rlhf"][0], hum.pools["hh-rlhf"], s.tracks["hh-rlhf"][1])
-    sweep = pd.concat([arms.tau_sweep(cfg, b, p, e, t, cfg.tau_grid, cfg.seeds) for t, (b, p, e) in sets.items()],
-                      ignore_index=True)
-    _save(cfg, sweep, "tau_sweep_runs.csv")
+    runs, pps = zip(*(arms.tau_sweep(cfg, b, p, e, t, cfg.tau_grid, cfg.seeds) for t, (b, p, e) in sets.items()))
+    sweep = _save(cfg, pd.concat(runs, ignore_index=True), "tau_sweep_runs.csv")
+    baseline = next((b for b in ("uniform_stratified", "uniform") if b in cfg.strategies), None)
+    main_pp = pd.concat([gold.per_pair, hum.per_pair], ignore_index=True)
+    paired = claims.tau_sweep_paired(pd.concat(pps, ignore_index=True), main_pp, baseline, cfg.n_boot) if baseline else None
     return {"allocation": _save(cfg, conc, "tau_allocation.csv"),
-            "sweep": _save(cfg, arms.tau_sweep_summary(sweep), "tau_sweep.csv")}
+            "sweep": _save(cfg, arms.tau_sweep_summary(sweep, paired), "tau_sweep.csv")}
 
 
 def authors_tau_line(conc: pd.DataFrame) -> list[str]:
@@ -240,16 +244,18 @@ def rewardbench(s: Setup, gold: Trained, hum: HumanTracks) -> dict[str, pd.DataF
     on = next(iter(hum.runs), "task")
     runs = hum.runs[on] if hum.runs else gold.runs
     rb, rb_auth = rewardbench_eval(s.ctx, {k: r.model for k, r in runs.items()}, trained_on=on)
-    summary = pd.DataFrame([{"strategy": a, "section": sec, **metrics.mean_ci(g.sort_values("seed").value.to_numpy(),
-                                                                              n_boot=cfg.n_boot)}
+    summary = pd.DataFrame([{"strategy": a, "section": sec, **metrics.seed_spread(g.sort_values("seed").value)}
                             for (a, sec), g in rb.groupby(["strategy", "section"], sort=False)])
     return {"ours": _save(cfg, rb, "rewardbench.csv"), "authors": _save(cfg, rb_auth, "rewardbench_authors.csv"),
             "summary": _save(cfg, summary, "rewardbench_summary.csv")}
 
 
 def interval_text(df: pd.DataFrame, index, columns: str = "metric", order=None) -> pd.DataFrame:
-    """A table of "mean [lo, hi]" strings (3 decimals), `index` × `columns`, rows in `order` when given:
-    how the notebooks show an interval table."""
-    text = (df["mean"].map("{:.3f}".format) + " [" + df.lo.map("{:.3f}".format) + ", " + df.hi.map("{:.3f}".format) + "]")
+    """A table of "mean [lo, hi]" strings (3 decimals) — or "mean (sd s)" for a seed-spread table
+    (`metrics.seed_spread`) — `index` × `columns`, rows in `order` when given: how the notebooks show
+    an interval table."""
+    f = "{:.3f}".format
+    text = (df["mean"].map(f) + " [" + df.lo.map(f) + ", " + df.hi.map(f) + "]") if "lo" in df else \
+        (df["mean"].map(f) + " (sd " + df.sd.map(f) + ")")
     out = df.assign(value=text).pivot(index=index, columns=columns, values="value")
     return out.reindex(order) if order is not None else out

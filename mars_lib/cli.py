@@ -223,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                        help="malformed rows: stop with an error naming the row (default) or skip and count them")
         p.add_argument("--max-length", type=int, default=256, help="encoder tokens (left-truncated)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", required=True, type=Path)
+        p.add_argument("--seed", type=int, default=0, help="random seed (training, allocation rounding, the draw)")
+        p.add_argument("--out", required=True, type=Path, help="output file (train: the reward-model folder)")
         if rm:
             p.add_argument("--rm", required=True, type=Path,
                            help="reward model: a folder written by `mars train`, or any local Hugging Face "
@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a linear (or MLP) head RM on frozen MiniLM features", formatter_class=_Formatter)
     common(t, rm=False)
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--lr", type=float, default=1e-2)
+    t.add_argument("--epochs", type=int, default=5, help="passes over the pairs")
+    t.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate of the head")
     t.add_argument("--hidden", type=int, default=0, help="0 = linear head")
     s = sub.add_parser("score", help="reward gaps of every pair, plus accuracy / AUC / SNR", formatter_class=_Formatter)
     common(s)

@@ -47,6 +47,8 @@ GOOD = {"prompt": "Q?", "chosen": "A good answer.", "rejected": "meh"}
     ({**GOOD, "rejected": "A good answer."}, "chosen == rejected"),
     ({**GOOD, "chosen": None}, "'chosen' is empty (null)"),
     ({**GOOD, "chosen": 3}, "must be text"),
+    ({**GOOD, "rejected": "\u200b"}, "invisible characters only"),
+    ({**GOOD, "chosen": [{"role": "assistant", "content": "hi"}]}, "TRL's conversational format"),
     ({**GOOD, "gold_chosen": float("nan"), "gold_rejected": 1.0}, "finite number"),
 ])
 def test_validation_errors_name_file_row_problem(tmp_path, row, message):
@@ -68,6 +70,21 @@ def test_skip_mode_counts(tmp_path):
     df = load_pairs(p, on_error="skip")
     assert len(df) == 1
     assert sum(df.attrs["skipped"].values()) == 2
+
+
+def test_skipping_a_row_renumbers_no_pair_id(tmp_path):
+    rows = [GOOD, {**GOOD, "chosen": ""}, {**GOOD, "chosen": "Another answer."}]
+    df = load_pairs(_jsonl(tmp_path, rows), on_error="skip")
+    assert df.pair_id.tolist() == ["pairs-0", "pairs-2"]          # row 3 keeps its own id
+
+
+def test_a_json_array_file_is_read_as_one(tmp_path):
+    p = tmp_path / "arr.json"
+    p.write_text(json.dumps([GOOD, {**GOOD, "chosen": "Another answer."}]))
+    assert len(load_pairs(p)) == 2
+    p.write_text(json.dumps([GOOD, 3]))
+    with pytest.raises(DataError, match=r"arr.json, row 2: expected a JSON object"):
+        load_pairs(p)
 
 
 def test_csv_and_parquet_and_export(tmp_path):

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import unicodedata
 import os
 from collections import Counter
 from pathlib import Path
@@ -50,15 +51,27 @@ def check_pair(rec: dict, path=None, row=None) -> None:
         if not isinstance(val, str):
             if val is None or (isinstance(val, float) and math.isnan(val)):
                 raise DataError(f"{_where(path, row)}: column '{col}' is empty (null)")
+            if isinstance(val, list) and all(isinstance(m, dict) and "content" in m for m in val):
+                raise DataError(f"{_where(path, row)}: column '{col}' is a list of messages (TRL's conversational "
+                                "format); give text: the prompt as the conversation so far and chosen / rejected as the "
+                                "last assistant message's content (e.g. chosen = row['chosen'][-1]['content'])")
             raise DataError(f"{_where(path, row)}: column '{col}' must be text, got {type(val).__name__}")
         if col != "prompt" and not val.strip():
             raise DataError(f"{_where(path, row)}: column '{col}' is empty or whitespace")
+        if col != "prompt" and not _visible(val):
+            raise DataError(f"{_where(path, row)}: column '{col}' holds invisible characters only (e.g. a zero-width space)")
     if rec["chosen"].strip() == rec["rejected"].strip():
         raise DataError(f"{_where(path, row)}: chosen == rejected (a pair needs two different responses)")
     for col in ("gold_chosen", "gold_rejected"):
         v = rec.get(col)
         if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
             raise DataError(f"{_where(path, row)}: '{col}' must be a finite number, got {v!r}")
+
+
+def _visible(text: str) -> bool:
+    """Whether a text has a character that shows: not only whitespace or format characters (zero-width
+    space, joiners, BOM: Unicode category Cf)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 def prompt_id(prompt: str) -> str:
@@ -104,8 +117,20 @@ def _read_text(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """JSON Lines (one object per line) or, when the file's first character is '[', one JSON array of
+    objects (rows numbered by position in the array, from 1)."""
+    text = _read_text(path)
+    if text.lstrip().startswith("["):
+        try:
+            arr = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: starts with '[' but is not a valid JSON array ({e.msg}, line {e.lineno})") from None
+        bad = next((i for i, rec in enumerate(arr, start=1) if not isinstance(rec, dict)), None)
+        if bad is not None:
+            raise DataError(f"{path}, row {bad}: expected a JSON object, got {type(arr[bad - 1]).__name__}")
+        return list(enumerate(arr, start=1))
     rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -124,7 +149,10 @@ def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = 
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     keep, skipped = [], Counter(pre_skipped or {})
     seen = set()
-    for n, rec in records:
+    stem = Path(path).name.split(".")[0] if path else "pair"
+    for i, (n, rec) in enumerate(records):
+        if "pair_id" not in rec:          # numbered by input position, so that skipping a row renumbers nothing
+            rec = {**rec, "pair_id": f"{stem}-{i}"}
         try:
             check_pair(rec, path, n)
         except DataError as e:
@@ -144,9 +172,6 @@ def _finish(records: list[tuple[int, dict]], path, on_error: str, origin: str = 
     if not keep:
         raise DataError(f"{path or '<data>'}: no valid pairs left ({dict(skipped) or 'the input is empty'})")
     df = pd.DataFrame(keep)
-    if "pair_id" not in df:
-        stem = Path(path).name.split(".")[0] if path else "pair"
-        df["pair_id"] = [f"{stem}-{i}" for i in range(len(df))]
     df["pair_id"] = df["pair_id"].astype(str)
     if "source_id" not in df:
         df["source_id"] = df["pair_id"]

@@ -28,13 +28,16 @@ def git_state() -> dict:
     """{"commit": HEAD's sha, "dirty": uncommitted changes to tracked files outside `results/`} of the
     package's repository; None values outside a git checkout (an installed copy). The results folder is
     left out because a run rewrites its own committed tables (and config.json before any of them): a
-    rerun of the reference profile would otherwise always call its code dirty."""
+    rerun of the reference profile would otherwise always call its code dirty. The README and
+    docs/results.md are left out for the same reason: the runner regenerates their glance from the
+    tables after each notebook, which made every later notebook of a clean run look dirty."""
     root = REPO_ROOT
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True,  # noqa: E731
                                         timeout=20, check=True).stdout.strip()
         return {"commit": run("rev-parse", "HEAD"),
-                "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))}
+                "dirty": bool(run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                                      ":(exclude)README.md", ":(exclude)docs/results.md"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

@@ -24,11 +24,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mars_lib import strategies
 from mars_lib.pipeline.config import MarsConfig
-from mars_lib.mars import capped_budgets, concentration, integer_budgets
+from mars_lib.mars import capped_budgets, concentration, integer_budgets, tau_for_ess
 from mars_lib.data.pairs import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
 from mars_lib.pipeline.assets import cache_dir, set_offline
 from mars_lib.reward_models.features import Encoder, FeatureCache, featurize
@@ -163,15 +164,31 @@ def cmd_score(args) -> int:
     return 0
 
 
+UNIFORM_OVERLAP = 0.95     # share of B placed where uniform places it, above which MARS is uniform in effect
+
+
+def _tau(args, arm, gaps) -> float | None:
+    """--tau, or the τ that reaches --target-ess on these gaps (`mars.tau_for_ess`), or the config default."""
+    if arm.tau_field is None:
+        return None
+    if args.target_ess is not None:
+        tau = tau_for_ess(gaps, args.target_ess, arm.q, budget=args.budget, seed=args.seed)
+        print(f"--target-ess {args.target_ess:g}: τ = {tau:.4g}", file=sys.stderr)
+        return tau
+    return args.tau if args.tau is not None else getattr(MarsConfig(), arm.tau_field)
+
+
 def _budgets(args, gaps):
     arm = strategies.allocators()[args.version]
-    tau = None if arm.tau_field is None else args.tau if args.tau is not None else getattr(MarsConfig(), arm.tau_field)
-    q = arm.q(gaps, tau)
+    q = arm.q(gaps, _tau(args, arm, gaps))
     try:
         b = (capped_budgets(q, args.budget, args.max_per_source, seed=args.seed) if args.max_per_source
              else integer_budgets(q, args.budget, seed=args.seed))
     except ValueError as e:
         raise DataError(f"{e}: raise --max-per-source or lower --budget") from None
+    if args.budget == 0:
+        print("WARNING: --budget 0: no synthetic pairs (the output is the input)", file=sys.stderr)
+        return q, b
     c = concentration(b)
     print(f"allocation ({args.version}): {int(b.sum())} synthetic pairs over {int((b > 0).sum())} of {len(b)} pairs, "
           f"max {int(b.max())} on one pair, top 10 % of pairs get {c['top10_share']:.0%}, Gini {c['gini']:.2f}, "
@@ -180,6 +197,13 @@ def _budgets(args, gaps):
         print(f"WARNING: the allocation is concentrated (ESS/N {c['ess_over_n']:.2f} < {CONCENTRATED}): few pairs get most "
               f"of the budget, and near-copies of them dominate the augmented set. Lower --tau, or cap b_i with "
               f"--max-per-source.", file=sys.stderr)
+    uniform = integer_budgets(np.full(len(b), 1 / len(b)), args.budget, seed=args.seed)
+    overlap = float(np.minimum(b, uniform).sum() / args.budget)
+    if arm.tau_field is not None and overlap >= UNIFORM_OVERLAP:
+        print(f"WARNING: this allocation cannot be told from uniform: {overlap:.0%} of the budget goes where "
+              f"--version uniform puts it (the reward gaps are too flat for this τ). A comparison with uniform "
+              f"will be null by construction; raise --tau or choose a concentration with --target-ess (e.g. 0.5).",
+              file=sys.stderr)
     return q, b
 
 
@@ -249,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "spread evenly (the baseline); any registered strategy with an allocation rule")
         p.add_argument("--tau", type=float, default=None,
                        help="allocation temperature (> 0); None: the strategy's config default (v1 0.1, v2 0.5)")
+        p.add_argument("--target-ess", type=float, default=None,
+                       help="choose τ so that the budgets' ESS/N is this (0-1; 1 = uniform, 0.5 = half the pairs' "
+                            "worth); instead of --tau")
         p.add_argument("--max-per-source", type=int, default=None,
                        help="cap on synthetic pairs per original pair (the excess goes to the others by q)")
         if name == "augment":
@@ -268,8 +295,12 @@ def main(argv=None) -> int:
     if getattr(args, "tau", None) is not None and not args.tau > 0:
         print(f"error: --tau must be > 0, got {args.tau}", file=sys.stderr)
         return 2
-    if getattr(args, "tau", None) is not None and strategies.allocators()[args.version].tau_field is None:
-        print(f"error: --tau has no meaning with --version {args.version}", file=sys.stderr)
+    for opt in ("tau", "target_ess"):
+        if getattr(args, opt, None) is not None and strategies.allocators()[args.version].tau_field is None:
+            print(f"error: --{opt.replace('_', '-')} has no meaning with --version {args.version}", file=sys.stderr)
+            return 2
+    if getattr(args, "target_ess", None) is not None and (args.tau is not None or not 0 < args.target_ess < 1):
+        print("error: --target-ess takes a value in (0, 1) and replaces --tau (give one of them)", file=sys.stderr)
         return 2
     if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
         print(f"error: --max-per-source must be >= 1, got {args.max_per_source}", file=sys.stderr)

@@ -102,6 +102,31 @@ def concentration(b) -> dict:
             "ess_over_n": float(tot ** 2 / (n * (b ** 2).sum()))}
 
 
+def tau_for_ess(reward_gap, target: float, q: Callable | None = None, budget: int | None = None,
+                seed: int | None = 0, lo: float = 1e-4, hi: float = 1e4, iters: int = 60) -> float:
+    """The τ at which the allocation q(Δ, τ) (default v1's, `allocation_probs` with |Δ|) has ESS/N =
+    `target` (0 < target < 1): bisection on log τ over [lo, hi]. With `budget` the realised integer
+    budgets b = `integer_budgets`(q, B) are measured (what is trained on), else the continuous q.
+    ESS/N falls as τ grows; a target the range cannot reach returns the nearer end (e.g. flat gaps:
+    `hi`). Used by the "<arm>@ess<x>" arms (`strategies.at_ess`) and `mars allocate --target-ess`."""
+    if not 0 < target < 1:
+        raise ValueError(f"target ESS/N must be in (0, 1), got {target}")
+    q_of = q or (lambda d, t: allocation_probs(d, t, "abs"))
+
+    def ess(tau: float) -> float:
+        q = q_of(reward_gap, tau)
+        return concentration(q if budget is None else integer_budgets(q, budget, seed))["ess_over_n"]
+    a, b = np.log(lo), np.log(hi)
+    if ess(lo) <= target:
+        return lo
+    if ess(hi) >= target:
+        return hi
+    for _ in range(iters):
+        m = 0.5 * (a + b)
+        a, b = (m, b) if ess(float(np.exp(m))) > target else (a, m)
+    return float(np.exp(0.5 * (a + b)))
+
+
 # ----------------------------------------------------------------------------- the draw
 def draw_from_pool(pool: pd.DataFrame, source_ids, budgets, seed: int, codes=None) -> np.ndarray:
     """Positions (into `pool`) of b_i rows per source [C1]: uniform without replacement, with

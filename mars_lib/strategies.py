@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from mars_lib import baselines as bl
-from mars_lib.mars import RoundInputs, Selection, allocation_probs, mars_rule
+from mars_lib.mars import RoundInputs, Selection, allocation_probs, mars_rule, tau_for_ess
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ def get(name: str) -> Strategy:
     for s in REGISTRY.values():
         if name == s.name or name in s.aliases:
             return s
+    if "@ess" in name:
+        return at_ess(name)
     if "@" in name:
         return at_tau(name)
     raise ValueError(f"unknown strategy {name!r}; registered: {sorted(REGISTRY)}")
@@ -92,6 +94,33 @@ def at_tau(name: str) -> Strategy:
     return register(Strategy(canonical, f"{parent.label} τ={tau:g}", parent.color, rule, needs=parent.needs,
                              baselines=parent.baselines, phrase=f"{parent.claim_name()} at τ = {tau:g}",
                              q=(lambda gaps, t=None: parent.q(gaps, tau)) if parent.q else None,
+                             aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
+
+
+def at_ess(name: str) -> Strategy:
+    """"mars_v1@ess0.5" — the arm `mars_v1` with τ chosen afresh each round from that round's reward gaps
+    so that its realised integer budgets have ESS/N = 0.5 (`mars.tau_for_ess`): a concentration fixed
+    across RMs whose gaps have different scales. Registered on first use, like `at_tau`."""
+    base_name, _, target_text = name.partition("@ess")
+    parent = get(base_name)
+    try:
+        target = float(target_text)
+    except ValueError:
+        raise ValueError(f"strategy {name!r}: expected <arm>@ess<ESS/N> with a number, e.g. mars_v1@ess0.5") from None
+    if parent.tau_field is None or parent.q is None:
+        raise ValueError(f"strategy {name!r}: {parent.name!r} has no τ to choose")
+    if not 0 < target < 1:
+        raise ValueError(f"strategy {name!r}: the target ESS/N must be in (0, 1)")
+    canonical = f"{parent.name}@ess{target:g}"
+    if canonical in REGISTRY:
+        return REGISTRY[canonical]
+    field_ = parent.tau_field
+
+    def rule(r: RoundInputs) -> Selection:
+        tau = tau_for_ess(r.gaps(), target, parent.q, budget=r.budget, seed=r.seed)
+        return parent.rule(replace(r, cfg=replace(r.cfg, **{field_: tau})))
+    return register(Strategy(canonical, f"{parent.label} ESS/N={target:g}", parent.color, rule, needs=parent.needs,
+                             baselines=parent.baselines, phrase=f"{parent.claim_name()} at ESS/N = {target:g}",
                              aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
 
 

@@ -215,3 +215,26 @@ def test_empty_or_malformed_pairs_file_stops_and_writes_nothing(hf_rm, tmp_path,
         assert main(cmd + ["--pairs", str(bad), "--rm", str(hf_rm), "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
         assert list(tmp_path.iterdir()) == [bad]                       # nothing written, not even a temp file
+
+
+def test_target_ess_steers_the_allocation_and_uniform_lookalikes_are_flagged(pairs_file, tmp_path, capsys):
+    """--target-ess picks τ so the budgets' ESS/N is the target; at the default τ this weak head's flat gaps
+    give an allocation that is uniform in effect, and the command says so; --budget 0 says what it means."""
+    from mars_lib.mars import concentration
+    rm = tmp_path / "rm"
+    assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--epochs", "3"]) == 0
+    capsys.readouterr()
+    base = ["allocate", "--pairs", str(pairs_file), "--rm", str(rm), "--budget", "400"]
+    assert main(base + ["--out", str(tmp_path / "d.csv")]) == 0
+    assert "cannot be told from uniform" in capsys.readouterr().err
+    assert main(base + ["--target-ess", "0.5", "--out", str(tmp_path / "e.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "--target-ess 0.5: τ =" in err and "cannot be told from uniform" not in err
+    b = pd.read_csv(tmp_path / "e.csv").budget.to_numpy()
+    assert b.sum() == 400 and abs(concentration(b)["ess_over_n"] - 0.5) < 0.05
+    assert main(base + ["--target-ess", "0.5", "--tau", "1", "--out", str(tmp_path / "f.csv")]) == 2
+    assert main(base + ["--target-ess", "0.5", "--version", "uniform", "--out", str(tmp_path / "f.csv")]) == 2
+    capsys.readouterr()
+    assert main(base[:-1] + ["0", "--out", str(tmp_path / "z.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "--budget 0: no synthetic pairs" in err and "concentrated" not in err

@@ -161,3 +161,29 @@ def test_an_arm_at_a_fixed_tau_is_its_own_arm():
                 strategies.get(bad)
     finally:
         strategies.REGISTRY.pop("mars_v1@50", None)
+
+
+def test_an_arm_at_a_target_ess_hits_it_every_round():
+    """"mars_v1@ess0.5" picks τ each round from that round's gaps so that the trained budgets have
+    ESS/N ≈ 0.5 (bisection: within 0.03 at N = 40, B = 40), whatever the config's τ; bad names refused."""
+    from mars_lib.mars import concentration, tau_for_ess
+    try:
+        arm = strategies.get("v1@ess0.5")
+        assert arm.name == "mars_v1@ess0.5" and strategies.get("mars_v1@ess0.5") is arm
+        base, pool, test, cfg = _setup(("uniform_stratified", "mars_v1@ess0.5"), tau_v1=1e-9)
+        trained = arms.train_strategies(cfg, base, pool, {"test": test})
+        alloc = trained[("mars_v1@ess0.5", 0)].allocations
+        for t, b in alloc.groupby("round").budget:
+            assert b.sum() == 40
+            if t > 1:                                     # round 1's RM is untrained: flat gaps, uniform
+                assert abs(concentration(b.to_numpy())["ess_over_n"] - 0.5) < 0.03
+        g = np.random.default_rng(0).normal(0, 0.3, 300)
+        for target in (0.9, 0.5, 0.2):                    # v2's q as well as v1's, budgets or continuous q
+            q2 = strategies.get("mars_v2").q
+            tau = tau_for_ess(g, target, q2, budget=600, seed=1)
+            assert tau > 0 and abs(concentration(q2(g, tau))["ess_over_n"] - target) < 0.03
+        assert tau_for_ess(np.zeros(10), 0.5) == 1e4      # flat gaps cannot concentrate: the range's end
+        for bad in ("mars_v1@essx", "mars_v1@ess1.5", "uniform@ess0.5"):
+            assert not strategies.known(bad)
+    finally:
+        strategies.REGISTRY.pop("mars_v1@ess0.5", None)

@@ -305,7 +305,8 @@ def bon_iid_claims(paired: pd.DataFrame, rm: str = "head") -> pd.DataFrame:
 def tau_sweep_paired(sweep_pp: pd.DataFrame, main_pp: pd.DataFrame, baseline: str, n_boot: int = 2000) -> pd.DataFrame:
     """Each (track, version, τ) of the τ sweep (`arms.tau_sweep`'s per-pair outcomes) minus `baseline`
     (uniform_stratified: the same budget drawn as MARS draws it) from the main comparison's per-pair
-    table, paired over the same seeds and test pairs (`stats.paired_difference` on test accuracy):
+    table, paired over the same seeds and test pairs (`stats.paired_difference` on test accuracy; with
+    one seed the difference alone, verdict "inconclusive"):
     effect, lo, hi, se, df, p, mde, delta, p_adj (Benjamini-Hochberg over the sweep's rows) and the
     verdict (`stats.verdict`; "identical" when the arm trained the baseline's RM)."""
     rows = []
@@ -315,7 +316,7 @@ def tau_sweep_paired(sweep_pp: pd.DataFrame, main_pp: pd.DataFrame, baseline: st
             continue
         arm = f"{v}@{tau:g}"
         pp = pd.concat([g.drop(columns="tau").assign(strategy=arm), base], ignore_index=True)
-        d = stats.paired_difference(pp.assign(value=pp.correct), arm, baseline, n_boot=n_boot)
+        d = _paired(pp.assign(value=pp.correct), arm, baseline, n_boot)
         rows.append({"track": track, "strategy": v, "tau": tau, "baseline": baseline,
                      "identical": (rep := verdicts.identical_arms(pp))[arm] == rep[baseline],
                      **{k: d[k] for k in ("effect", "lo", "hi", "se", "df", "p", "mde")},

@@ -43,6 +43,11 @@ CONCENTRATED = 0.5      # warn when the allocation's effective sample size over 
 
 
 MINILM_DIM = 384        # feature size of the shipped encoder (all-MiniLM-L6-v2)
+MINILM_POSITIONS = 512  # its position embeddings: the longest input it can read
+
+
+class CliError(DataError):
+    """A bad argument or folder: printed as "error: ..." with exit code 2, like every other input error."""
 
 
 def _load(args):
@@ -72,6 +77,9 @@ def _looks_like_hh(path) -> bool:
 
 
 def _encoder(args):
+    if args.max_length > MINILM_POSITIONS:
+        raise CliError(f"--max-length {args.max_length} exceeds the shipped encoder's {MINILM_POSITIONS} positions "
+                       f"(all-MiniLM-L6-v2): pass --max-length {MINILM_POSITIONS} or less")
     set_offline()
     return Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=args.max_length)
 
@@ -80,19 +88,21 @@ def _load_rm(path: Path, dim: int):
     from safetensors.torch import load_file
 
     meta_p, w_p = path / "head.json", path / "head.safetensors"
+    if not path.exists():
+        raise CliError(f"--rm {path}: no such folder")
     if not meta_p.exists() or not w_p.exists():
-        raise SystemExit(f"error: {path} is not a reward model folder: need head.json and head.safetensors (make one "
-                         "with `mars train`) or a Hugging Face AutoModelForSequenceClassification folder (config.json "
-                         "and *.safetensors, e.g. saved by TRL's RewardTrainer)")
+        raise CliError(f"{path} is not a reward model folder: need head.json and head.safetensors (make one "
+                       "with `mars train`) or a Hugging Face AutoModelForSequenceClassification folder (config.json "
+                       "and *.safetensors, e.g. saved by TRL's RewardTrainer)")
     try:
         m = HeadRewardModel(dim, HeadConfig(**json.loads(meta_p.read_text())["head"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise SystemExit(f"error: {meta_p} is not a head.json written by `python -m mars_lib train` "
-                         f"({type(e).__name__}: {e}); retrain the reward model") from None
+        raise CliError(f"{meta_p} is not a head.json written by `python -m mars_lib train` "
+                       f"({type(e).__name__}: {e}); retrain the reward model") from None
     try:
         m.load_state_dict(load_file(str(w_p)))
     except Exception as e:  # truncated or foreign file: say which and how to fix
-        raise SystemExit(f"error: cannot load {w_p} ({type(e).__name__}: {e}); retrain with `python -m mars_lib train`")
+        raise CliError(f"cannot load {w_p} ({type(e).__name__}: {e}); retrain with `python -m mars_lib train`")
     return m
 
 
@@ -123,10 +133,14 @@ def _gaps(args):
         try:
             rm = HFRewardModel(args.rm, max_length=args.max_length, template=args.template)
         except HFRewardModelError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise CliError(str(e)) from None
         df = _load(args)
         return (df, None, *rm.pair_scores(df))
     rm = _load_rm(Path(args.rm), MINILM_DIM)          # a wrong folder fails now, not after every pair is encoded
+    trained_at = json.loads((Path(args.rm) / "head.json").read_text()).get("max_length")
+    if trained_at and trained_at != args.max_length:
+        print(f"WARNING: this head was trained on texts cut at {trained_at} tokens and is now scored at --max-length "
+              f"{args.max_length}; pass --max-length {trained_at} to score it as it was trained", file=sys.stderr)
     df = _load(args)
     pairs = featurize(df, _encoder(args))
     return (df, pairs, *rm.pair_scores(pairs))
@@ -215,21 +229,47 @@ def cmd_allocate(args) -> int:
     return 0
 
 
+def draw_exact(df: pd.DataFrame, q: np.ndarray, b: np.ndarray, op: ParaphraseOp, seed: int,
+               attempts: int = 4) -> tuple[pd.DataFrame, np.ndarray]:
+    """`draw_on_demand`, with what a source could not make re-spent on the sources that made all they were
+    asked, in proportion to q (up to `attempts` times), so the budget is exactly Σb where the texts allow.
+    Returns the synthetic pairs and the per-source counts made [N]."""
+    want = int(b.sum())
+    for _ in range(attempts):
+        syn = draw_on_demand(df, b, op, round_seed=0)
+        made = syn.groupby("source_id").size().reindex(df.pair_id, fill_value=0).to_numpy()
+        short = want - int(made.sum())
+        able = (made == b) & (q > 0)
+        if short == 0 or not able.any():
+            break
+        b = made + integer_budgets(np.where(able, q, 0.0) / q[able].sum(), short, seed=seed)
+    return syn, made
+
+
 def cmd_augment(args) -> int:
     df, _, rc, rr = _gaps(args)
-    _, b = _budgets(args, rc - rr)
+    q, b = _budgets(args, rc - rr)
     op = ParaphraseOp(n=args.n_paraphrases, seed=args.seed, paraphrase_prompt=args.paraphrase_prompt)
-    syn = draw_on_demand(df, b, op, round_seed=0)
-    out = pd.concat([df[["prompt", "chosen", "rejected"]], syn[["prompt", "chosen", "rejected"]]], ignore_index=True)
+    syn, made = draw_exact(df, q, b, op, args.seed)
+    extra = [c for c in df.columns if c not in ("prompt", "chosen", "rejected", "pair_id", "source_id", "origin")]
+    orig = df.assign(origin="original", source_pair_id=df.pair_id)
+    src = df.set_index("pair_id")[extra]
+    syn = syn.assign(origin="synthetic", source_pair_id=syn.source_id)[["prompt", "chosen", "rejected", "pair_id", "origin",
+                                                                         "source_pair_id"]].join(src, on="source_pair_id")
+    cols = ["prompt", "chosen", "rejected", "pair_id", "origin", "source_pair_id", *extra]
+    out = pd.concat([orig[cols], syn[cols]], ignore_index=True)
     ds = args.dataset_out or dataset_dir(args.out)
-    to_trl_jsonl(out, args.out)
+    to_trl_jsonl(out, args.out, extra=cols[3:])
     save_dataset(out, ds)
-    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out} (JSONL) and {ds} (datasets.load_from_disk)")
-    short = syn.attrs["shortfall"]
+    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out} (JSONL; origin, source_pair_id and the "
+          f"input's other columns kept) and {ds} (datasets.load_from_disk)")
+    short = int(b.sum()) - len(syn)
     if short:
-        print(f"WARNING: {short} of the {int(b.sum())} synthetic pairs asked for ({short / max(int(b.sum()), 1):.0%}) could not "
-              f"be made: some pairs' texts admit fewer distinct paraphrase pairs than their budget (short texts, few "
-              f"words with synonyms). Raise --n-paraphrases or cap b_i with --max-per-source.", file=sys.stderr)
+        none = int(((made == 0) & (b > 0)).sum())
+        print(f"WARNING: {short} of the {int(b.sum())} synthetic pairs asked for ({short / int(b.sum()):.0%}) could not "
+              f"be made, after re-spending what {none} pair(s) with no paraphrasable text could not use on the pairs "
+              f"that could: too few texts admit distinct paraphrases (WordNet: English words with synonyms). "
+              f"Lower --budget, or paraphrase the prompt too (--paraphrase-prompt).", file=sys.stderr)
     return 0
 
 

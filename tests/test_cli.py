@@ -1,5 +1,6 @@
 """The practitioners' command line, end to end on real task pairs (MiniLM features, seconds)."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,32 @@ def test_train_score_allocate_augment(pairs_file, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "a.csv").budget.sum() == 50
     assert main(["augment", "--pairs", str(pairs_file), "--rm", str(rm), "--budget", "30",
                  "--out", str(tmp_path / "aug.jsonl")]) == 0
-    rows = [json.loads(l) for l in open(tmp_path / "aug.jsonl")]
-    assert n < len(rows) <= n + 30 and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    rows = pd.DataFrame([json.loads(l) for l in open(tmp_path / "aug.jsonl")])
+    assert n < len(rows) <= n + 30 and set(rows) == {"prompt", "chosen", "rejected", "pair_id", "origin", "source_pair_id"}
+    orig, syn = rows[rows.origin == "original"], rows[rows.origin == "synthetic"]
+    assert len(orig) == n and (orig.pair_id == orig.source_pair_id).all() and len(syn) == len(rows) - n
+    assert set(syn.source_pair_id) <= set(orig.pair_id) and syn.pair_id.is_unique
+
+
+def test_augment_keeps_extra_columns_and_respends_a_shortfall(tmp_path, capsys):
+    """The input's other columns reach every output row (a synthetic row gets its source's); pairs whose
+    texts cannot be paraphrased (one-word, non-English) pass their budget to the others: exactly B made."""
+    rm = tmp_path / "rm"
+    rows = [{"prompt": f"How do I care for a {w} plant at home?", "chosen": f"Water the {w} weekly, give it bright light "
+             "and feed it in spring.", "rejected": "Plants are green.", "domain": "garden", "row": i}
+            for i, w in enumerate(["fern", "cactus", "orchid", "basil", "ivy", "palm"])]
+    rows += [{"prompt": "Ja?", "chosen": "Ja.", "rejected": "Nein.", "domain": "de", "row": 6}]
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["train", "--pairs", str(f), "--out", str(rm), "--epochs", "2"]) == 0
+    assert main(["augment", "--pairs", str(f), "--rm", str(rm), "--budget", "14", "--out", str(tmp_path / "a.jsonl")]) == 0
+    out = pd.DataFrame([json.loads(l) for l in open(tmp_path / "a.jsonl")])
+    syn = out[out.origin == "synthetic"]
+    assert len(syn) == 14 and "de" not in set(syn.domain)                    # the German pair's 2 went elsewhere
+    src = out[out.origin == "original"].set_index("pair_id")
+    assert (syn.domain.to_numpy() == src.loc[syn.source_pair_id, "domain"].to_numpy()).all()
+    assert (syn.row.to_numpy() == src.loc[syn.source_pair_id, "row"].to_numpy()).all()
+    assert "could not be made" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -45,21 +70,21 @@ def test_cli_rejects_bad_numbers(pairs_file, tmp_path, capsys, extra, message):
 
 
 def test_cli_missing_rm_and_bad_file(pairs_file, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="not a reward model folder"):
-        main(["score", "--pairs", str(pairs_file), "--rm", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")])
+    assert main(["score", "--pairs", str(pairs_file), "--rm", str(tmp_path / "nope"), "--out", str(tmp_path / "s.csv")]) == 2
+    assert re.search("no such folder", capsys.readouterr().err)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
     assert main(["train", "--pairs", str(bad), "--out", str(tmp_path / "rm")]) == 2
     assert "bad.jsonl, row 1: chosen == rejected" in capsys.readouterr().err
 
 
-def test_truncated_checkpoint_is_reported(pairs_file, tmp_path):
+def test_truncated_checkpoint_is_reported(pairs_file, tmp_path, capsys):
     rm = tmp_path / "rm"
     assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--epochs", "1"]) == 0
     data = (rm / "head.safetensors").read_bytes()
     (rm / "head.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(SystemExit, match="cannot load"):
-        main(["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")])
+    assert main(["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")]) == 2
+    assert re.search("cannot load", capsys.readouterr().err)
 
 
 HH_ROW = {"chosen": "\n\nHuman: How do I politely decline an invitation to a wedding?\n\nAssistant: Thank the couple warmly, "
@@ -113,8 +138,8 @@ def test_cli_input_errors_name_the_fix(pairs_file, tmp_path, capsys):
     assert "add --hh" in capsys.readouterr().err
     assert main(["train", "--hh", "--pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "rm")]) == 2
     assert "no such file" in capsys.readouterr().err                                          # no traceback
-    with pytest.raises(SystemExit, match="not a reward model folder"):                        # before any encoding
-        main(["score", "--pairs", str(tmp_path / "missing.jsonl"), "--rm", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert main(["score", "--pairs", str(tmp_path / "missing.jsonl"), "--rm", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2                        # before any encoding
+    assert re.search("no such folder", capsys.readouterr().err)
     assert main(["allocate", "--pairs", str(pairs_file), "--rm", str(tmp_path), "--budget", "5", "--version", "uniform",
                  "--tau", "1", "--out", str(tmp_path / "x.csv")]) == 2
     assert "no meaning with --version uniform" in capsys.readouterr().err
@@ -167,29 +192,29 @@ def test_score_allocate_augment_with_a_hugging_face_reward_model(pairs_file, hf_
     assert sum(1 for _ in open(tmp_path / "aug.jsonl")) > len(rows)
     from datasets import load_from_disk                              # the same rows as a datasets dataset
     ds = load_from_disk(str(tmp_path / "aug_dataset"))
-    assert ds.column_names == ["prompt", "chosen", "rejected"]
+    assert ds.column_names == ["prompt", "chosen", "rejected", "pair_id", "origin", "source_pair_id"]
     assert ds.to_pandas().equals(pd.read_json(tmp_path / "aug.jsonl", lines=True, dtype=False))
     assert not list(tmp_path.glob(".*tmp*"))                          # no temp file or folder left behind
 
 
-def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm, tmp_path):
+def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm, tmp_path, capsys):
     import shutil
     missing_pairs = str(tmp_path / "never-read.jsonl")
     run = ["score", "--pairs", missing_pairs, "--out", str(tmp_path / "s.csv"), "--rm"]
-    with pytest.raises(SystemExit, match="exceeds the model's 512 positions"):
-        main(run + [str(hf_rm), "--max-length", "4096"])
+    assert main(run + [str(hf_rm), "--max-length", "4096"]) == 2
+    assert re.search("exceeds the model's 512 positions", capsys.readouterr().err)
     bin_only = tmp_path / "bin"
     shutil.copytree(hf_rm, bin_only)
     (bin_only / "model.safetensors").rename(bin_only / "pytorch_model.bin")
-    with pytest.raises(SystemExit, match="safetensors"):
-        main(run + [str(bin_only)])
+    assert main(run + [str(bin_only)]) == 2
+    assert re.search("safetensors", capsys.readouterr().err)
     no_head = tmp_path / "nohead"
     shutil.copytree(hf_rm, no_head)
     cfg = json.loads((no_head / "config.json").read_text())
     cfg["architectures"] = ["BertModel"]
     (no_head / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(SystemExit, match="no reward head"):
-        main(run + [str(no_head)])
+    assert main(run + [str(no_head)]) == 2
+    assert re.search("no reward head", capsys.readouterr().err)
     from transformers import AutoTokenizer
     no_pad = tmp_path / "nopad"
     shutil.copytree(hf_rm, no_pad)
@@ -197,8 +222,8 @@ def test_bad_hugging_face_folders_stop_before_any_pair_is_read(pairs_file, hf_rm
     tok.pad_token = None
     tok.save_pretrained(no_pad)
     assert AutoTokenizer.from_pretrained(no_pad).pad_token is None
-    with pytest.raises(SystemExit, match="no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
-        main(run + [str(no_pad)])
+    assert main(run + [str(no_pad)]) == 2
+    assert re.search("no pad token.*tokenizer.pad_token = tokenizer.eos_token", capsys.readouterr().err)
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -238,3 +263,18 @@ def test_target_ess_steers_the_allocation_and_uniform_lookalikes_are_flagged(pai
     assert main(base[:-1] + ["0", "--out", str(tmp_path / "z.csv")]) == 0
     err = capsys.readouterr().err
     assert "--budget 0: no synthetic pairs" in err and "concentrated" not in err
+
+
+def test_head_lengths_are_checked_before_encoding(pairs_file, tmp_path, capsys):
+    """--max-length beyond MiniLM's 512 positions is refused at once (no traceback, exit 2); a head scored
+    at another length than it was trained at is said so."""
+    rm = tmp_path / "rm"
+    assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--epochs", "1", "--max-length", "128"]) == 0
+    capsys.readouterr()
+    run = ["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")]
+    assert main(run + ["--max-length", "1024"]) == 2
+    assert "exceeds the shipped encoder's 512 positions" in capsys.readouterr().err
+    assert main(run) == 0
+    assert "trained on texts cut at 128 tokens" in capsys.readouterr().err
+    assert main(run + ["--max-length", "128"]) == 0
+    assert "WARNING" not in capsys.readouterr().err

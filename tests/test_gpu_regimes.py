@@ -80,3 +80,4 @@ def test_gpu_regimes_runs_shards_resumes_and_feeds_the_claims(tmp_path):
     cpu_rows = table[table.rm == "full-cpu:tiny"]
     assert "mars_v1@50>uniform" in set(cpu_rows.claim_id) or cpu_rows.method.str.contains("mars_v1@50 identical").any()
     assert np.isfinite(table.effect).all()
+

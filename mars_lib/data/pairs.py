@@ -260,9 +260,11 @@ def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
     return _finish(recs, path, on_error)
 
 
-def to_trl_jsonl(df: pd.DataFrame, path: str | Path) -> Path:
-    """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write)."""
-    lines = [json.dumps({k: r[k] for k in REQUIRED}, ensure_ascii=False) for r in df.to_dict("records")]
+def to_trl_jsonl(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Path:
+    """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write), plus the `extra` columns."""
+    keys = [*REQUIRED, *extra]
+    clean = lambda v: None if isinstance(v, float) and v != v else v       # noqa: E731  NaN -> null (valid JSON)
+    lines = [json.dumps({k: clean(r[k]) for k in keys}, ensure_ascii=False, default=str) for r in df.to_dict("records")]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

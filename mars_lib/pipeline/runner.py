@@ -1,7 +1,7 @@
 """Executes the numbered notebooks in order with papermill (called by ./run_all.sh).
 
     python -m mars_lib.pipeline.runner [--profile smoke|cpu|paper] [--only 03 [--only 04]] [-p name value]...
-                              [--force] [--dry-run] [--figures-only]
+                              [--force] [--dry-run] [--figures-only] [--claims-only]
 
 - Executed copies go to <results_dir>/executed/ (never back into notebooks/).
 - A notebook whose inputs are unchanged since its last successful run (same notebook, same
@@ -14,6 +14,10 @@
   <results_dir> (the profile's, or `-p results_dir DIR`) with `mars_lib.figures.draw_all`, and prints
   each path: no notebook runs, no model is loaded; a figure whose tables are missing is skipped with
   the reason.
+- --claims-only rebuilds <results_dir>/claims.csv from the saved tables (`claims.write_claims`: notebook
+  03's per-pair outcomes, the fine-tuned regime's `cpu_regimes/` and `gpu_regimes/` tables, notebook
+  05's win rates) and, for the reference results, the README's glance: after `bench/gpu_regimes.py`
+  has added a regime, without re-running notebook 05.
 """
 from __future__ import annotations
 
@@ -110,6 +114,18 @@ def redraw_figures(profile: str, results_dir: str | None, notebooks: set[str] | 
     return 0
 
 
+def rebuild_claims(profile: str, fields: dict) -> int:
+    """`--claims-only`: claims.csv from the saved tables, then the README's glance for the reference run."""
+    from mars_lib.evaluation.claims import write_claims
+    cfg = RunConfig.resolve(profile, **fields)
+    table = write_claims(cfg)
+    print(f"[run_all] {len(table)} claims -> {_show(cfg.path('claims.csv'))}: "
+          + ", ".join(f"{n} {v}" for v, n in table.verdict.value_counts().items()))
+    if cfg.results_dir == "results":
+        write_report(["--write"])
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)} (default cpu)")
@@ -119,6 +135,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print resolved configs, execute nothing")
     ap.add_argument("--figures-only", action="store_true", help="redraw the figures from the saved tables of "
                     "results_dir; run no notebook, load no model")
+    ap.add_argument("--claims-only", action="store_true", help="rebuild claims.csv (and the README glance) from the "
+                    "saved tables; run no notebook")
     a = ap.parse_args(argv)
     if a.profile not in PROFILES: ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
     nbs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -134,6 +152,8 @@ def main(argv=None) -> int:
     unknown = set(user) - set().union(*declared.values()) - fields - {"profile"}
     if unknown:
         ap.error(f"-p {sorted(unknown)}: no selected notebook has such a parameter")
+    if a.claims_only:
+        return rebuild_claims(a.profile, {k: v for k, v in user.items() if k in fields})
     if a.figures_only:
         return redraw_figures(a.profile, user.get("results_dir"), {p.name[:2] for p in nbs} if a.only else None)
 

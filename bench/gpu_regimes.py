@@ -34,7 +34,8 @@ TRACKS = ("gold", "chitchat", "hh-rlhf")
 
 
 def prepare(a) -> None:
-    """Texts only (no features): the fine-tuned RM reads text. Uses the cpu profile's settings."""
+    """Texts only (no features): the fine-tuned RM reads text. Uses the cpu profile's settings; builds the
+    tracks of --tracks, and the self-training and policy pools only when --strategies needs them."""
     import shutil
 
     from mars_lib.pipeline import arms, context
@@ -44,16 +45,17 @@ def prepare(a) -> None:
     cfg = RunConfig.resolve("cpu", seeds=[0])
     ctx = context.setup(cfg)
     out = Path(a.bundle)
-    sets = {"gold": (ctx.pairs("train"), {"test": ctx.pairs("test")})}
-    sets.update({t: arms.human_track(ctx, t) for t in cfg.human_track})
+    sets = {"gold": (ctx.pairs("train"), {"test": ctx.pairs("test")})} if "gold" in a.tracks else {}
+    sets.update({t: arms.human_track(ctx, t) for t in cfg.human_track if t in a.tracks})
     for track, (base, evals) in sets.items():
         d = out / track
         d.mkdir(parents=True, exist_ok=True)
         base.df.to_parquet(d / "base.parquet")
         evals["test"].df.to_parquet(d / "test.parquet")
-        pools.synthetic_pool(cfg, base, ctx.encoder).df.to_parquet(d / "pool.parquet")
-        if track == "gold":
+        pools.labelled_pool_frame(cfg, base).to_parquet(d / "pool.parquet")       # texts: the RM reads text
+        if track == "gold" and "self_train" in a.strategies:
             pools.resample_with(ctx, base, "rm")[0].df.to_parquet(d / "self_pool.parquet")
+        if track == "gold" and "won_pace" in a.strategies:
             pools.policy_candidates(ctx, base).df.to_parquet(d / "policy.parquet")
     shutil.copytree(minilm_dir(), out / "minilm", dirs_exist_ok=True)
     (out / "bundle.json").write_text(json.dumps({"config": cfg.to_dict(), "tracks": list(sets)}, default=str, indent=1))

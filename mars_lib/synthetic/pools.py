@@ -90,16 +90,21 @@ def drop_label_flips(cfg: RunConfig, ctx: Context, base: Pairs, pool: Pairs) -> 
     return out
 
 
-def synthetic_pool(cfg: RunConfig, base: Pairs, encoder: Encoder, sources: pd.DataFrame | None = None) -> Pairs:
-    """The paraphrase pool of `paraphrase_pool_frame` (of `sources`' texts, default the base pairs),
-    with the source's labels and features."""
+def labelled_pool_frame(cfg: RunConfig, base: Pairs, sources: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`paraphrase_pool_frame` of `sources`' texts (default the base pairs), each row with its source's
+    gold scores and label (inherited: the authors' assumption; notebook 02 checks it). Texts only."""
     pool = paraphrase_pool_frame(cfg, base.df if sources is None else sources)
-    # inherit the source's gold scores and label (the authors' assumption; nb 02 checks it)
     src = base.df.set_index("pair_id")
     for col in ("gold_chosen", "gold_rejected", "label_correct"):
         if col in src:
             pool[col] = src.loc[pool.source_id, col].to_numpy()
-    out = featurize(pool, encoder, desc="features: synthetic pool")
+    return pool
+
+
+def synthetic_pool(cfg: RunConfig, base: Pairs, encoder: Encoder, sources: pd.DataFrame | None = None) -> Pairs:
+    """The paraphrase pool of `paraphrase_pool_frame` (of `sources`' texts, default the base pairs),
+    with the source's labels and features."""
+    out = featurize(labelled_pool_frame(cfg, base, sources), encoder, desc="features: synthetic pool")
     if sources is not None:
         out.df.attrs.update({k: v for k, v in sources.attrs.items() if k in ("refined_pairs", "threshold", "rewriter")})
     return out

@@ -69,7 +69,8 @@ def _text_pairs(df: pd.DataFrame):
 
 
 def _jobs(a) -> list[tuple[str, str, int]]:
-    jobs = [(t, s, seed) for t in a.tracks for seed in a.seeds for s in a.strategies
+    # seed-major: a run stopped early leaves whole seeds of every track and arm (a paired design), not one track
+    jobs = [(t, s, seed) for seed in a.seeds for t in a.tracks for s in a.strategies
             if not (t != "gold" and s in ("won_pace", "self_train"))]
     i, n = (int(x) for x in a.shard.split("/"))
     return [j for k, j in enumerate(jobs) if k % n == i]

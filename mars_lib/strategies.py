@@ -76,52 +76,41 @@ def at_tau(name: str) -> Strategy:
     """"mars_v1@2" — the arm `mars_v1` with its τ fixed at 2 whatever the config says, under its own name,
     so that one run can train MARS at several τ beside each other (the fine-tuned regime's arms). It
     inherits the parent's rule, baselines and colour, and is registered on first use."""
-    base_name, _, tau_text = name.partition("@")
-    parent = get(base_name)
-    try:
-        tau = float(tau_text)
-    except ValueError:
-        raise ValueError(f"strategy {name!r}: expected <arm>@<τ> with a number after '@'") from None
-    if parent.tau_field is None:
-        raise ValueError(f"strategy {name!r}: {parent.name!r} has no τ to fix")
-    canonical = f"{parent.name}@{tau:g}"
-    if canonical in REGISTRY:
-        return REGISTRY[canonical]
-    field_ = parent.tau_field
-
-    def rule(r: RoundInputs) -> Selection:
-        return parent.rule(replace(r, cfg=replace(r.cfg, **{field_: tau})))
-    return register(Strategy(canonical, f"{parent.label} τ={tau:g}", parent.color, rule, needs=parent.needs,
-                             baselines=parent.baselines, phrase=f"{parent.claim_name()} at τ = {tau:g}",
-                             q=(lambda gaps, t=None: parent.q(gaps, tau)) if parent.q else None,
-                             aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
+    return _variant(name, "@", "<arm>@<τ> with a number after '@'", ess=False)
 
 
 def at_ess(name: str) -> Strategy:
     """"mars_v1@ess0.5" — the arm `mars_v1` with τ chosen afresh each round from that round's reward gaps
     so that its realised integer budgets have ESS/N = 0.5 (`mars.tau_for_ess`): a concentration fixed
     across RMs whose gaps have different scales. Registered on first use, like `at_tau`."""
-    base_name, _, target_text = name.partition("@ess")
+    return _variant(name, "@ess", "<arm>@ess<ESS/N> with a number, e.g. mars_v1@ess0.5", ess=True)
+
+
+def _variant(name: str, sep: str, form: str, ess: bool) -> Strategy:
+    """The parent arm of `name` with its τ fixed (ess False) or chosen for a target ESS/N (ess True)."""
+    base_name, _, text = name.partition(sep)
     parent = get(base_name)
     try:
-        target = float(target_text)
+        x = float(text)
     except ValueError:
-        raise ValueError(f"strategy {name!r}: expected <arm>@ess<ESS/N> with a number, e.g. mars_v1@ess0.5") from None
-    if parent.tau_field is None or parent.q is None:
-        raise ValueError(f"strategy {name!r}: {parent.name!r} has no τ to choose")
-    if not 0 < target < 1:
+        raise ValueError(f"strategy {name!r}: expected {form}") from None
+    if parent.tau_field is None or (ess and parent.q is None):
+        raise ValueError(f"strategy {name!r}: {parent.name!r} has no τ to {'choose' if ess else 'fix'}")
+    if ess and not 0 < x < 1:
         raise ValueError(f"strategy {name!r}: the target ESS/N must be in (0, 1)")
-    canonical = f"{parent.name}@ess{target:g}"
+    canonical = f"{parent.name}{sep}{x:g}"
     if canonical in REGISTRY:
         return REGISTRY[canonical]
     field_ = parent.tau_field
 
     def rule(r: RoundInputs) -> Selection:
-        tau = tau_for_ess(r.gaps(), target, parent.q, budget=r.budget, seed=r.seed)
+        tau = tau_for_ess(r.gaps(), x, parent.q, budget=r.budget, seed=r.seed) if ess else x
         return parent.rule(replace(r, cfg=replace(r.cfg, **{field_: tau})))
-    return register(Strategy(canonical, f"{parent.label} ESS/N={target:g}", parent.color, rule, needs=parent.needs,
-                             baselines=parent.baselines, phrase=f"{parent.claim_name()} at ESS/N = {target:g}",
-                             aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
+    what = f"ESS/N = {x:g}" if ess else f"τ = {x:g}"
+    q = None if ess or parent.q is None else (lambda gaps, t=None: parent.q(gaps, x))
+    return register(Strategy(canonical, f"{parent.label} {what.replace(' = ', '=')}", parent.color, rule,
+                             needs=parent.needs, baselines=parent.baselines, phrase=f"{parent.claim_name()} at {what}",
+                             q=q, aliases=(name,) if name != canonical else (), adds_pairs=parent.adds_pairs))
 
 
 def names() -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from mars_lib.reward_models.features import Encoder, FeatureCache, featurize
 from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
 from mars_lib.reward_models.hf_folder import HFRewardModel, HFRewardModelError, is_hf_folder
 from mars_lib.evaluation.metrics import rm_metrics
+from mars_lib.evaluation.stats import cluster_mean
 from mars_lib.synthetic.builders import draw_on_demand, ParaphraseOp
 from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
 
@@ -170,11 +171,39 @@ def save_dataset(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _won(a, b) -> np.ndarray:
+    """1 where a > b, 0.5 on a tie, 0 where a < b (per pair)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+
+
+def not_a_coin(df: pd.DataFrame, rc, rr) -> dict:
+    """The RM's accuracy, the "longer response wins" baseline's, and RM − length, each with a t interval
+    over prompts (`stats.cluster_mean`); warnings when the RM cannot be told from chance or does not
+    beat the length baseline."""
+    rm_ok = _won(rc, rr)
+    len_ok = _won(df.chosen.str.len(), df.rejected.str.len())
+    acc, length, diff = (cluster_mean(x, df.prompt) for x in (rm_ok, len_ok, rm_ok - len_ok))
+    fmt = lambda d: f"{d['mean']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"     # noqa: E731
+    print(f"accuracy {fmt(acc)}; length baseline (longer response wins) {fmt(length)}; RM − length "
+          f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (95 % t intervals over {acc['n_clusters']} "
+          f"prompts)", file=sys.stderr)
+    if not acc["lo"] > 0.5:
+        print("WARNING: this reward model cannot be told from a coin on these pairs (its accuracy interval "
+              "reaches 0.5): its reward gaps carry little signal, and MARS's allocation from them is close to "
+              "random", file=sys.stderr)
+    if not diff["lo"] > 0:
+        print("WARNING: this reward model does not beat the length baseline on these pairs (RM − length interval "
+              "reaches 0): much of what it ranks may be length", file=sys.stderr)
+    return {"accuracy_lo": acc["lo"], "accuracy_hi": acc["hi"], "length_baseline": length["mean"],
+            "rm_minus_length": diff["mean"], "rm_minus_length_lo": diff["lo"], "rm_minus_length_hi": diff["hi"]}
+
+
 def cmd_score(args) -> int:
     df, _, rc, rr = _gaps(args)
     out = pd.DataFrame({"pair_id": df.pair_id, "reward_chosen": rc, "reward_rejected": rr, "reward_gap": rc - rr})
     _write_csv(out, args.out)
-    print(json.dumps({k: round(v, 4) for k, v in rm_metrics(rc, rr).items()}))
+    print(json.dumps({k: round(float(v), 4) for k, v in {**rm_metrics(rc, rr), **not_a_coin(df, rc, rr)}.items()}))
     return 0
 
 

@@ -278,3 +278,24 @@ def test_head_lengths_are_checked_before_encoding(pairs_file, tmp_path, capsys):
     assert "trained on texts cut at 128 tokens" in capsys.readouterr().err
     assert main(run + ["--max-length", "128"]) == 0
     assert "WARNING" not in capsys.readouterr().err
+
+
+def test_score_reports_the_length_baseline_and_warns_about_a_coin(capsys):
+    """`mars score` gives accuracy, the longer-response baseline and RM − length with intervals over
+    prompts; a coin-like RM and an RM that only tracks length are each warned about."""
+    from mars_lib.cli import not_a_coin
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({"prompt": [f"q{i // 4}" for i in range(n)],
+                       "chosen": ["x" * int(k) for k in rng.integers(20, 80, n)],
+                       "rejected": ["y" * int(k) for k in rng.integers(5, 40, n)]})
+    coin = not_a_coin(df, rng.normal(size=n), rng.normal(size=n))
+    err = capsys.readouterr().err
+    assert "cannot be told from a coin" in err and "does not beat the length baseline" in err
+    assert coin["accuracy_lo"] < 0.5 < coin["accuracy_hi"]
+    lengthy = not_a_coin(df, df.chosen.str.len().to_numpy(float), df.rejected.str.len().to_numpy(float))
+    err = capsys.readouterr().err
+    assert "coin" not in err and "does not beat the length baseline" in err and lengthy["rm_minus_length"] == 0
+    good = not_a_coin(df, np.ones(n), np.zeros(n))
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and good["accuracy_lo"] == 1.0

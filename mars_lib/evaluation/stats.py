@@ -355,3 +355,24 @@ def paired_difference(per_pair: pd.DataFrame, a, b, n_boot: int = 2000, seed: in
                 p=p_value(r["estimate"], r["se"], r["df"]), p_better=r["p_better"], n_seeds=r["n_seeds"],
                 n_clusters=r["n_clusters"], n_pairs=int(sub_a["pair_id"].nunique()),
                 mde=mde(r["se"], r["df"], alpha=1.0 - level), method=METHOD)
+
+
+def cluster_mean(values, clusters, level: float = 0.95) -> dict:
+    """Mean of per-pair `values` [n] for ONE fixed model, with a t interval over `clusters` [n] (prompts):
+    the ratio estimator Σ values / n and its cluster-robust se (residuals summed per cluster), df = clusters
+    − 1. For a model already trained, the test prompts are the only source of variation a rerun on new
+    data changes; comparing training procedures needs seeds too (`paired_difference`). Returns mean, lo,
+    hi, se, df, p (of mean = 0), n_clusters."""
+    v = np.asarray(values, dtype=np.float64)
+    c = pd.factorize(np.asarray(clusters))[0]
+    if v.ndim != 1 or len(v) != len(c) or len(v) == 0:
+        raise ValueError("values and clusters must be 1-D and of one non-zero length")
+    k = int(c.max()) + 1
+    mean = float(v.mean())
+    if k < 2:
+        return {"mean": mean, "lo": np.nan, "hi": np.nan, "se": np.nan, "df": np.nan, "p": np.nan, "n_clusters": k}
+    resid = np.bincount(c, weights=v - mean, minlength=k)
+    se = float(np.sqrt(k / (k - 1) * (resid ** 2).sum()) / len(v))
+    t = t_quantile(0.5 + level / 2.0, k - 1)
+    return {"mean": mean, "lo": mean - t * se, "hi": mean + t * se, "se": se, "df": k - 1,
+            "p": p_value(mean, se, k - 1), "n_clusters": k}

@@ -50,7 +50,8 @@ def test_two_mars_rounds_around_trl_reward_trainer(tmp_path, capsys):
             assert main(["augment", "--pairs", str(base), "--rm", model, "--budget", str(n_base), "--seed", str(rnd),
                          "--out", str(data)]) == 0
             rows = [json.loads(line) for line in open(data)]
-            assert n_base < len(rows) <= 2 * n_base and set(rows[-1]) == {"prompt", "chosen", "rejected"}
+            assert n_base < len(rows) <= 2 * n_base and rows[-1]["origin"] == "synthetic"
+            assert set(rows[-1]) == {"prompt", "chosen", "rejected", "pair_id", "origin", "source_pair_id"}
         out = tmp_path / f"rm{rnd}"
         losses = _train(model, data, out, tmp_path)
         assert losses and all(loss == loss for loss in losses)      # trained, no NaN

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from mars_lib.evaluation.claims import write_claims
 from mars_lib.pipeline.config import PROFILES, REPO_ROOT, ConfigError, RunConfig
 from mars_lib.figures import draw_all, FIGURES
 from mars_lib.pipeline.assets import set_offline, set_online
@@ -116,7 +117,6 @@ def redraw_figures(profile: str, results_dir: str | None, notebooks: set[str] | 
 
 def rebuild_claims(profile: str, fields: dict) -> int:
     """`--claims-only`: claims.csv from the saved tables, then the README's glance for the reference run."""
-    from mars_lib.evaluation.claims import write_claims
     cfg = RunConfig.resolve(profile, **fields)
     table = write_claims(cfg)
     print(f"[run_all] {len(table)} claims -> {_show(cfg.path('claims.csv'))}: "
@@ -126,7 +126,7 @@ def rebuild_claims(profile: str, fields: dict) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="./run_all.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)} (default cpu)")
     ap.add_argument("--only", action="append", default=[], metavar="NN", help="run only notebook NN (repeatable)")
@@ -137,6 +137,11 @@ def main(argv=None) -> int:
                     "results_dir; run no notebook, load no model")
     ap.add_argument("--claims-only", action="store_true", help="rebuild claims.csv (and the README glance) from the "
                     "saved tables; run no notebook")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = _parser()
     a = ap.parse_args(argv)
     if a.profile not in PROFILES: ap.error(f"unknown profile {a.profile!r}; choose one of {sorted(PROFILES)}")
     nbs = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

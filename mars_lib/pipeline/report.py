@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mars_lib import strategies
 from mars_lib.figures import plotting
 from mars_lib.evaluation.claims import REGIME_FOLDERS, claim_specs
 from mars_lib.pipeline.io import REPO_ROOT
@@ -89,9 +90,18 @@ def _verdict_cell(r) -> str:
     return f"**{r.verdict}** ({p}MDE {r.mde:.3f})"
 
 
+def _register_arms(claims: pd.DataFrame) -> None:
+    """Register the derived arms the table names ("mars_v1@ess0.5", "mars_v1@2"), so that their claims
+    are worded the same whether or not this process has trained them."""
+    for part in dict.fromkeys(p for cid in claims.claim_id for p in str(cid).split(">")):   # table order
+        if strategies.known(part):
+            strategies.get(part)
+
+
 def claims_table(claims: pd.DataFrame, rm: str = "head") -> str:
     """Claims × tracks for one rm regime (accuracy rows): effect [95 % interval], verdict, p_adj, MDE.
     A claim not repeated because its arm is identical to another's says which row it is."""
+    _register_arms(claims)
     c = claims[(claims.rm == rm) & (claims.metric == "accuracy")]
     tracks = list(dict.fromkeys(c.track))
     lines = ["| claim | " + " | ".join(tracks) + " |", "|---|" + "---|" * len(tracks)]
@@ -184,6 +194,7 @@ def results_section(results: Path) -> str:
                           + ([load_table(nb3 / "intervals_human_track.csv")] if (nb3 / "intervals_human_track.csv").exists()
                              else []), ignore_index=True)
     claims = load_table(results / "claims.csv")
+    _register_arms(claims)
     rule = ("verdict by the rule in `mars_lib.evaluation.claims`: **held** / **not held** when the Benjamini-Hochberg p over "
             "the whole table (p_adj) is below 0.05, **equivalent** when the 95 % interval lies inside ±0.01, else "
             "**inconclusive**; **identical**: the two arms trained on the same data" if _has_p(claims)
@@ -210,6 +221,7 @@ def results_section(results: Path) -> str:
 def glance_section(results: Path) -> str:
     """A few lines for the top of the README: what the reference run says, each number from a table."""
     claims = load_table(results / "claims.csv")
+    _register_arms(claims)
     acc = claims[claims.metric == "accuracy"]
     lines = [GLANCE_BEGIN, "", "**At a glance** (the reference cpu run; head RMs; accuracy difference A − B with its 95 % "
              "interval over test prompts and training seeds; verdict from the Benjamini-Hochberg-adjusted p over the "

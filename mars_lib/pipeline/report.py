@@ -98,6 +98,17 @@ def _register_arms(claims: pd.DataFrame) -> None:
             strategies.get(part)
 
 
+def _row_order(c: pd.DataFrame, repeats: dict) -> list[str]:
+    """Claim ids in claims.csv order, each claim not repeated placed after the last row of its arm, so the
+    order comes from the committed table and never from what this process happened to register first."""
+    ids = list(dict.fromkeys(c.claim_id))
+    for cid in sorted({cid for (_, _, cid) in repeats} - set(ids)):
+        arm = cid.split(">")[0]
+        at = [i for i, x in enumerate(ids) if x.split(">")[0] == arm]
+        ids.insert(at[-1] + 1 if at else len(ids), cid)
+    return ids
+
+
 def claims_table(claims: pd.DataFrame, rm: str = "head") -> str:
     """Claims × tracks for one rm regime (accuracy rows): effect [95 % interval], verdict, p_adj, MDE.
     A claim not repeated because its arm is identical to another's says which row it is."""
@@ -107,10 +118,7 @@ def claims_table(claims: pd.DataFrame, rm: str = "head") -> str:
     lines = ["| claim | " + " | ".join(tracks) + " |", "|---|" + "---|" * len(tracks)]
     repeats = _not_repeated(c) if _has_p(c) else {}
     text = {cid: t for cid, t, *_ in claim_specs()} | dict(zip(c.claim_id, c.claim))
-    known = [cid for cid, *_ in claim_specs()]
-    ids = list(dict.fromkeys(list(c.claim_id) + [cid for (_, _, cid) in repeats]))
-    ids.sort(key=lambda cid: known.index(cid) if cid in known else len(known))   # stable: others keep their order
-    for cid in ids:
+    for cid in _row_order(c, repeats):
         cells = []
         for t in tracks:
             r = c[(c.claim_id == cid) & (c.track == t)]

@@ -7,7 +7,8 @@ The method (this folder)
   mars         q(Δ) of v1 and v2, integer budgets, the per-source draw, the rounds loop
   strategies   the strategy registry: name, label, colour, rule, needs, baselines (one entry per arm)
   baselines    the rules of the arms MARS is compared with (uniform, West-of-N, the controls)
-  cli          `mars train|score|allocate|augment` on your own data (`python -m mars_lib`)
+  api          score / allocate / augment / compare on DataFrames and Datasets (what the CLI calls)
+  cli          `mars train|score|allocate|augment|compare` on your own data (`python -m mars_lib`)
 The packages, by concern (each package's docstring lists its modules)
   data           the pair schema and loaders; HH-RLHF; the human tracks; the offline gold-judge task
   judges         the gold judges, which one labels a task, their agreement with people, labelers

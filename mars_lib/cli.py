@@ -4,6 +4,13 @@
     mars score    --pairs test.jsonl  --rm my_rm/ --out scored.csv   # reward gaps + metrics
     mars allocate --pairs train.jsonl --rm my_rm/ --budget 2000 --version v1 --out alloc.csv
     mars augment  --pairs train.jsonl --rm my_rm/ --budget 2000 --version v2 --out augmented.jsonl
+    mars compare  --pairs train.jsonl --test test.jsonl --out cmp/ [--dry-run]   # does MARS help here?
+
+Every command is a thin layer over `mars_lib.api` (the same functions on DataFrames / Datasets).
+`compare` trains none_matched, uniform, MARS v1 and MARS v2 (or --arms) for --rounds rounds and
+--seeds seeds, and prints the paired differences on the held-out pairs with their 95 % intervals,
+MDE and verdicts (held / not held / equivalent / inconclusive), the realised ESS/N per arm, and the
+time taken; it resumes a killed run from --out.
 
 Input: JSONL / CSV / Parquet with prompt, chosen, rejected (or HH-RLHF dialogues with --hh).
 Everything runs offline on the shipped MiniLM encoder; features are cached by content.
@@ -20,35 +27,26 @@ allocation's concentration and warn when it is concentrated on few pairs (ESS/N 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
 import json
+import shutil
 import sys
+import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from datasets import Dataset
+from safetensors.torch import save_file
 
-from mars_lib import strategies
-from mars_lib.pipeline.config import MarsConfig
-from mars_lib.mars import capped_budgets, concentration, integer_budgets, tau_for_ess
+from mars_lib import api, strategies
 from mars_lib.data.pairs import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
-from mars_lib.pipeline.assets import cache_dir, set_offline
-from mars_lib.reward_models.features import Encoder, FeatureCache, featurize
-from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
-from mars_lib.reward_models.hf_folder import HFRewardModel, HFRewardModelError, is_hf_folder
 from mars_lib.evaluation.metrics import rm_metrics
-from mars_lib.evaluation.stats import cluster_mean
-from mars_lib.synthetic.builders import draw_on_demand, ParaphraseOp
-from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
-
-CONCENTRATED = 0.5      # warn when the allocation's effective sample size over N falls below this
-
-
-MINILM_DIM = 384        # feature size of the shipped encoder (all-MiniLM-L6-v2)
-MINILM_POSITIONS = 512  # its position embeddings: the longest input it can read
-
-
-class CliError(DataError):
-    """A bad argument or folder: printed as "error: ..." with exit code 2, like every other input error."""
+from mars_lib.pipeline.compare import DEFAULT_ARMS, REGIMES, summary as compare_summary
+from mars_lib.pipeline.config import ConfigError
+from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
+from mars_lib.reward_models.features import featurize
+from mars_lib.reward_models.head import HeadRewardModel, HeadConfig
 
 
 def _load(args):
@@ -67,7 +65,6 @@ def _load(args):
 
 def _looks_like_hh(path) -> bool:
     """Does the file's first record have HH-RLHF's shape (chosen/rejected dialogues with role markers)?"""
-    import gzip
     try:
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as f:
@@ -77,43 +74,9 @@ def _looks_like_hh(path) -> bool:
         return False
 
 
-def _encoder(args):
-    if args.max_length > MINILM_POSITIONS:
-        raise CliError(f"--max-length {args.max_length} exceeds the shipped encoder's {MINILM_POSITIONS} positions "
-                       f"(all-MiniLM-L6-v2): pass --max-length {MINILM_POSITIONS} or less")
-    set_offline()
-    return Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=args.max_length)
-
-
-def _load_rm(path: Path, dim: int):
-    from safetensors.torch import load_file
-
-    meta_p, w_p = path / "head.json", path / "head.safetensors"
-    if not path.exists():
-        raise CliError(f"--rm {path}: no such folder")
-    if not meta_p.exists() or not w_p.exists():
-        raise CliError(f"{path} is not a reward model folder: need head.json and head.safetensors (make one "
-                       "with `mars train`) or a Hugging Face AutoModelForSequenceClassification folder (config.json "
-                       "and *.safetensors, e.g. saved by TRL's RewardTrainer)")
-    try:
-        m = HeadRewardModel(dim, HeadConfig(**json.loads(meta_p.read_text())["head"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CliError(f"{meta_p} is not a head.json written by `python -m mars_lib train` "
-                       f"({type(e).__name__}: {e}); retrain the reward model") from None
-    try:
-        m.load_state_dict(load_file(str(w_p)))
-    except Exception as e:  # truncated or foreign file: say which and how to fix
-        raise CliError(f"cannot load {w_p} ({type(e).__name__}: {e}); retrain with `python -m mars_lib train`")
-    return m
-
-
 def cmd_train(args) -> int:
-    import dataclasses
-
-    from safetensors.torch import save_file
-
     df = _load(args)
-    pairs = featurize(df, _encoder(args))
+    pairs = featurize(df, api.encoder(args.max_length))
     cfg = HeadConfig(hidden=args.hidden, lr=args.lr, epochs=args.epochs, seed=args.seed)
     m = HeadRewardModel(pairs.phi_c.shape[1], cfg)
     losses = m.fit(pairs.phi_c, pairs.phi_r)
@@ -129,24 +92,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _gaps(args):
-    if is_hf_folder(args.rm):                        # any local AutoModelForSequenceClassification reward model
-        try:
-            rm = HFRewardModel(args.rm, max_length=args.max_length, template=args.template)
-        except HFRewardModelError as e:
-            raise CliError(str(e)) from None
-        df = _load(args)
-        return (df, None, *rm.pair_scores(df))
-    rm = _load_rm(Path(args.rm), MINILM_DIM)          # a wrong folder fails now, not after every pair is encoded
-    trained_at = json.loads((Path(args.rm) / "head.json").read_text()).get("max_length")
-    if trained_at and trained_at != args.max_length:
-        print(f"WARNING: this head was trained on texts cut at {trained_at} tokens and is now scored at --max-length "
-              f"{args.max_length}; pass --max-length {trained_at} to score it as it was trained", file=sys.stderr)
-    df = _load(args)
-    pairs = featurize(df, _encoder(args))
-    return (df, pairs, *rm.pair_scores(pairs))
-
-
 def _write_csv(df: pd.DataFrame, path) -> None:
     atomic_write_text(path, df.to_csv(index=False))
 
@@ -159,9 +104,6 @@ def dataset_dir(out: Path) -> Path:
 
 def save_dataset(df: pd.DataFrame, path: Path) -> Path:
     """`datasets.Dataset.save_to_disk`, built beside the target and renamed into place when complete."""
-    import shutil
-
-    from datasets import Dataset
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -171,134 +113,65 @@ def save_dataset(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _won(a, b) -> np.ndarray:
-    """1 where a > b, 0.5 on a tie, 0 where a < b (per pair)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+def _rm_args(args) -> dict:
+    return {"rm": args.rm, "max_length": args.max_length, "template": args.template}
 
 
-def not_a_coin(df: pd.DataFrame, rc, rr) -> dict:
-    """The RM's accuracy, the "longer response wins" baseline's, and RM − length, each with a t interval
-    over prompts (`stats.cluster_mean`); warnings when the RM cannot be told from chance or does not
-    beat the length baseline."""
-    rm_ok = _won(rc, rr)
-    len_ok = _won(df.chosen.str.len(), df.rejected.str.len())
-    acc, length, diff = (cluster_mean(x, df.prompt) for x in (rm_ok, len_ok, rm_ok - len_ok))
-    fmt = lambda d: f"{d['mean']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"     # noqa: E731
-    print(f"accuracy {fmt(acc)}; length baseline (longer response wins) {fmt(length)}; RM − length "
-          f"{diff['mean']:+.3f} [{diff['lo']:+.3f}, {diff['hi']:+.3f}] (95 % t intervals over {acc['n_clusters']} "
-          f"prompts)", file=sys.stderr)
-    if not acc["lo"] > 0.5:
-        print("WARNING: this reward model cannot be told from a coin on these pairs (its accuracy interval "
-              "reaches 0.5): its reward gaps carry little signal, and MARS's allocation from them is close to "
-              "random", file=sys.stderr)
-    if not diff["lo"] > 0:
-        print("WARNING: this reward model does not beat the length baseline on these pairs (RM − length interval "
-              "reaches 0): much of what it ranks may be length", file=sys.stderr)
-    return {"accuracy_lo": acc["lo"], "accuracy_hi": acc["hi"], "length_baseline": length["mean"],
-            "rm_minus_length": diff["mean"], "rm_minus_length_lo": diff["lo"], "rm_minus_length_hi": diff["hi"]}
+def _alloc_args(args) -> dict:
+    return {"budget": args.budget, "version": args.version, "tau": args.tau, "target_ess": args.target_ess,
+            "max_per_source": args.max_per_source, "seed": args.seed}
 
 
 def cmd_score(args) -> int:
-    df, _, rc, rr = _gaps(args)
-    out = pd.DataFrame({"pair_id": df.pair_id, "reward_chosen": rc, "reward_rejected": rr, "reward_gap": rc - rr})
+    args.rm = api.load_rm(args.rm, args.max_length, args.template)   # a wrong folder fails before any pair is read
+    df = _load(args)
+    out = api.score(df, **_rm_args(args))
     _write_csv(out, args.out)
-    print(json.dumps({k: round(float(v), 4) for k, v in {**rm_metrics(rc, rr), **not_a_coin(df, rc, rr)}.items()}))
+    rc, rr = out.reward_chosen.to_numpy(), out.reward_rejected.to_numpy()
+    print(json.dumps({k: round(float(v), 4) for k, v in {**rm_metrics(rc, rr), **api.not_a_coin(df, rc, rr)}.items()}))
     return 0
 
 
-UNIFORM_OVERLAP = 0.95     # share of B placed where uniform places it, above which MARS is uniform in effect
-
-
-def _tau(args, arm, gaps) -> float | None:
-    """--tau, or the τ that reaches --target-ess on these gaps (`mars.tau_for_ess`), or the config default."""
-    if arm.tau_field is None:
-        return None
-    if args.target_ess is not None:
-        tau = tau_for_ess(gaps, args.target_ess, arm.q, budget=args.budget, seed=args.seed)
-        print(f"--target-ess {args.target_ess:g}: τ = {tau:.4g}", file=sys.stderr)
-        return tau
-    return args.tau if args.tau is not None else getattr(MarsConfig(), arm.tau_field)
-
-
-def _budgets(args, gaps):
-    arm = strategies.allocators()[args.version]
-    q = arm.q(gaps, _tau(args, arm, gaps))
-    try:
-        b = (capped_budgets(q, args.budget, args.max_per_source, seed=args.seed) if args.max_per_source
-             else integer_budgets(q, args.budget, seed=args.seed))
-    except ValueError as e:
-        raise DataError(f"{e}: raise --max-per-source or lower --budget") from None
-    if args.budget == 0:
-        print("WARNING: --budget 0: no synthetic pairs (the output is the input)", file=sys.stderr)
-        return q, b
-    c = concentration(b)
-    print(f"allocation ({args.version}): {int(b.sum())} synthetic pairs over {int((b > 0).sum())} of {len(b)} pairs, "
-          f"max {int(b.max())} on one pair, top 10 % of pairs get {c['top10_share']:.0%}, Gini {c['gini']:.2f}, "
-          f"ESS/N {c['ess_over_n']:.2f}", file=sys.stderr)
-    if c["ess_over_n"] < CONCENTRATED:
-        print(f"WARNING: the allocation is concentrated (ESS/N {c['ess_over_n']:.2f} < {CONCENTRATED}): few pairs get most "
-              f"of the budget, and near-copies of them dominate the augmented set. Lower --tau, or cap b_i with "
-              f"--max-per-source.", file=sys.stderr)
-    uniform = integer_budgets(np.full(len(b), 1 / len(b)), args.budget, seed=args.seed)
-    overlap = float(np.minimum(b, uniform).sum() / args.budget)
-    if arm.tau_field is not None and overlap >= UNIFORM_OVERLAP:
-        print(f"WARNING: this allocation cannot be told from uniform: {overlap:.0%} of the budget goes where "
-              f"--version uniform puts it (the reward gaps are too flat for this τ). A comparison with uniform "
-              f"will be null by construction; raise --tau or choose a concentration with --target-ess (e.g. 0.5).",
-              file=sys.stderr)
-    return q, b
-
-
 def cmd_allocate(args) -> int:
-    df, _, rc, rr = _gaps(args)
-    q, b = _budgets(args, rc - rr)
-    _write_csv(pd.DataFrame({"pair_id": df.pair_id, "reward_gap": rc - rr, "q": q, "budget": b}), args.out)
+    args.rm = api.load_rm(args.rm, args.max_length, args.template)   # a wrong folder fails before any pair is read
+    out = api.allocate(_load(args), **_rm_args(args), **_alloc_args(args))
+    _write_csv(out, args.out)
+    b = out.budget
     print(f"budget {int(b.sum())} over {len(b)} pairs; max {int(b.max())}, pairs with none {int((b == 0).sum())} -> {args.out}")
     return 0
 
 
-def draw_exact(df: pd.DataFrame, q: np.ndarray, b: np.ndarray, op: ParaphraseOp, seed: int,
-               attempts: int = 4) -> tuple[pd.DataFrame, np.ndarray]:
-    """`draw_on_demand`, with what a source could not make re-spent on the sources that made all they were
-    asked, in proportion to q (up to `attempts` times), so the budget is exactly Σb where the texts allow.
-    Returns the synthetic pairs and the per-source counts made [N]."""
-    want = int(b.sum())
-    for _ in range(attempts):
-        syn = draw_on_demand(df, b, op, round_seed=0)
-        made = syn.groupby("source_id").size().reindex(df.pair_id, fill_value=0).to_numpy()
-        short = want - int(made.sum())
-        able = (made == b) & (q > 0)
-        if short == 0 or not able.any():
-            break
-        b = made + integer_budgets(np.where(able, q, 0.0) / q[able].sum(), short, seed=seed)
-    return syn, made
-
-
 def cmd_augment(args) -> int:
-    df, _, rc, rr = _gaps(args)
-    q, b = _budgets(args, rc - rr)
-    op = ParaphraseOp(n=args.n_paraphrases, seed=args.seed, paraphrase_prompt=args.paraphrase_prompt)
-    syn, made = draw_exact(df, q, b, op, args.seed)
-    extra = [c for c in df.columns if c not in ("prompt", "chosen", "rejected", "pair_id", "source_id", "origin")]
-    orig = df.assign(origin="original", source_pair_id=df.pair_id)
-    src = df.set_index("pair_id")[extra]
-    syn = syn.assign(origin="synthetic", source_pair_id=syn.source_id)[["prompt", "chosen", "rejected", "pair_id", "origin",
-                                                                         "source_pair_id"]].join(src, on="source_pair_id")
-    cols = ["prompt", "chosen", "rejected", "pair_id", "origin", "source_pair_id", *extra]
-    out = pd.concat([orig[cols], syn[cols]], ignore_index=True)
+    args.rm = api.load_rm(args.rm, args.max_length, args.template)   # a wrong folder fails before any pair is read
+    out = api.augment(_load(args), **_rm_args(args), **_alloc_args(args), n_paraphrases=args.n_paraphrases,
+                      paraphrase_prompt=args.paraphrase_prompt)
     ds = args.dataset_out or dataset_dir(args.out)
-    to_trl_jsonl(out, args.out, extra=cols[3:])
+    to_trl_jsonl(out, args.out, extra=list(out.columns[3:]))
     save_dataset(out, ds)
-    print(f"{len(df)} original + {len(syn)} synthetic pairs -> {args.out} (JSONL; origin, source_pair_id and the "
+    n_syn = int((out.origin == "synthetic").sum())
+    print(f"{len(out) - n_syn} original + {n_syn} synthetic pairs -> {args.out} (JSONL; origin, source_pair_id and the "
           f"input's other columns kept) and {ds} (datasets.load_from_disk)")
-    short = int(b.sum()) - len(syn)
-    if short:
-        none = int(((made == 0) & (b > 0)).sum())
-        print(f"WARNING: {short} of the {int(b.sum())} synthetic pairs asked for ({short / int(b.sum()):.0%}) could not "
-              f"be made, after re-spending what {none} pair(s) with no paraphrasable text could not use on the pairs "
-              f"that could: too few texts admit distinct paraphrases (WordNet: English words with synonyms). "
-              f"Lower --budget, or paraphrase the prompt too (--paraphrase-prompt).", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    train = _load(args)
+    test = _load(argparse.Namespace(**{**vars(args), "pairs": args.test}))
+    settings = {k: v for k, v in (("tau_v1", args.tau_v1), ("tau_v2", args.tau_v2), ("epochs_per_round", args.epochs),
+                                  ("lr", args.lr), ("ft_lr", args.ft_lr), ("batch_size", args.batch_size),
+                                  ("n_boot", args.n_boot)) if v is not None}
+    res = api.compare(train, test, arms=tuple(args.arms.split(",")), seeds=tuple(args.seeds), rounds=args.rounds,
+                      budget=args.budget, regime=args.regime, model=args.model, out=args.out,
+                      dry_run=args.dry_run, max_length=args.max_length, device=args.device, precision=args.precision,
+                      **settings)
+    if args.dry_run:
+        print(json.dumps(res, indent=1))
+        left = res["jobs"] - res["jobs_done"]
+        print(f"dry run: {left} of {res['jobs']} (arm, seed) jobs to train, {res['rounds']} rounds each, "
+              f"{res['optimizer_steps']} optimizer steps in all; nothing was trained", file=sys.stderr)
+        return 0
+    print("\n".join(compare_summary(res)))
+    print(f"tables -> {args.out}/claims.csv, accuracy.csv, concentration.csv, timing.csv")
     return 0
 
 
@@ -353,32 +226,84 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder for the datasets copy (save_to_disk); default: OUT's name + _dataset")
             p.add_argument("--paraphrase-prompt", action="store_true",
                            help="paraphrase the prompt too (authors); off: only chosen and rejected, as the notebooks")
+    _compare_parser(sub)
     return ap
+
+
+def _compare_parser(sub) -> None:
+    c = sub.add_parser("compare", formatter_class=_Formatter,
+                       help="does MARS help on my data? every arm x seed x round, paired intervals and verdicts")
+    c.add_argument("--pairs", required=True, type=Path, help="training pairs (JSONL/CSV/Parquet: prompt, chosen, rejected)")
+    c.add_argument("--test", required=True, type=Path, help="held-out pairs the arms are scored on (never trained on)")
+    c.add_argument("--out", required=True, type=Path, help="folder: finished jobs (resumable) and the CSV tables")
+    c.add_argument("--hh", action="store_true", help="both files hold HH-RLHF dialogues (chosen/rejected)")
+    c.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="malformed rows: stop, or skip and count")
+    c.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                   help="comma-separated strategies (any registered name, e.g. mars_v1@ess0.5: v1 with τ chosen each "
+                        f"round for ESS/N 0.5); registered: {', '.join(strategies.names())}")
+    c.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (>= 2 for intervals)")
+    c.add_argument("--rounds", type=int, default=2, help="T: score -> allocate -> augment -> retrain rounds")
+    c.add_argument("--budget", type=int, default=None, help="synthetic pairs B per round (default 2 x the training pairs)")
+    c.add_argument("--regime", choices=REGIMES, default="head",
+                   help="head: linear head on frozen MiniLM features; full / lora: fine-tune --model")
+    c.add_argument("--model", default=None, help="full / lora: a local AutoModelForSequenceClassification folder or "
+                                                 "encoder checkpoint (default: the shipped MiniLM)")
+    c.add_argument("--epochs", type=int, default=None, help="epochs per round (default 1, the authors')")
+    c.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-2)")
+    c.add_argument("--ft-lr", type=float, default=None, help="full / lora learning rate (default 2e-5)")
+    c.add_argument("--batch-size", type=int, default=None, help="pairs per optimizer step (default 64)")
+    c.add_argument("--tau-v1", type=float, default=None, help="MARS v1's τ (default 0.1, the authors')")
+    c.add_argument("--tau-v2", type=float, default=None, help="MARS v2's τ (default 0.5)")
+    c.add_argument("--max-length", type=int, default=256, help="tokens per text (left-truncated)")
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    c.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="fine-tuning precision (bf16: CUDA)")
+    c.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the intervals (default 1000)")
+    c.add_argument("--dry-run", action="store_true", help="state the cost (jobs, rounds, steps, texts) and train nothing")
+
+
+def _bad_args(args) -> str | None:
+    """The first argument error found before any data is read, or None."""
+    if getattr(args, "budget", None) is not None and args.budget < 0:
+        return f"--budget must be >= 0, got {args.budget}"
+    if getattr(args, "tau", None) is not None and not args.tau > 0:
+        return f"--tau must be > 0, got {args.tau}"
+    for opt in ("tau", "target_ess"):
+        if getattr(args, opt, None) is not None and strategies.allocators()[args.version].tau_field is None:
+            return f"--{opt.replace('_', '-')} has no meaning with --version {args.version}"
+    if getattr(args, "target_ess", None) is not None and (args.tau is not None or not 0 < args.target_ess < 1):
+        return "--target-ess takes a value in (0, 1) and replaces --tau (give one of them)"
+    if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
+        return f"--max-per-source must be >= 1, got {args.max_per_source}"
+    if args.cmd == "compare":
+        try:
+            args.seeds = [int(x) for x in str(args.seeds).split(",")]
+        except ValueError:
+            return f"--seeds takes comma-separated integers, got {args.seeds!r}"
+        if args.rounds < 1:
+            return f"--rounds must be >= 1, got {args.rounds}"
+    return None
+
+
+def _show(message, category, *_args, **_kw) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "budget", 0) is not None and getattr(args, "budget", 0) < 0:
-        print(f"error: --budget must be >= 0, got {args.budget}", file=sys.stderr)
+    bad = _bad_args(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
         return 2
-    if getattr(args, "tau", None) is not None and not args.tau > 0:
-        print(f"error: --tau must be > 0, got {args.tau}", file=sys.stderr)
-        return 2
-    for opt in ("tau", "target_ess"):
-        if getattr(args, opt, None) is not None and strategies.allocators()[args.version].tau_field is None:
-            print(f"error: --{opt.replace('_', '-')} has no meaning with --version {args.version}", file=sys.stderr)
+    run = {"train": cmd_train, "score": cmd_score, "allocate": cmd_allocate, "augment": cmd_augment,
+           "compare": cmd_compare}[args.cmd]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", api.MarsWarning)
+        warnings.showwarning = _show                   # "WARNING: ..." on stderr, as it happens
+        try:
+            return run(args)
+        except (DataError, ConfigError) as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
-    if getattr(args, "target_ess", None) is not None and (args.tau is not None or not 0 < args.target_ess < 1):
-        print("error: --target-ess takes a value in (0, 1) and replaces --tau (give one of them)", file=sys.stderr)
-        return 2
-    if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
-        print(f"error: --max-per-source must be >= 1, got {args.max_per_source}", file=sys.stderr)
-        return 2
-    try:
-        return {"train": cmd_train, "score": cmd_score, "allocate": cmd_allocate, "augment": cmd_augment}[args.cmd](args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

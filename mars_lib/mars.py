@@ -244,11 +244,12 @@ def round_seed(t: int, seed: int) -> int:
 
 
 def run_rounds(strategy, base: Pairs, sources: Sources, eval_sets: dict[str, Pairs], cfg, seed: int,
-               make_model: Callable[[int], RewardModel]) -> RunResult:
+               make_model: Callable[[int], RewardModel], on_round: Callable[[int], None] | None = None) -> RunResult:
     """Train one RM with `strategy` (a `strategies.Strategy`: its `name` and `rule`) for cfg.rounds rounds.
 
     `make_model(seed)` builds the RM: any `reward_model.RewardModel` (the head on cached features,
-    `finetune.FinetunedRewardModel`; `arms.run_strategy` picks the config's kind)."""
+    `finetune.FinetunedRewardModel`; `arms.run_strategy` picks the config's kind). `on_round(t)` is
+    called after each round (a progress bar)."""
     model = make_model(seed)
     budget = int(round(cfg.budget_ratio * len(base.df)))
     hist, allocs, kept, n_syn = [], [], [], {}
@@ -275,6 +276,8 @@ def run_rounds(strategy, base: Pairs, sources: Sources, eval_sets: dict[str, Pai
         model.fit_pairs(train, epochs=cfg.epochs_per_round, reset_optimizer=cfg.reset_optimizer, seed=inputs.seed)  # 3.
         log(t, (evaluate(model, eval_sets) if cfg.eval_every_round or t == cfg.rounds else [])      # 4.
             + _train_rows(strategy, sel, train, base, budget, model, lc))
+        if on_round is not None:
+            on_round(t)
     return RunResult(model, pd.DataFrame(hist), pd.concat(allocs, ignore_index=True), n_syn)
 
 

@@ -282,20 +282,26 @@ def test_head_lengths_are_checked_before_encoding(pairs_file, tmp_path, capsys):
 
 def test_score_reports_the_length_baseline_and_warns_about_a_coin(capsys):
     """`mars score` gives accuracy, the longer-response baseline and RM − length with intervals over
-    prompts; a coin-like RM and an RM that only tracks length are each warned about."""
-    from mars_lib.cli import not_a_coin
+    prompts; a coin-like RM and an RM that only tracks length are each warned about (api.MarsWarning,
+    which the CLI prints as "WARNING: ...")."""
+    import warnings
+
+    from mars_lib.api import MarsWarning, not_a_coin
     rng = np.random.default_rng(0)
     n = 400
     df = pd.DataFrame({"prompt": [f"q{i // 4}" for i in range(n)],
                        "chosen": ["x" * int(k) for k in rng.integers(20, 80, n)],
                        "rejected": ["y" * int(k) for k in rng.integers(5, 40, n)]})
-    coin = not_a_coin(df, rng.normal(size=n), rng.normal(size=n))
-    err = capsys.readouterr().err
-    assert "cannot be told from a coin" in err and "does not beat the length baseline" in err
-    assert coin["accuracy_lo"] < 0.5 < coin["accuracy_hi"]
-    lengthy = not_a_coin(df, df.chosen.str.len().to_numpy(float), df.rejected.str.len().to_numpy(float))
-    err = capsys.readouterr().err
-    assert "coin" not in err and "does not beat the length baseline" in err and lengthy["rm_minus_length"] == 0
-    good = not_a_coin(df, np.ones(n), np.zeros(n))
-    err = capsys.readouterr().err
-    assert "WARNING" not in err and good["accuracy_lo"] == 1.0
+
+    def run(rc, rr):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always", MarsWarning)
+            out = not_a_coin(df, rc, rr)
+        return out, " ".join(str(x.message) for x in w if x.category is MarsWarning)
+    coin, said = run(rng.normal(size=n), rng.normal(size=n))
+    assert "cannot be told from a coin" in said and "does not beat the length baseline" in said
+    assert coin["accuracy_lo"] < 0.5 < coin["accuracy_hi"] and "length baseline" in capsys.readouterr().err
+    lengthy, said = run(df.chosen.str.len().to_numpy(float), df.rejected.str.len().to_numpy(float))
+    assert "coin" not in said and "does not beat the length baseline" in said and lengthy["rm_minus_length"] == 0
+    good, said = run(np.ones(n), np.zeros(n))
+    assert said == "" and good["accuracy_lo"] == 1.0

@@ -260,6 +260,22 @@ def load_pairs(path: str | Path, on_error: str = "raise") -> pd.DataFrame:
     return _finish(recs, path, on_error)
 
 
+def as_pairs(data, on_error: str = "raise", name: str = "<data>") -> pd.DataFrame:
+    """The validated pair table of `data`: a file path (`load_pairs`), a pandas DataFrame, a
+    `datasets.Dataset` or a list of dicts with prompt / chosen / rejected (extra columns kept). Each row
+    is checked as a file's would be (`check_pair`); `name` is what an error calls the input."""
+    if isinstance(data, (str, os.PathLike)):
+        return load_pairs(data, on_error=on_error)
+    if hasattr(data, "to_pandas") and hasattr(data, "column_names"):        # a datasets.Dataset
+        data = data.to_pandas()
+    if isinstance(data, pd.DataFrame):
+        data = data.to_dict("records")
+    if not isinstance(data, list):
+        raise DataError(f"{name}: expected a path, a DataFrame, a datasets.Dataset or a list of dicts, "
+                        f"got {type(data).__name__}")
+    return _finish(list(enumerate(data, start=1)), name, on_error)
+
+
 def to_trl_jsonl(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] | list[str] = ()) -> Path:
     """Export as TRL-style `prompt/chosen/rejected` JSONL (atomic write), plus the `extra` columns."""
     keys = [*REQUIRED, *extra]

@@ -8,6 +8,7 @@
   rm_training       notebook 03's stages: each trains or computes one part, saves its tables, returns them
   curvature_checks  notebook 04's stages: the BT loss's curvature under uniform and MARS weights, per head, τ and round
   downstream_stages notebook 05's stages: Best-of-N and DPO with each reward model, judged by the gold judge
+  compare           `mars compare`: the user's arms × seeds × rounds, resumable, with paired verdicts
   helps_map         the when-MARS-helps map over label noise × τ × version × operator
   runner            runs the numbered notebooks with papermill (`./run_all.sh`)
   tables, io        result tables with provenance (config, commit, versions); atomic writes

@@ -52,12 +52,12 @@ def train_strategies(cfg: RunConfig, base: Pairs, pool: Pairs, evals: dict[str, 
 
 
 def run_strategy(name: str, base: Pairs, sources: Sources | Pairs, eval_sets: dict[str, Pairs], cfg: RunConfig,
-                 seed: int, make_model=None) -> RunResult:
+                 seed: int, make_model=None, on_round=None) -> RunResult:
     """One arm × one seed through the rounds loop (`mars.run_rounds`). `sources` may be just the pool;
     `make_model(seed)` defaults to the config's reward-model kind (`context.model_factory`)."""
     sources = sources if isinstance(sources, Sources) else Sources(pool=sources)
     make = make_model or model_factory(cfg, base.phi_c.shape[1])
-    return run_rounds(strategies.get(name), base, sources, eval_sets, cfg, seed, make)
+    return run_rounds(strategies.get(name), base, sources, eval_sets, cfg, seed, make, on_round)
 
 
 def seed_data(cfg: RunConfig, base: Pairs, pool: Pairs, seed: int) -> tuple[Pairs, Pairs]:

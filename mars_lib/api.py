@@ -14,6 +14,7 @@ budget that could not be made) are `MarsWarning`s; progress lines go to stderr w
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -21,16 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from mars_lib import strategies
 from mars_lib.data.pairs import DataError, as_pairs
 from mars_lib.evaluation.stats import cluster_mean
 from mars_lib.mars import capped_budgets, concentration, integer_budgets, tau_for_ess
 from mars_lib.pipeline import compare as comparison
-from mars_lib.pipeline.assets import cache_dir, set_offline
+from mars_lib.pipeline.assets import cache_dir, minilm_dir, set_offline
 from mars_lib.pipeline.config import MarsConfig
-from mars_lib.reward_models.features import Encoder, FeatureCache, featurize
+from mars_lib.pipeline.io import atomic_write_json
+from mars_lib.reward_models.features import Encoder, FeatureCache, featurize, rm_text
+from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
 from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
 from mars_lib.reward_models.hf_folder import HFRewardModel, HFRewardModelError, is_hf_folder
 from mars_lib.synthetic.builders import ParaphraseOp, draw_on_demand
@@ -84,6 +87,65 @@ def load_head(path: Path, dim: int = MINILM_DIM) -> HeadRewardModel:
     except Exception as e:  # truncated or foreign file: say which and how to fix
         raise DataError(f"cannot load {w_p} ({type(e).__name__}: {e}); retrain with `python -m mars_lib train`")
     return m
+
+
+def truncated(tokenizer, texts: list[str], max_length: int, verbose: bool = True) -> int:
+    """How many of `texts` are longer than `max_length` tokens (they are cut from the left, keeping the
+    response's end); said on stderr when any are, never dropped silently."""
+    n = sum(len(ids) > max_length for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+    if n:
+        _say(f"{n} of {len(texts)} texts are longer than --max-length {max_length} tokens and are cut from the left "
+             "(the response's end is kept); raise --max-length, up to the model's positions, to keep more", verbose)
+    return n
+
+
+def train(pairs, out, regime: str = "head", model: str | None = None, epochs: int | None = None,
+          lr: float | None = None, hidden: int = 0, batch_size: int = 16, max_length: int = 256, device: str = "cpu",
+          precision: str = "fp32", seed: int = 0, on_error: str = "raise", verbose: bool = True) -> Path:
+    """Train a reward model on validated pairs and write its folder: regime "head" (a linear or MLP head
+    on frozen MiniLM features: head.json + head.safetensors; epochs 5, lr 1e-2 by default) or "full" /
+    "lora" (fine-tune `model`, default the shipped MiniLM; epochs 1, lr 2e-5): a Hugging Face
+    AutoModelForSequenceClassification folder (LoRA merged into the weights) that TRL and `score` read."""
+    df = as_pairs(pairs, on_error)
+    out = Path(out)
+    if regime == "head":
+        if model is not None:
+            raise DataError("--model names a backbone to fine-tune: use it with --regime full or lora")
+        enc = encoder(max_length)
+        truncated(enc.tok, [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
+                  max_length, verbose)
+        feats = featurize(df, enc)
+        cfg = HeadConfig(hidden=hidden, lr=1e-2 if lr is None else lr, epochs=epochs or 5, seed=seed)
+        m = HeadRewardModel(feats.phi_c.shape[1], cfg)
+        losses = m.fit(feats.phi_c, feats.phi_r)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".head.safetensors.tmp"         # weights first, then head.json: the folder is usable only whole
+        save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp))
+        tmp.replace(out / "head.safetensors")
+        atomic_write_json(out / "head.json", {"head": dataclasses.asdict(cfg), "encoder": "all-MiniLM-L6-v2",
+                                              "max_length": max_length, "trained_on": df.attrs.get("path"),
+                                              "pairs": len(df), "loss_per_epoch": losses})
+    elif regime in ("full", "lora"):
+        if max_length > MINILM_POSITIONS and model is None:
+            raise DataError(f"--max-length {max_length} exceeds the shipped MiniLM's {MINILM_POSITIONS} positions")
+        cfg = FinetuneConfig(model=model or str(minilm_dir()), lora=regime == "lora", lr=2e-5 if lr is None else lr,
+                             batch_size=batch_size, grad_accum=1, max_length=max_length, epochs=epochs or 1,
+                             precision=precision, device=device, seed=seed)
+        try:
+            rm = FinetunedRewardModel(cfg)
+        except (OSError, ValueError) as e:
+            raise DataError(f"--model {cfg.model}: cannot be loaded as a sequence-classification model "
+                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        truncated(rm.tokenizer, [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
+                  max_length, verbose)
+        losses = rm.fit(df, progress=verbose)
+        if regime == "lora":                        # one plain folder that any reader loads, adapters merged in
+            rm.model, rm.cfg = rm.model.merge_and_unload(), dataclasses.replace(cfg, lora=False)
+        rm.save(out)
+    else:
+        raise DataError(f"--regime {regime!r}: choose head, full or lora")
+    _say(f"trained ({regime}) on {len(df)} pairs, final loss {losses[-1]:.4f} -> {out}", verbose)
+    return out
 
 
 class HeadScorer:

@@ -27,7 +27,6 @@ allocation's concentration and warn when it is concentrated on few pairs (ESS/N 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import json
 import shutil
@@ -37,16 +36,13 @@ from pathlib import Path
 
 import pandas as pd
 from datasets import Dataset
-from safetensors.torch import save_file
 
 from mars_lib import api, strategies
 from mars_lib.data.pairs import DataError, load_hh_jsonl, load_pairs, to_trl_jsonl
 from mars_lib.evaluation.metrics import rm_metrics
 from mars_lib.pipeline.compare import DEFAULT_ARMS, REGIMES, summary as compare_summary
 from mars_lib.pipeline.config import ConfigError
-from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
-from mars_lib.reward_models.features import featurize
-from mars_lib.reward_models.head import HeadRewardModel, HeadConfig
+from mars_lib.pipeline.io import atomic_write_text
 
 
 def _load(args):
@@ -75,20 +71,9 @@ def _looks_like_hh(path) -> bool:
 
 
 def cmd_train(args) -> int:
-    df = _load(args)
-    pairs = featurize(df, api.encoder(args.max_length))
-    cfg = HeadConfig(hidden=args.hidden, lr=args.lr, epochs=args.epochs, seed=args.seed)
-    m = HeadRewardModel(pairs.phi_c.shape[1], cfg)
-    losses = m.fit(pairs.phi_c, pairs.phi_r)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".head.safetensors.tmp"             # weights first, then head.json: the folder is usable only whole
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp))
-    tmp.replace(out / "head.safetensors")
-    atomic_write_json(out / "head.json", {"head": dataclasses.asdict(cfg), "encoder": "all-MiniLM-L6-v2",
-                                          "max_length": args.max_length, "trained_on": str(args.pairs),
-                                          "pairs": len(df), "loss_per_epoch": losses})
-    print(f"trained on {len(df)} pairs, final loss {losses[-1]:.4f} -> {out}")
+    api.train(_load(args), args.out, regime=args.regime, model=args.model, epochs=args.epochs, lr=args.lr,
+              hidden=args.hidden, batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+              precision=args.precision, seed=args.seed)
     return 0
 
 
@@ -160,7 +145,7 @@ def cmd_compare(args) -> int:
     settings = {k: v for k, v in (("tau_v1", args.tau_v1), ("tau_v2", args.tau_v2), ("epochs_per_round", args.epochs),
                                   ("lr", args.lr), ("ft_lr", args.ft_lr), ("batch_size", args.batch_size),
                                   ("n_boot", args.n_boot)) if v is not None}
-    res = api.compare(train, test, arms=tuple(args.arms.split(",")), seeds=tuple(args.seeds), rounds=args.rounds,
+    res = api.compare(train, test, arms=tuple(args.arms), seeds=tuple(args.seeds), rounds=args.rounds,
                       budget=args.budget, regime=args.regime, model=args.model, out=args.out,
                       dry_run=args.dry_run, max_length=args.max_length, device=args.device, precision=args.precision,
                       **settings)
@@ -199,11 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="Hugging Face RMs: text scored — concat: prompt + response (TRL's convention); mars: "
                                 "'Human: x / Assistant: y'; auto: mars for folders our fine-tuning wrote, else concat")
 
-    t = sub.add_parser("train", help="train a linear (or MLP) head RM on frozen MiniLM features", formatter_class=_Formatter)
+    t = sub.add_parser("train", help="train a reward model: a head on frozen MiniLM features, or fine-tune one",
+                       formatter_class=_Formatter)
     common(t, rm=False)
-    t.add_argument("--epochs", type=int, default=5, help="passes over the pairs")
-    t.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate of the head")
-    t.add_argument("--hidden", type=int, default=0, help="0 = linear head")
+    t.add_argument("--regime", choices=REGIMES, default="head",
+                   help="head: linear / MLP head on frozen MiniLM features; full / lora: fine-tune --model and write a "
+                        "Hugging Face folder (LoRA merged) that TRL and `mars score` read")
+    t.add_argument("--model", default=None, help="full / lora: a local AutoModelForSequenceClassification folder or "
+                                                 "encoder checkpoint (default: the shipped MiniLM)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the pairs (default: head 5, full / lora 1)")
+    t.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: head 1e-2, full / lora 2e-5)")
+    t.add_argument("--hidden", type=int, default=0, help="head: 0 = linear head, else an MLP of this width")
+    t.add_argument("--batch-size", type=int, default=16, help="full / lora: pairs per optimizer step")
+    t.add_argument("--device", default="cpu", help="full / lora: cpu, cuda, cuda:1, ...")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="full / lora: bf16 needs CUDA")
     s = sub.add_parser("score", help="reward gaps of every pair, plus accuracy / AUC / SNR", formatter_class=_Formatter)
     common(s)
     for name, hlp in (("allocate", "the MARS budget per pair"), ("augment", "MARS-augmented TRL JSONL")):
@@ -233,15 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _compare_parser(sub) -> None:
     c = sub.add_parser("compare", formatter_class=_Formatter,
                        help="does MARS help on my data? every arm x seed x round, paired intervals and verdicts")
-    c.add_argument("--pairs", required=True, type=Path, help="training pairs (JSONL/CSV/Parquet: prompt, chosen, rejected)")
+    c.add_argument("--train", "--pairs", dest="pairs", required=True, type=Path,
+                   help="training pairs (JSONL/CSV/Parquet: prompt, chosen, rejected)")
     c.add_argument("--test", required=True, type=Path, help="held-out pairs the arms are scored on (never trained on)")
     c.add_argument("--out", required=True, type=Path, help="folder: finished jobs (resumable) and the CSV tables")
     c.add_argument("--hh", action="store_true", help="both files hold HH-RLHF dialogues (chosen/rejected)")
     c.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="malformed rows: stop, or skip and count")
-    c.add_argument("--arms", default=",".join(DEFAULT_ARMS),
-                   help="comma-separated strategies (any registered name, e.g. mars_v1@ess0.5: v1 with τ chosen each "
-                        f"round for ESS/N 0.5); registered: {', '.join(strategies.names())}")
-    c.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (>= 2 for intervals)")
+    c.add_argument("--strategies", "--arms", dest="arms", nargs="+", default=list(DEFAULT_ARMS),
+                   help="the arms (space- or comma-separated; any registered name, e.g. mars_v1@ess0.5: v1 with τ chosen "
+                        f"each round for ESS/N 0.5); registered: {', '.join(strategies.names())}")
+    c.add_argument("--seeds", nargs="+", default=["0", "1", "2"], help="training seeds (>= 2 for intervals)")
     c.add_argument("--rounds", type=int, default=2, help="T: score -> allocate -> augment -> retrain rounds")
     c.add_argument("--budget", type=int, default=None, help="synthetic pairs B per round (default 2 x the training pairs)")
     c.add_argument("--regime", choices=REGIMES, default="head",
@@ -275,10 +270,11 @@ def _bad_args(args) -> str | None:
     if getattr(args, "max_per_source", None) is not None and args.max_per_source < 1:
         return f"--max-per-source must be >= 1, got {args.max_per_source}"
     if args.cmd == "compare":
+        args.arms = [a for x in args.arms for a in str(x).split(",") if a]
         try:
-            args.seeds = [int(x) for x in str(args.seeds).split(",")]
+            args.seeds = [int(a) for x in args.seeds for a in str(x).split(",") if a]
         except ValueError:
-            return f"--seeds takes comma-separated integers, got {args.seeds!r}"
+            return f"--seeds takes integers (space- or comma-separated), got {' '.join(map(str, args.seeds))!r}"
         if args.rounds < 1:
             return f"--rounds must be >= 1, got {args.rounds}"
     return None

@@ -191,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head: linear / MLP head on frozen MiniLM features; full / lora: fine-tune --model and write a "
                         "Hugging Face folder (LoRA merged) that TRL and `mars score` read")
     t.add_argument("--model", default=None, help="full / lora: a local AutoModelForSequenceClassification folder or "
-                                                 "encoder checkpoint (default: the shipped MiniLM)")
-    t.add_argument("--epochs", type=int, default=None, help="passes over the pairs (default: head 5, full / lora 1)")
-    t.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: head 1e-2, full / lora 2e-5)")
+                                                 "encoder checkpoint; %(default)s = the shipped MiniLM")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the pairs; %(default)s = head 5, full / lora 1")
+    t.add_argument("--lr", type=float, default=None, help="AdamW learning rate; %(default)s = head 1e-2, full / lora 2e-5")
     t.add_argument("--hidden", type=int, default=0, help="head: 0 = linear head, else an MLP of this width")
     t.add_argument("--batch-size", type=int, default=16, help="full / lora: pairs per optimizer step")
     t.add_argument("--device", default="cpu", help="full / lora: cpu, cuda, cuda:1, ...")
@@ -238,21 +238,21 @@ def _compare_parser(sub) -> None:
                         f"each round for ESS/N 0.5); registered: {', '.join(strategies.names())}")
     c.add_argument("--seeds", nargs="+", default=["0", "1", "2"], help="training seeds (>= 2 for intervals)")
     c.add_argument("--rounds", type=int, default=2, help="T: score -> allocate -> augment -> retrain rounds")
-    c.add_argument("--budget", type=int, default=None, help="synthetic pairs B per round (default 2 x the training pairs)")
+    c.add_argument("--budget", type=int, default=None, help="synthetic pairs B per round; %(default)s = 2 x the training pairs")
     c.add_argument("--regime", choices=REGIMES, default="head",
                    help="head: linear head on frozen MiniLM features; full / lora: fine-tune --model")
     c.add_argument("--model", default=None, help="full / lora: a local AutoModelForSequenceClassification folder or "
-                                                 "encoder checkpoint (default: the shipped MiniLM)")
-    c.add_argument("--epochs", type=int, default=None, help="epochs per round (default 1, the authors')")
-    c.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-2)")
-    c.add_argument("--ft-lr", type=float, default=None, help="full / lora learning rate (default 2e-5)")
-    c.add_argument("--batch-size", type=int, default=None, help="pairs per optimizer step (default 64)")
-    c.add_argument("--tau-v1", type=float, default=None, help="MARS v1's τ (default 0.1, the authors')")
-    c.add_argument("--tau-v2", type=float, default=None, help="MARS v2's τ (default 0.5)")
+                                                 "encoder checkpoint; %(default)s = the shipped MiniLM")
+    c.add_argument("--epochs", type=int, default=None, help="epochs per round; %(default)s = the config's 1 (the authors')")
+    c.add_argument("--lr", type=float, default=None, help="head learning rate; %(default)s = the config's 1e-2")
+    c.add_argument("--ft-lr", type=float, default=None, help="full / lora learning rate; %(default)s = the config's 2e-5")
+    c.add_argument("--batch-size", type=int, default=None, help="pairs per optimizer step; %(default)s = the config's 64")
+    c.add_argument("--tau-v1", type=float, default=None, help="MARS v1's τ; %(default)s = the config's 0.1 (the authors')")
+    c.add_argument("--tau-v2", type=float, default=None, help="MARS v2's τ; %(default)s = the config's 0.5")
     c.add_argument("--max-length", type=int, default=256, help="tokens per text (left-truncated)")
     c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     c.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="fine-tuning precision (bf16: CUDA)")
-    c.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the intervals (default 1000)")
+    c.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the intervals; %(default)s = the config's 1000")
     c.add_argument("--dry-run", action="store_true", help="state the cost (jobs, rounds, steps, texts) and train nothing")
 
 

@@ -89,6 +89,11 @@ def load_head(path: Path, dim: int = MINILM_DIM) -> HeadRewardModel:
     return m
 
 
+def _rm_texts(df: pd.DataFrame) -> list[str]:
+    """The texts an RM reads for every pair: chosen and rejected, each with its prompt (`rm_text`)."""
+    return [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)]
+
+
 def truncated(tokenizer, texts: list[str], max_length: int, verbose: bool = True) -> int:
     """How many of `texts` are longer than `max_length` tokens (they are cut from the left, keeping the
     response's end); said on stderr when any are, never dropped silently."""
@@ -112,8 +117,7 @@ def train(pairs, out, regime: str = "head", model: str | None = None, epochs: in
         if model is not None:
             raise DataError("--model names a backbone to fine-tune: use it with --regime full or lora")
         enc = encoder(max_length)
-        truncated(enc.tok, [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
-                  max_length, verbose)
+        truncated(enc.tok, _rm_texts(df), max_length, verbose)
         feats = featurize(df, enc)
         cfg = HeadConfig(hidden=hidden, lr=1e-2 if lr is None else lr, epochs=epochs or 5, seed=seed)
         m = HeadRewardModel(feats.phi_c.shape[1], cfg)
@@ -136,8 +140,7 @@ def train(pairs, out, regime: str = "head", model: str | None = None, epochs: in
         except (OSError, ValueError) as e:
             raise DataError(f"--model {cfg.model}: cannot be loaded as a sequence-classification model "
                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        truncated(rm.tokenizer, [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
-                  max_length, verbose)
+        truncated(rm.tokenizer, _rm_texts(df), max_length, verbose)
         losses = rm.fit(df, progress=verbose)
         if regime == "lora":                        # one plain folder that any reader loads, adapters merged in
             rm.model, rm.cfg = rm.model.merge_and_unload(), dataclasses.replace(cfg, lora=False)

@@ -28,11 +28,11 @@ from mars_lib.data.pairs import DataError
 from mars_lib.evaluation.claims import claims_table, per_pair_outcomes, strategy_intervals
 from mars_lib.mars import Sources
 from mars_lib.pipeline.arms import run_strategy
-from mars_lib.pipeline.assets import cache_dir, set_offline
+from mars_lib.pipeline.assets import set_offline
 from mars_lib.pipeline.config import ConfigError, RunConfig
-from mars_lib.pipeline.context import model_factory
+from mars_lib.pipeline.context import encoder_for, model_factory
 from mars_lib.pipeline.io import atomic_write_json, atomic_write_text
-from mars_lib.reward_models.features import Encoder, FeatureCache, Pairs, featurize
+from mars_lib.reward_models.features import Pairs, featurize
 from mars_lib.synthetic.pools import labelled_pool_frame
 
 DEFAULT_ARMS = ("none_matched", "uniform", "mars_v1", "mars_v2")   # MARS and what it must beat, equal steps
@@ -80,6 +80,16 @@ def _job_file(out: Path, arm: str, seed: int) -> Path:
     return out / "jobs" / f"per_pair_{arm}_seed{seed}.parquet"
 
 
+def _history_file(job_file: Path) -> Path:
+    return job_file.with_name(job_file.name.replace("per_pair_", "history_").replace(".parquet", ".csv"))
+
+
+def _text_pairs(df: pd.DataFrame) -> Pairs:
+    """Pairs without features (what a fine-tuned RM and the paraphrase pool's builder read: the text)."""
+    z = np.zeros((len(df), 0), np.float32)
+    return Pairs(df.reset_index(drop=True), z, z)
+
+
 def _claim_folder(out: Path, cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame) -> None:
     """Write `compare.json`, or check that the folder's comparison is this one (else refuse to mix)."""
     key = {"config": cfg.to_dict(), "train_sha256": _sha(train), "test_sha256": _sha(test)}
@@ -100,13 +110,11 @@ def _claim_folder(out: Path, cfg: RunConfig, train: pd.DataFrame, test: pd.DataF
 def _data(cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame) -> tuple[Pairs, Pairs, Pairs]:
     """Base, test and paraphrase pool as `Pairs`: MiniLM features (cached by content) for the head regime,
     texts alone for a fine-tuned RM (it reads the text)."""
-    pool = labelled_pool_frame(cfg, Pairs(train, np.zeros((len(train), 0)), np.zeros((len(train), 0))))
+    pool = labelled_pool_frame(cfg, _text_pairs(train))
     if cfg.rm != "head":
-        z = lambda d: Pairs(d.reset_index(drop=True), np.zeros((len(d), 0), np.float32),   # noqa: E731
-                            np.zeros((len(d), 0), np.float32))
-        return z(train), z(test), z(pool)
+        return _text_pairs(train), _text_pairs(test), _text_pairs(pool)
     set_offline()
-    enc = Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=cfg.max_length)
+    enc = encoder_for(cfg)
     return (featurize(train, enc, "features: train"), featurize(test, enc, "features: test"),
             featurize(pool, enc, "features: paraphrase pool"))
 
@@ -156,7 +164,7 @@ def run_jobs(cfg: RunConfig, base: Pairs, test: Pairs, pool: Pairs, out: Path | 
         done = _job_file(out, arm, seed) if out is not None else None
         if done is not None and done.exists():
             per_pair.append(pd.read_parquet(done))
-            hist.append(pd.read_csv(done.with_name(done.name.replace("per_pair_", "history_").replace(".parquet", ".csv"))))
+            hist.append(pd.read_csv(_history_file(done)))
             bar.update(cfg.rounds)
             continue
         bar.set_postfix_str(f"{arm}, seed {seed}")
@@ -167,8 +175,7 @@ def run_jobs(cfg: RunConfig, base: Pairs, test: Pairs, pool: Pairs, out: Path | 
         pp = per_pair_outcomes({(arm, seed): r}, test, TRACK, cfg.rm)
         if done is not None:
             done.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(done.with_name(done.name.replace("per_pair_", "history_").replace(".parquet", ".csv")),
-                              h.to_csv(index=False))
+            atomic_write_text(_history_file(done), h.to_csv(index=False))
             tmp = done.with_name(f".{done.name}.tmp")
             pp.to_parquet(tmp)
             tmp.replace(done)
@@ -197,7 +204,7 @@ def compare(cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame, out: Path |
     written there."""
     if len(test) < 2:
         raise DataError(f"the held-out set has {len(test)} pair(s): a comparison needs held-out pairs to score")
-    if set(train.pair_id) & set(test.pair_id) and (_sha(train) == _sha(test)):
+    if _sha(train) == _sha(test):
         raise DataError("the train and held-out pairs are the same set: hold out pairs the RMs do not train on")
     t0 = time.perf_counter()
     if out is not None:

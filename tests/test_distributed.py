@@ -24,6 +24,7 @@ def _run(cmd: list[str], tmp_path: Path) -> None:
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
+@pytest.mark.slow                  # real models in child processes: the full suite (and CI) runs it
 @pytest.mark.parametrize("mode", ["finetune", "dpo"])
 def test_two_processes_train_like_one(tmp_path, mode):
     one, two = tmp_path / "one.json", tmp_path / "two.json"

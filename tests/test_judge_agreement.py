@@ -30,6 +30,7 @@ def test_changed_texts_or_another_judge_are_judged_again():
     assert ja.committed_facets("gold-judge-99", "mt-bench-human", pairs) is None
 
 
+@pytest.mark.slow                  # real models in child processes: the full suite (and CI) runs it
 @pytest.mark.parametrize("which", ["old", "new"])
 def test_committed_facets_equal_a_fresh_judgment(which):
     from mars_lib.judges.gold1 import GoldJudge

@@ -36,6 +36,7 @@ def test_paper_encoder_standin_embeds_and_measures_distance(standins, tmp_path):
     assert abs(d[0]) < 1e-5
 
 
+@pytest.mark.slow                  # real models in child processes: the full suite (and CI) runs it
 def test_paper_policy_standin_generates_and_trains_by_dpo(standins, tmp_path):
     """The paper profile's policy path on a tiny Llama: policy_model loads it, DPO trains it on RM
     labels, and each policy answers held-out prompts (dpo_downstream end to end)."""

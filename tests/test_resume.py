@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 SCRIPT = r'''
 import sys, time, torch
@@ -46,6 +47,7 @@ def _rows(cache):
         return 0
 
 
+@pytest.mark.slow                  # real models in child processes: the full suite (and CI) runs it
 def test_generation_killed_mid_run_resumes_to_the_uninterrupted_texts(tmp_path):
     full = _run(tmp_path / "a.sqlite")
     cache = tmp_path / "b.sqlite"

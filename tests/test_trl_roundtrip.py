@@ -32,6 +32,7 @@ def _train(model_dir, data_file, out, tmp_path):
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
+@pytest.mark.slow                  # real models in child processes: the full suite (and CI) runs it
 def test_two_mars_rounds_around_trl_reward_trainer(tmp_path, capsys):
     from mars_lib.pipeline.assets import minilm_dir
     task = load_task(DEFAULT_TASK_DIR, n_prompts=16)

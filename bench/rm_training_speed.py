@@ -3,14 +3,18 @@
     pip install -e ".[bench]"            # adds trl (only this benchmark needs it)
     python bench/rm_training_speed.py    # prints both tables, writes results/bench/rm_training_speed.csv
 
-1. Fine-tuning pairs/s, side by side in one run: `mars_lib.reward_models.finetune.FinetunedRewardModel` and
+1. Fine-tuning pairs/s, side by side in one run: `mars_lib.reward_models.finetune.FinetunedRewardModel` —
+   length-grouped padded batches, and packed padding-free rows (`packing=True`) — and
    `trl.RewardTrainer` on the same model (MiniLM-L6 as AutoModelForSequenceClassification,
-   num_labels=1, full fine-tuning), the same pairs of the offline task, the same max length, micro
+   num_labels=1, full fine-tuning), the same pairs — real HH-RLHF harmless-base dialogues by default
+   (`--data hh`: their real length spread; `--data task`: the offline task's short pairs) — the same max length, micro
    batch, gradient accumulation, learning rate, fp32 on CPU, one epoch, no evaluation, no saving,
    no logging integrations, and the same dropout setting — twice: dropout on (the backbone's own,
    as the authors' Trainer) and off (TRL's default `disable_dropout=True`). Each trainer gets an
    untimed warm-up run first; timings are wall clock of the training call only (TRL's dataset
-   tokenization is done before the clock starts, ours inside it — which only favours TRL).
+   tokenization is done before the clock starts, ours inside it — which only favours TRL). Each row
+   also gives the epoch's mean training loss: with dropout off, packed and padded must agree to
+   float noise (same batches; `max_loss_diff_vs_padded`).
 2. MARS round vs uniform round with the same budget on the head model (scoring the base pairs,
    allocating, drawing from the pool, training one epoch): the time MARS adds is its scoring and
    allocation. Goal in issue 4: ≤ 1.15×.
@@ -29,23 +33,38 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def pairs_for_bench(n: int) -> pd.DataFrame:
-    from mars_lib.data.gold_task import load_task
-    return load_task(ROOT / "data" / "gold_task_v3").split("train").sample(n=n, random_state=0).reset_index(drop=True)
+def pairs_for_bench(n: int, data: str, model_dir, max_length: int) -> pd.DataFrame:
+    """n pairs sampled from those whose two texts fit in max_length − 1 tokens. TRL's RewardTrainer drops
+    longer pairs (and appends one EOS token): without this both trainers would not train on the same pairs."""
+    from transformers import AutoTokenizer
+
+    from mars_lib.reward_models.features import rm_text
+    if data == "hh":
+        from mars_lib.data.tracks import load_track
+        df = load_track("hh-rlhf", "train")
+    else:
+        from mars_lib.data.gold_task import load_task
+        df = load_task(ROOT / "data" / "gold_task_v3").split("train")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    fits = [max(len(tok(rm_text(p, c))["input_ids"]), len(tok(rm_text(p, r))["input_ids"])) < max_length
+            for p, c, r in zip(df.prompt, df.chosen, df.rejected)]
+    print(f"[bench] {sum(fits)} of {len(df)} {data} pairs fit in {max_length} tokens; sampling {min(n, sum(fits))}")
+    df = df[fits]
+    return df.sample(n=min(n, len(df)), random_state=0).reset_index(drop=True)
 
 
-def ours(df, model_dir, a, dropout: bool) -> float:
+def ours(df, model_dir, a, dropout: bool, packing: bool) -> tuple[float, float]:
     from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
     cfg = FinetuneConfig(str(model_dir), lr=a.lr, batch_size=a.batch, grad_accum=a.accum, max_length=a.max_length, seed=0,
-                         dropout=dropout)
+                         dropout=dropout, packing=packing)
     FinetunedRewardModel(cfg).fit(df.head(a.batch * a.accum), progress=False)          # warm-up
     m = FinetunedRewardModel(cfg)
     t0 = time.perf_counter()
-    m.fit(df, progress=False)
-    return len(df) / (time.perf_counter() - t0)
+    loss = m.fit(df, progress=False)[0]
+    return len(df) / (time.perf_counter() - t0), loss
 
 
-def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
+def trl(df, model_dir, a, tmp: Path, dropout: bool) -> tuple[float, float]:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -71,11 +90,24 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> float:
         tr = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         torch.set_num_threads(a.threads)                                   # in case the trainer changed it
         t0 = time.perf_counter()
-        tr.train()
-        return time.perf_counter() - t0
+        out = tr.train()
+        return time.perf_counter() - t0, out.training_loss
 
     run(data.select(range(a.batch * a.accum)))                                       # warm-up
-    return len(df) / run(data)
+    seconds, loss = run(data)
+    return len(df) / seconds, loss          # every pair fits max_length (pairs_for_bench): TRL trains on all of them
+
+
+def _lengths(df, model_dir, max_length: int) -> tuple[float, float]:
+    """Mean and 90th percentile of the sequences' token counts (after truncation): the length spread."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from mars_lib.reward_models.features import rm_text
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    n = [len(i) for i in tok([rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
+                             truncation=True, max_length=max_length)["input_ids"]]
+    return float(np.mean(n)), float(np.percentile(n, 90))
 
 
 def round_overhead(a) -> pd.DataFrame:
@@ -101,10 +133,12 @@ def round_overhead(a) -> pd.DataFrame:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=128)
+    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--data", choices=("hh", "task"), default="hh", help="HH-RLHF dialogues (real length spread) or the task")
+    ap.add_argument("--dropout", nargs="+", choices=("on", "off"), default=["on", "off"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--accum", type=int, default=2)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=512, help="MiniLM's positions; HH dialogues reach it")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="repeats of the round-overhead timing (median)")
@@ -117,17 +151,21 @@ def main(argv=None):
     from mars_lib.pipeline.assets import minilm_dir, set_offline
     set_offline()
     torch.set_num_threads(a.threads)
-    df = pairs_for_bench(a.pairs)
     model_dir = minilm_dir()
+    df = pairs_for_bench(a.pairs, a.data, model_dir, a.max_length)
     res = []
     with tempfile.TemporaryDirectory() as tmp:
-        for dropout in ((True, False) if not a.no_trainers else ()):
-            res += [("mars_lib FinetunedRewardModel", dropout, ours(df, model_dir, a, dropout)),
-                    ("trl RewardTrainer", dropout, trl(df, model_dir, a, Path(tmp), dropout))]
-    t = pd.DataFrame(res, columns=["trainer", "dropout", "pairs_per_s"])
+        for dropout in ([d == "on" for d in a.dropout] if not a.no_trainers else ()):
+            res += [("mars_lib FinetunedRewardModel, packed", dropout, *ours(df, model_dir, a, dropout, True)),
+                    ("mars_lib FinetunedRewardModel, length-grouped padded", dropout, *ours(df, model_dir, a, dropout, False)),
+                    ("trl RewardTrainer", dropout, *trl(df, model_dir, a, Path(tmp), dropout))]
+    t = pd.DataFrame(res, columns=["trainer", "dropout", "pairs_per_s", "train_loss"])
     t["vs_trl"] = t.pairs_per_s / t.groupby("dropout").pairs_per_s.transform("last")
-    t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", pairs=a.pairs, batch=f"{a.batch}x{a.accum}",
-                 max_length=a.max_length, precision="fp32", device=f"cpu, {a.threads} threads")
+    t["max_loss_diff_vs_padded"] = (t.train_loss - t.groupby("dropout").train_loss.transform(lambda x: x.iloc[1])).abs()
+    tok_mean, tok_p90 = _lengths(df, model_dir, a.max_length)
+    t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", data=a.data, pairs=len(df), batch=f"{a.batch}x{a.accum}",
+                 max_length=a.max_length, mean_tokens=tok_mean, p90_tokens=tok_p90, precision="fp32",
+                 device=f"cpu, {a.threads} threads", command="python bench/rm_training_speed.py " + " ".join(argv or sys.argv[1:]))
     a.out.mkdir(parents=True, exist_ok=True)
     if len(t):
         t.to_csv(a.out / "rm_training_speed.csv", index=False)

@@ -36,6 +36,7 @@ from mars_lib.reward_models.features import Encoder, FeatureCache, featurize, rm
 from mars_lib.reward_models.finetune import FinetuneConfig, FinetunedRewardModel
 from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
 from mars_lib.reward_models.hf_folder import HFRewardModel, HFRewardModelError, is_hf_folder
+from mars_lib.reward_models.packing import PackingError
 from mars_lib.synthetic.builders import ParaphraseOp, draw_on_demand
 
 MINILM_DIM = 384        # feature size of the shipped encoder (all-MiniLM-L6-v2)
@@ -106,7 +107,8 @@ def truncated(tokenizer, texts: list[str], max_length: int, verbose: bool = True
 
 def train(pairs, out, regime: str = "head", model: str | None = None, epochs: int | None = None,
           lr: float | None = None, hidden: int = 0, batch_size: int = 16, max_length: int = 256, device: str = "cpu",
-          precision: str = "fp32", seed: int = 0, on_error: str = "raise", verbose: bool = True) -> Path:
+          precision: str = "fp32", seed: int = 0, on_error: str = "raise", verbose: bool = True,
+          padding_free: bool = False) -> Path:
     """Train a reward model on validated pairs and write its folder: regime "head" (a linear or MLP head
     on frozen MiniLM features: head.json + head.safetensors; epochs 5, lr 1e-2 by default) or "full" /
     "lora" (fine-tune `model`, default the shipped MiniLM; epochs 1, lr 2e-5): a Hugging Face
@@ -134,9 +136,11 @@ def train(pairs, out, regime: str = "head", model: str | None = None, epochs: in
             raise DataError(f"--max-length {max_length} exceeds the shipped MiniLM's {MINILM_POSITIONS} positions")
         cfg = FinetuneConfig(model=model or str(minilm_dir()), lora=regime == "lora", lr=2e-5 if lr is None else lr,
                              batch_size=batch_size, grad_accum=1, max_length=max_length, epochs=epochs or 1,
-                             precision=precision, device=device, seed=seed)
+                             precision=precision, device=device, seed=seed, packing=padding_free)
         try:
             rm = FinetunedRewardModel(cfg)
+        except PackingError as e:
+            raise DataError(str(e)) from None
         except (OSError, ValueError) as e:
             raise DataError(f"--model {cfg.model}: cannot be loaded as a sequence-classification model "
                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None

@@ -73,7 +73,7 @@ def _looks_like_hh(path) -> bool:
 def cmd_train(args) -> int:
     api.train(_load(args), args.out, regime=args.regime, model=args.model, epochs=args.epochs, lr=args.lr,
               hidden=args.hidden, batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-              precision=args.precision, seed=args.seed)
+              precision=args.precision, seed=args.seed, padding_free=args.padding_free)
     return 0
 
 
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=16, help="full / lora: pairs per optimizer step")
     t.add_argument("--device", default="cpu", help="full / lora: cpu, cuda, cuda:1, ...")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="full / lora: bf16 needs CUDA")
+    t.add_argument("--padding-free", action="store_true", help="full / lora, BERT-family models: pack each micro-batch "
+                                                               "into padding-free rows (same loss, no padding computed)")
     s = sub.add_parser("score", help="reward gaps of every pair, plus accuracy / AUC / SNR", formatter_class=_Formatter)
     common(s)
     for name, hlp in (("allocate", "the MARS budget per pair"), ("augment", "MARS-augmented TRL JSONL")):

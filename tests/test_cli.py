@@ -305,3 +305,12 @@ def test_score_reports_the_length_baseline_and_warns_about_a_coin(capsys):
     assert "coin" not in said and "does not beat the length baseline" in said and lengthy["rm_minus_length"] == 0
     good, said = run(np.ones(n), np.zeros(n))
     assert said == "" and good["accuracy_lo"] == 1.0
+
+
+def test_train_full_padding_free_writes_a_folder_score_reads(pairs_file, tmp_path, capsys):
+    rm = tmp_path / "rm"
+    assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--regime", "full", "--padding-free",
+                 "--max-length", "64", "--batch-size", "8"]) == 0
+    assert json.loads((rm / "mars_finetune.json").read_text())["packing"] is True
+    assert main(["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")]) == 0
+    assert pd.read_csv(tmp_path / "s.csv").reward_gap.notna().all()

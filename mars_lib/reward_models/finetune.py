@@ -8,7 +8,9 @@ Training follows the authors' Trainer settings (docs/method.md §4.3): AdamW, li
 warm-up, weight decay 0, per-device batch × gradient accumulation = effective batch, a fresh
 optimizer and schedule per `fit` call when `reset_optimizer` (the authors re-create the Trainer
 each round). Each micro-batch runs chosen and rejected texts through one forward pass with
-dynamic padding (pairs sorted into length buckets, then the buckets shuffled).
+dynamic padding (pairs sorted into length buckets, then the buckets shuffled), or — `packing=True`,
+BERT-family models — packed padding-free rows (`mars_lib.reward_models.packing`: same batches, same
+loss up to float noise, no padding computed).
 
 Memory: on CUDA, `fit` first runs the epoch's longest micro-batch forward and backward
 (`fit_batch_probe`); if that runs out of memory, the micro-batch is halved and the accumulation
@@ -38,6 +40,7 @@ import torch
 from mars_lib.reward_models import distributed as ddp
 from mars_lib.reward_models.features import rm_text
 from mars_lib.reward_models.head import bt_loss
+from mars_lib.reward_models.packing import check_packable, packed_scores
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -63,6 +66,8 @@ class FinetuneConfig:
     score_batch_size: int = 64          # sequences per scoring forward
     dropout: bool = True                # keep the backbone's dropout while training (authors' Trainer: yes;
                                         # TRL's RewardTrainer turns it off by default, disable_dropout=True)
+    packing: bool = False               # training forwards on packed padding-free rows (BERT-family; same
+                                        # batches and loss to float noise, no padding computed: packing.py)
     auto_batch: bool = True             # CUDA: before training, try the longest micro-batch; on out-of-memory
                                         # halve batch_size and double grad_accum (same effective batch)
 
@@ -117,6 +122,8 @@ class FinetunedRewardModel:
                     mod.p = 0.0
         if cfg.lora and not _is_peft(model):
             model = _add_lora(model, cfg)
+        if cfg.packing:
+            check_packable(model)
         self.model = model.to(cfg.device)
         ddp.broadcast_parameters(self.model)
         self.optimizer = self.scheduler = None
@@ -200,6 +207,12 @@ class FinetunedRewardModel:
             batches += [w[k:k + bs] for k in range(0, len(w), bs)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    def _train_scores(self, seqs: list[list[int]]) -> torch.Tensor:
+        """r of each token-id sequence, [N] float, with gradients: packed rows or one padded batch."""
+        if self.cfg.packing:
+            return packed_scores(self.model, seqs, max(map(len, seqs)), self.tokenizer.pad_token_id, self.cfg.device)
+        return self.model(**self._collate(seqs)).logits[:, 0].float()
+
     def fit_batch_probe(self, ids_c, ids_r) -> int:
         """Run the longest micro-batch of `batch_size` pairs forward and backward (gradients then
         dropped). On out-of-memory halve `batch_size` and double `grad_accum` until it fits (the
@@ -210,9 +223,8 @@ class FinetunedRewardModel:
         while True:
             idx = np.argsort(-lengths, kind="stable")[:self.cfg.batch_size]
             try:
-                enc = self._collate([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
                 with self._autocast():
-                    r = self.model(**enc).logits[:, 0].float()
+                    r = self._train_scores([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
                 bt_loss(r[:len(idx)], r[len(idx):]).backward()
                 self.model.zero_grad(set_to_none=True)
                 return self.cfg.batch_size
@@ -260,9 +272,8 @@ class FinetunedRewardModel:
             for k, batch in enumerate(batches):
                 idx = ddp.shard(batch)                  # all of it in one process; this rank's share otherwise
                 if len(idx):
-                    enc = self._collate([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
                     with self._autocast():
-                        r = self.model(**enc).logits[:, 0].float()
+                        r = self._train_scores([ids_c[i] for i in idx] + [ids_r[i] for i in idx])
                     mk = 0.0 if m is None else m[idx].to(r.device)
                     loss = bt_loss(r[:len(idx)], r[len(idx):], mk)
                     (loss * len(idx) / (self.cfg.batch_size * self.cfg.grad_accum)).backward()

@@ -192,11 +192,24 @@ def reward_scores(df: pd.DataFrame, rm, max_length: int = 256, template: str = "
         raise DataError(str(e)) from None
 
 
+def _truncated_by(model, df: pd.DataFrame, max_length: int, verbose: bool = True) -> int | None:
+    """`truncated` for the texts `model` (a `load_rm` model) reads; None for an object it cannot tokenize for."""
+    if isinstance(model, HFRewardModel):
+        texts = [model.text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)]
+        return truncated(model.tokenizer, texts, max_length, verbose)
+    if isinstance(model, HeadScorer):
+        return truncated(model.encoder.tok, _rm_texts(df), max_length, verbose)
+    return None
+
+
 def score(pairs, rm, max_length: int = 256, template: str = "auto", on_error: str = "raise") -> pd.DataFrame:
     """Reward of both responses of every pair: columns pair_id, reward_chosen, reward_rejected,
-    reward_gap (= chosen − rejected), one row per input pair, in input order."""
+    reward_gap (= chosen − rejected), one row per input pair, in input order. Texts longer than
+    `max_length` tokens are counted and said (stderr) before scoring."""
     df = as_pairs(pairs, on_error)
-    rc, rr = reward_scores(df, rm, max_length, template)
+    model = load_rm(rm, max_length, template)
+    _truncated_by(model, df, max_length)
+    rc, rr = reward_scores(df, model, max_length, template)
     return pd.DataFrame({"pair_id": df.pair_id, "reward_chosen": rc, "reward_rejected": rr, "reward_gap": rc - rr})
 
 
@@ -355,6 +368,12 @@ def compare(train, test, arms=comparison.DEFAULT_ARMS, seeds=(0, 1, 2), rounds: 
     `pipeline.compare.plan` (the cost) and train nothing."""
     tr, te = as_pairs(train, on_error, "train"), as_pairs(test, on_error, "test")
     cfg = comparison.comparison_config(len(tr), arms, seeds, rounds, budget, regime, model, **settings)
+    if regime == "head":
+        tok = encoder(cfg.max_length).tok
+    else:
+        from transformers import AutoTokenizer     # heavy: imported only when a fine-tuned comparison needs it
+        tok = AutoTokenizer.from_pretrained(cfg.rm_model or minilm_dir())
+    truncated(tok, _rm_texts(tr) + _rm_texts(te), cfg.max_length, progress)
     if dry_run:
         return comparison.plan(cfg, tr, te, out)
     result = comparison.compare(cfg, tr, te, out, progress)

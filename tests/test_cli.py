@@ -314,3 +314,25 @@ def test_train_full_padding_free_writes_a_folder_score_reads(pairs_file, tmp_pat
     assert json.loads((rm / "mars_finetune.json").read_text())["packing"] is True
     assert main(["score", "--pairs", str(pairs_file), "--rm", str(rm), "--out", str(tmp_path / "s.csv")]) == 0
     assert pd.read_csv(tmp_path / "s.csv").reward_gap.notna().all()
+
+
+def test_score_and_compare_count_the_texts_they_truncate(pairs_file, hf_rm, tmp_path, capsys):
+    """Texts longer than --max-length are cut, never silently: score (head and Hugging Face RMs) and
+    compare say how many, before any work; at a length that holds every text, nothing is said."""
+    n = 2 * sum(1 for _ in open(pairs_file))
+    rm = tmp_path / "rm"
+    assert main(["train", "--pairs", str(pairs_file), "--out", str(rm), "--epochs", "1", "--max-length", "16"]) == 0
+    assert re.search(rf"\d+ of {n} texts are longer than --max-length 16", capsys.readouterr().err)
+    for folder in (rm, hf_rm):
+        assert main(["score", "--pairs", str(pairs_file), "--rm", str(folder), "--max-length", "16",
+                     "--out", str(tmp_path / "s.csv")]) == 0
+        assert re.search(rf"\d+ of {n} texts are longer than --max-length 16", capsys.readouterr().err), folder
+    assert main(["score", "--pairs", str(pairs_file), "--rm", str(hf_rm), "--max-length", "512",
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    assert "longer than --max-length" not in capsys.readouterr().err
+    lines = open(pairs_file).read().splitlines(keepends=True)
+    (tmp_path / "tr.jsonl").write_text("".join(lines[::2]))
+    (tmp_path / "te.jsonl").write_text("".join(lines[1::2]))
+    assert main(["compare", "--train", str(tmp_path / "tr.jsonl"), "--test", str(tmp_path / "te.jsonl"),
+                 "--max-length", "16", "--dry-run", "--out", str(tmp_path / "cmp")]) == 0
+    assert re.search(rf"\d+ of {n} texts are longer than --max-length 16", capsys.readouterr().err)

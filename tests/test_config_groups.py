@@ -35,3 +35,26 @@ def test_grouped_fields_are_validated_and_unknown_names_rejected():
         RunConfig(tau=0.1)
     with pytest.raises(AttributeError):
         RunConfig().no_such_field
+
+
+def test_an_installed_copy_resolves_relative_paths_against_the_working_directory(tmp_path):
+    """Outside a checkout (no pyproject.toml beside mars_lib/, as in site-packages) relative results paths
+    resolve against the working directory, never inside the installation; in the checkout, its root."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mars_lib
+    from mars_lib.pipeline.io import REPO_ROOT
+    assert (REPO_ROOT / "pyproject.toml").is_file()
+    site, work = tmp_path / "site-packages", tmp_path / "work"
+    shutil.copytree(Path(mars_lib.__file__).parent, site / "mars_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    work.mkdir()
+    code = ("from mars_lib.pipeline.config import RunConfig; from mars_lib.pipeline.io import REPO_ROOT; "
+            "print(REPO_ROOT); print(RunConfig.resolve('smoke').path('x.csv'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    root, results = r.stdout.split()
+    assert Path(root) == work and Path(results).is_relative_to(work) and not Path(results).is_relative_to(site)

@@ -119,9 +119,18 @@ def _data(cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame) -> tuple[Pair
             featurize(pool, enc, "features: paraphrase pool"))
 
 
+def check_sets(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """Refuse a comparison that cannot mean anything: too few held-out pairs, or the train set held out."""
+    if len(test) < 2:
+        raise DataError(f"the held-out set has {len(test)} pair(s): a comparison needs held-out pairs to score")
+    if _sha(train) == _sha(test):
+        raise DataError("the train and held-out pairs are the same set: hold out pairs the RMs do not train on")
+
+
 def plan(cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame, out: Path | None = None) -> dict:
     """What a comparison will spend, before it spends it: jobs (and how many a previous run finished),
     rounds, pairs trained per round, optimizer steps and synthetic-pair texts to build and encode."""
+    check_sets(train, test)
     n, b = len(train), int(round(cfg.budget_ratio * len(train)))
     jobs = _jobs(cfg)
     done = sum(_job_file(Path(out), a, s).exists() for a, s in jobs) if out is not None else 0
@@ -202,10 +211,7 @@ def compare(cfg: RunConfig, train: pd.DataFrame, test: pd.DataFrame, out: Path |
     """Run (or resume) the comparison `cfg` on validated train / test pair tables; with `out`, every
     finished job and the final tables (claims.csv, accuracy.csv, concentration.csv, timing.csv) are
     written there."""
-    if len(test) < 2:
-        raise DataError(f"the held-out set has {len(test)} pair(s): a comparison needs held-out pairs to score")
-    if _sha(train) == _sha(test):
-        raise DataError("the train and held-out pairs are the same set: hold out pairs the RMs do not train on")
+    check_sets(train, test)
     t0 = time.perf_counter()
     if out is not None:
         out = Path(out)

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]     # the checkout this package runs from
+def _project_root() -> Path:
+    """The checkout this package runs from (the folder holding pyproject.toml beside mars_lib/); for an
+    installed copy (site-packages has no pyproject.toml) the working directory, so that relative results
+    and data paths never land inside the installation."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+REPO_ROOT = _project_root()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -286,7 +286,11 @@ def budgets(gaps, budget: int, version: str = "v1", tau: float | None = None, ta
     _say(f"allocation ({version}): {int(b.sum())} synthetic pairs over {int((b > 0).sum())} of {len(b)} pairs, "
          f"max {int(b.max())} on one pair, top 10 % of pairs get {c['top10_share']:.0%}, Gini {c['gini']:.2f}, "
          f"ESS/N {c['ess_over_n']:.2f}", verbose)
-    if c["ess_over_n"] < CONCENTRATED:
+    if target_ess is not None:                      # the user chose the concentration: say only a miss
+        if abs(c["ess_over_n"] - target_ess) > 0.05:
+            _warn(f"--target-ess {target_ess:g} was not reached: the integer budgets give ESS/N "
+                  f"{c['ess_over_n']:.2f} (B = {budget} over {len(b)} pairs is too coarse for it); raise --budget")
+    elif c["ess_over_n"] < CONCENTRATED:
         _warn(f"the allocation is concentrated (ESS/N {c['ess_over_n']:.2f} < {CONCENTRATED}): few pairs get most "
               f"of the budget, and near-copies of them dominate the augmented set. Lower --tau, or cap b_i with "
               f"--max-per-source.")

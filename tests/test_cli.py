@@ -255,6 +255,7 @@ def test_target_ess_steers_the_allocation_and_uniform_lookalikes_are_flagged(pai
     assert main(base + ["--target-ess", "0.5", "--out", str(tmp_path / "e.csv")]) == 0
     err = capsys.readouterr().err
     assert "--target-ess 0.5: τ =" in err and "cannot be told from uniform" not in err
+    assert "concentrated" not in err and "not reached" not in err          # the concentration asked for, not warned about
     b = pd.read_csv(tmp_path / "e.csv").budget.to_numpy()
     assert b.sum() == 400 and abs(concentration(b)["ess_over_n"] - 0.5) < 0.05
     assert main(base + ["--target-ess", "0.5", "--tau", "1", "--out", str(tmp_path / "f.csv")]) == 2
@@ -336,3 +337,24 @@ def test_score_and_compare_count_the_texts_they_truncate(pairs_file, hf_rm, tmp_
     assert main(["compare", "--train", str(tmp_path / "tr.jsonl"), "--test", str(tmp_path / "te.jsonl"),
                  "--max-length", "16", "--dry-run", "--out", str(tmp_path / "cmp")]) == 0
     assert re.search(rf"\d+ of {n} texts are longer than --max-length 16", capsys.readouterr().err)
+
+
+def test_a_chosen_concentration_is_not_warned_about_but_a_missed_one_is():
+    """--target-ess 0.3 is a concentration the user asked for: no 'concentrated' warning (the same ESS/N
+    reached through --tau is warned about); a target the integer budgets cannot reach is said."""
+    import warnings
+
+    from mars_lib import api
+    from mars_lib.mars import concentration
+    gaps = np.random.default_rng(0).normal(0, 1, 400)
+
+    def run(budget=800, **kw):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            _, b = api.budgets(gaps, budget, verbose=False, **kw)
+        return b, " ".join(str(x.message) for x in w)
+    b, said = run(target_ess=0.3)
+    assert abs(concentration(b)["ess_over_n"] - 0.3) < 0.05 and "concentrated" not in said and "not reached" not in said
+    t = api.budgets.__globals__["tau_for_ess"](gaps, 0.3, api.strategies.allocators()["v1"].q, budget=800, seed=0)
+    assert "concentrated" in run(tau=t)[1]
+    assert "not reached" in run(budget=40, target_ess=0.5)[1]        # 40 pairs over 400: ESS/N at most 0.1

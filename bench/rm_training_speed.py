@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -46,10 +47,10 @@ def pairs_for_bench(n: int, data: str, model_dir, max_length: int) -> pd.DataFra
         from mars_lib.data.gold_task import load_task
         df = load_task(ROOT / "data" / "gold_task_v3").split("train")
     tok = AutoTokenizer.from_pretrained(model_dir)
-    fits = [max(len(tok(rm_text(p, c))["input_ids"]), len(tok(rm_text(p, r))["input_ids"])) < max_length
-            for p, c, r in zip(df.prompt, df.chosen, df.rejected)]
-    print(f"[bench] {sum(fits)} of {len(df)} {data} pairs fit in {max_length} tokens; sampling {min(n, sum(fits))}")
-    df = df[fits]
+    ids = tok([rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)])["input_ids"]
+    df = df.assign(tokens_chosen=[len(i) for i in ids[0::2]], tokens_rejected=[len(i) for i in ids[1::2]])
+    df = df[df[["tokens_chosen", "tokens_rejected"]].max(axis=1) < max_length]
+    print(f"[bench] {len(df)} of {len(ids) // 2} {data} pairs fit in {max_length} tokens; sampling {min(n, len(df))}")
     return df.sample(n=min(n, len(df)), random_state=0).reset_index(drop=True)
 
 
@@ -96,18 +97,6 @@ def trl(df, model_dir, a, tmp: Path, dropout: bool) -> tuple[float, float]:
     run(data.select(range(a.batch * a.accum)))                                       # warm-up
     seconds, loss = run(data)
     return len(df) / seconds, loss          # every pair fits max_length (pairs_for_bench): TRL trains on all of them
-
-
-def _lengths(df, model_dir, max_length: int) -> tuple[float, float]:
-    """Mean and 90th percentile of the sequences' token counts (after truncation): the length spread."""
-    import numpy as np
-    from transformers import AutoTokenizer
-
-    from mars_lib.reward_models.features import rm_text
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    n = [len(i) for i in tok([rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)],
-                             truncation=True, max_length=max_length)["input_ids"]]
-    return float(np.mean(n)), float(np.percentile(n, 90))
 
 
 def round_overhead(a) -> pd.DataFrame:
@@ -162,7 +151,8 @@ def main(argv=None):
     t = pd.DataFrame(res, columns=["trainer", "dropout", "pairs_per_s", "train_loss"])
     t["vs_trl"] = t.pairs_per_s / t.groupby("dropout").pairs_per_s.transform("last")
     t["max_loss_diff_vs_padded"] = (t.train_loss - t.groupby("dropout").train_loss.transform(lambda x: x.iloc[1])).abs()
-    tok_mean, tok_p90 = _lengths(df, model_dir, a.max_length)
+    tokens = np.concatenate([df.tokens_chosen, df.tokens_rejected])       # the length spread of the texts trained on
+    tok_mean, tok_p90 = float(tokens.mean()), float(np.percentile(tokens, 90))
     t = t.assign(model="all-MiniLM-L6-v2 (full fine-tuning)", data=a.data, pairs=len(df), batch=f"{a.batch}x{a.accum}",
                  max_length=a.max_length, mean_tokens=tok_mean, p90_tokens=tok_p90, precision="fp32",
                  device=f"cpu, {a.threads} threads", command="python bench/rm_training_speed.py " + " ".join(argv or sys.argv[1:]))

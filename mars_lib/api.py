@@ -59,11 +59,15 @@ def _say(msg: str, verbose: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- reward models
-def encoder(max_length: int = 256) -> Encoder:
-    """The shipped MiniLM encoder with the feature cache (features cached by content, offline)."""
+def _check_minilm_length(max_length: int) -> None:
     if max_length > MINILM_POSITIONS:
         raise DataError(f"--max-length {max_length} exceeds the shipped encoder's {MINILM_POSITIONS} positions "
                         f"(all-MiniLM-L6-v2): pass --max-length {MINILM_POSITIONS} or less")
+
+
+def encoder(max_length: int = 256) -> Encoder:
+    """The shipped MiniLM encoder with the feature cache (features cached by content, offline)."""
+    _check_minilm_length(max_length)
     set_offline()
     return Encoder.minilm(FeatureCache(cache_dir() / "features.sqlite"), max_length=max_length)
 
@@ -90,9 +94,9 @@ def load_head(path: Path, dim: int = MINILM_DIM) -> HeadRewardModel:
     return m
 
 
-def _rm_texts(df: pd.DataFrame) -> list[str]:
-    """The texts an RM reads for every pair: chosen and rejected, each with its prompt (`rm_text`)."""
-    return [rm_text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)]
+def _rm_texts(df: pd.DataFrame, text=rm_text) -> list[str]:
+    """The texts an RM reads for every pair: chosen and rejected, each with its prompt (`text(prompt, response)`)."""
+    return [text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)]
 
 
 def truncated(tokenizer, texts: list[str], max_length: int, verbose: bool = True) -> int:
@@ -195,8 +199,7 @@ def reward_scores(df: pd.DataFrame, rm, max_length: int = 256, template: str = "
 def _truncated_by(model, df: pd.DataFrame, max_length: int, verbose: bool = True) -> int | None:
     """`truncated` for the texts `model` (a `load_rm` model) reads; None for an object it cannot tokenize for."""
     if isinstance(model, HFRewardModel):
-        texts = [model.text(p, y) for p, c, r in zip(df.prompt, df.chosen, df.rejected) for y in (c, r)]
-        return truncated(model.tokenizer, texts, max_length, verbose)
+        return truncated(model.tokenizer, _rm_texts(df, model.text), max_length, verbose)
     if isinstance(model, HeadScorer):
         return truncated(model.encoder.tok, _rm_texts(df), max_length, verbose)
     return None
@@ -373,10 +376,9 @@ def compare(train, test, arms=comparison.DEFAULT_ARMS, seeds=(0, 1, 2), rounds: 
     tr, te = as_pairs(train, on_error, "train"), as_pairs(test, on_error, "test")
     cfg = comparison.comparison_config(len(tr), arms, seeds, rounds, budget, regime, model, **settings)
     if regime == "head":
-        tok = encoder(cfg.max_length).tok
-    else:
-        from transformers import AutoTokenizer     # heavy: imported only when a fine-tuned comparison needs it
-        tok = AutoTokenizer.from_pretrained(cfg.rm_model or minilm_dir())
+        _check_minilm_length(cfg.max_length)
+    from transformers import AutoTokenizer         # heavy: imported only when a comparison runs; the tokenizer
+    tok = AutoTokenizer.from_pretrained(cfg.rm_model or minilm_dir())   # alone (the encoder loads once, in compare)
     truncated(tok, _rm_texts(tr) + _rm_texts(te), cfg.max_length, progress)
     if dry_run:
         return comparison.plan(cfg, tr, te, out)

@@ -11,6 +11,7 @@
   compare           `mars compare`: the user's arms × seeds × rounds, resumable, with paired verdicts
   helps_map         the when-MARS-helps map over label noise × τ × version × operator
   runner            runs the numbered notebooks with papermill (`./run_all.sh`)
+  run_log           each notebook run's wall time and largest process, appended to <results_dir>/run_log.csv
   tables, io        result tables with provenance (config, commit, versions); atomic writes
   report            the generated results in docs/results.md and the README's glance
   assets, split_assets  the offline models and data shipped in registry packages, with checksums

@@ -19,6 +19,7 @@ from mars_lib import strategies
 from mars_lib.figures import plotting
 from mars_lib.evaluation.claims import REGIME_FOLDERS, claim_specs
 from mars_lib.pipeline.io import REPO_ROOT
+from mars_lib.pipeline.run_log import cold_cost_line
 from mars_lib.pipeline.tables import load_table
 from mars_lib.evaluation.stats import VERDICTS
 from mars_lib.judges.task_judge import LABELS as JUDGE_LABELS
@@ -277,6 +278,9 @@ def glance_section(results: Path) -> str:
                          + "; ".join(f"{r.judge} on {r.dataset} {r.agreement:.3f} [{r.lo:.3f}, {r.hi:.3f}]"
                                      for r in fixed.itertuples()) + ".")
     lines.append(what_held(claims))
+    cost = cold_cost_line(results)
+    if cost:
+        lines.append(cost)
     lines += ["", GLANCE_END]
     return "\n".join(lines)
 

@@ -33,9 +33,10 @@ from pathlib import Path
 from mars_lib.evaluation.claims import write_claims
 from mars_lib.pipeline.config import PROFILES, REPO_ROOT, ConfigError, RunConfig
 from mars_lib.figures import draw_all, FIGURES
-from mars_lib.pipeline.assets import set_offline, set_online
+from mars_lib.pipeline.assets import cache_dir, set_offline, set_online
 from mars_lib.pipeline.io import atomic_write_text
 from mars_lib.pipeline.report import main as write_report
+from mars_lib.pipeline.run_log import PeakRSS, append_run, folder_mib
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -140,6 +141,33 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _kernel_environment(cfg: RunConfig) -> None:
+    set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
+    # the executed copy is read as a report: figures inline (ipykernel's own backend, not the Agg
+    # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
+    os.environ.pop("MPLBACKEND", None)
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
+    # libraries import tqdm.auto, which warns once per kernel that ipywidgets is missing; the package
+    # uses text bars on purpose, so that one warning is silenced in the kernel (nothing else is)
+    if "IProgress" not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                              "ignore:IProgress not found"]))
+
+
+def _execute(pm, nb: Path, out: Path, params: dict, cfg: RunConfig, profile: str, cache: Path,
+             cache_state: str) -> tuple[float, float | None]:
+    """Run one notebook with papermill; log its time and largest process to <results_dir>/run_log.csv."""
+    _kernel_environment(cfg)
+    t0, cache_before = time.perf_counter(), folder_mib(cache)
+    with PeakRSS() as peak:
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
+                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
+    secs = time.perf_counter() - t0
+    append_run(out.parent.parent, profile=profile, notebook=nb.stem, seconds=round(secs, 1), peak_rss_mib=peak.mib,
+               cache_state=cache_state, cache_mib_before=cache_before, cache_dir=str(cache))
+    return secs, peak.mib
+
+
 def main(argv=None) -> int:
     ap = _parser()
     a = ap.parse_args(argv)
@@ -182,6 +210,8 @@ def main(argv=None) -> int:
 
     import papermill as pm
     t_all = time.perf_counter()
+    cache = cache_dir()
+    cache_state = "empty" if folder_mib(cache) < 1 else "warm"      # at the runner's start: run_log.csv
     for nb, params, cfg in plan:
         out_dir = cfg.path("executed", "x").parent
         out = out_dir / nb.name
@@ -190,22 +220,10 @@ def main(argv=None) -> int:
         if not a.force and out.exists() and stamp.exists() and stamp.read_text() == fp:
             print(f"[run_all] {nb.name}: up to date, skipped (--force to re-run)")
             continue
-        set_offline() if cfg.offline else set_online()            # the kernel inherits this environment
-        # the executed copy is read as a report: figures inline (ipykernel's own backend, not the Agg
-        # that scripts use) and a progress line every 30 s rather than hundreds of bar redraws
-        os.environ.pop("MPLBACKEND", None)
-        os.environ.setdefault("TQDM_MININTERVAL", "30")
-        # libraries import tqdm.auto, which warns once per kernel that ipywidgets is missing; the package
-        # uses text bars on purpose, so that one warning is silenced in the kernel (nothing else is)
-        if "IProgress" not in os.environ.get("PYTHONWARNINGS", ""):
-            os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
-                                                                  "ignore:IProgress not found"]))
         print(f"[run_all] {nb.name}  profile={a.profile}  params={params}")
-        t0 = time.perf_counter()
-        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
-                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
+        secs, mib = _execute(pm, nb, out, params, cfg, a.profile, cache, cache_state)
         atomic_write_text(stamp, fp)
-        print(f"[run_all] {nb.name}: done in {time.perf_counter() - t0:.0f} s -> {_show(out)}")
+        print(f"[run_all] {nb.name}: done in {secs:.0f} s, largest process {mib} MiB -> {_show(out)}")
     figs = plan[0][2].path("figures", "x").parent if plan else None
     print(f"[run_all] all done in {time.perf_counter() - t_all:.0f} s")
     if plan and plan[0][2].results_dir == "results" and (REPO_ROOT / "results" / "claims.csv").exists():

@@ -1,5 +1,7 @@
-"""Every notebook end to end with papermill on the smoke profile (minutes): tables and figures."""
+"""Every notebook end to end with papermill on the smoke profile (minutes): tables and figures, a rerun
+that skips, and no network call. The run is made once (a module fixture) and read by every test here."""
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +12,29 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
+
+
+# Every non-loopback socket refused, in the runner and in each kernel (a sitecustomize on PYTHONPATH);
+# an attempt is logged to $MARS_NET_LOG.
+GUARD = r'''
+import os, socket
+_log = os.environ["MARS_NET_LOG"]
+def _local(addr):
+    host = addr[0] if isinstance(addr, tuple) else addr
+    return not isinstance(host, str) or host.startswith("127.") or host in ("localhost", "::1", "0.0.0.0", "")
+def _deny(what):
+    with open(_log, "a") as f:
+        f.write(what + "\n")
+    raise OSError("network disabled by the test: " + what)
+_connect, _connect_ex, _gai = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+def connect(self, addr):
+    return _connect(self, addr) if self.family == socket.AF_UNIX or _local(addr) else _deny(f"connect {addr}")
+def connect_ex(self, addr):
+    return _connect_ex(self, addr) if self.family == socket.AF_UNIX or _local(addr) else _deny(f"connect_ex {addr}")
+def getaddrinfo(host, *a, **k):
+    return _gai(host, *a, **k) if _local((host,)) else _deny(f"getaddrinfo {host}")
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+'''
 
 EXPECTED = {
     "01_margins": ["task_summary.csv", "judge_sanity.csv", "gold_gaps.csv", "reward_gaps.csv", "judge_human_agreement.csv"],
@@ -25,10 +50,41 @@ EXPECTED = {
 }
 
 
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    out = tmp_path / "results"
+def _guarded_env(tmp) -> tuple[dict, object]:
+    """The environment of an air-gapped user: the socket guard on, the HF offline variables *unset* (the
+    package's own offline handling must keep the run off the network)."""
+    guard = tmp / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(GUARD)
+    log = tmp / "net.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(PYTHONPATH=f"{guard}{os.pathsep}{env.get('PYTHONPATH', '')}", MARS_NET_LOG=str(log))
+    return env, log
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`./run_all.sh --profile smoke --force` into a fresh results folder, under the socket guard."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    env, log = _guarded_env(tmp)
+    out = tmp / "results"
     cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
+    return {"out": out, "cmd": cmd, "proc": proc, "env": env, "net_log": log}
+
+
+def test_smoke_run_makes_no_network_call(smoke_run):
+    assert smoke_run["proc"].returncode == 0, smoke_run["proc"].stderr[-3000:]
+    log = smoke_run["net_log"]
+    assert not log.exists(), f"network calls attempted:\n{log.read_text()[:2000]}"
+    # the guard itself works: a non-loopback connection from the same interpreter setup is refused
+    probe = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('203.0.113.1', 80), 1)"],
+                           capture_output=True, text=True, env=smoke_run["env"], timeout=60)
+    assert probe.returncode != 0 and "network disabled by the test" in probe.stderr
+
+
+def test_smoke_profile_runs_every_notebook(smoke_run):
+    out, proc = smoke_run["out"], smoke_run["proc"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     for nb, tables in EXPECTED.items():
         for t in tables:
@@ -66,11 +122,13 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     m = saved.merge(again_int, on=["strategy", "metric", "track", "rm"], suffixes=("", "_re"))
     assert len(m) == len(saved) and np.allclose(m["mean"], m["mean_re"], atol=1e-6)
     # the smoke run's key numbers match the committed smoke reference within the stated tolerances
-    import os
     compare_with_smoke_reference(out, write=os.environ.get("MARS_WRITE_SMOKE_REFERENCE") == "1")
-    # a second run with unchanged inputs skips every notebook
-    again = [a for a in cmd if a != "--force"]
-    proc2 = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_smoke_rerun_with_unchanged_inputs_skips_every_notebook(smoke_run):
+    assert smoke_run["proc"].returncode == 0, smoke_run["proc"].stderr[-3000:]
+    again = [a for a in smoke_run["cmd"] if a != "--force"]
+    proc2 = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600, env=smoke_run["env"])
     assert proc2.returncode == 0 and proc2.stdout.count("up to date, skipped") == 5, proc2.stdout
 
 

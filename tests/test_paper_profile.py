@@ -41,7 +41,7 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
         "n_prompts": 12, "n_base": 12, "seeds": [0], "rounds": 1, "max_length": 64, "batch_size": 4, "grad_accum": 2,
         "n_paraphrases": 2, "human_max_pairs": 12, "human_eval_max_pairs": 8, "refine_max_pairs": 2,
         "refine_attempts": 1, "fidelity_sources": 4, "dpo_train_prompts": 3, "dpo_eval_prompts": 2,
-        "dpo_strategies": ["none", "mars_v1"], "hvp_pairs": 4, "lanczos_iters": 3, "hutchinson_samples": 3,
+        "dpo_strategies": ["none", "mars_v1"], "bon_iid_prompts": 4, "hvp_pairs": 4, "lanczos_iters": 3, "hutchinson_samples": 3,
         "n_boot": 50,
     }
     cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "paper", "--force"]

@@ -50,7 +50,7 @@ class TaskConfig:
                                                 # local HH .jsonl[.gz] file with a split field, or a local folder
                                                 # in the hub's format
     human_max_pairs: int | None = None          # cap on train pairs of the track (None = all; authors: 1000)
-    human_eval_max_pairs: int | None = None     # cap on its val / test pairs each (None = all)
+    human_eval_max_pairs: int | None = None     # cap on its val / test pairs each, and on each OOD subset (None = all)
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,8 @@ def setup(cfg: RunConfig) -> Setup:
     ctx = context.setup(cfg)
     pool, phi = best_of_n.bon_pool(ctx, "test")
     heads = checkpoints.load_reward_models(cfg)
-    for (a, seed), m in heads.items():
-        pool[f"r_{a}_{seed}"] = m.score(pool.prompt, pool.response, phi)
+    scores = {f"r_{a}_{seed}": m.score(pool.prompt, pool.response, phi) for (a, seed), m in heads.items()}
+    pool = pd.concat([pool, pd.DataFrame(scores, index=pool.index)], axis=1)   # one block, not a column per RM
     N = int(pool.groupby("prompt_id").size().min())
     print(f"{pool.prompt_id.nunique()} test prompts x N = {N} policy samples; {len(heads)} reward models")
     return Setup(cfg, ctx, pool, heads, N)

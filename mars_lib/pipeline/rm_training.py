@@ -218,9 +218,12 @@ def when_mars_helps(s: Setup) -> pd.DataFrame:
 def ood(s: Setup, gold: Trained, hum: HumanTracks) -> pd.DataFrame:
     """Every RM of the gold task and of each human track on LLMBar (5 subsets) and MT-Bench human
     judgments: ood_per_pair.parquet, ood_eval.csv (accuracy per subset and section, Wilson intervals
-    over pairs) and ood_intervals.csv (per strategy, over prompts and seeds), which it returns."""
+    over pairs) and ood_intervals.csv (per strategy, over prompts and seeds), which it returns.
+    `cfg.human_eval_max_pairs` keeps the first pairs of each subset (smoke: 60); None: all 614."""
     cfg = s.cfg
     items = ood_eval.load_ood()
+    if cfg.human_eval_max_pairs is not None:
+        items = items.groupby("subset", sort=False).head(cfg.human_eval_max_pairs).reset_index(drop=True)
     sets = {"task": gold.runs, **hum.runs}
     inputs = {f: h for f, h in ood_eval.readme_sha256(ood_eval.OOD_DIR).items() if f in ood_eval.FILES}
     pp = pd.concat([ood_eval.score_ood({k: r.model for k, r in runs.items()}, s.ctx.encoder, items).assign(trained_on=t)

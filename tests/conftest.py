@@ -33,3 +33,57 @@ if _RSS_LOG:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
         with open(_RSS_LOG, "a") as f:
             f.write(f"{item.nodeid}\t{own}\t{kids}\n")
+
+
+# Long end-to-end runs in the background. On 2 cores the suite used ~1.35 of them: most tests are one
+# Python thread, while the notebook runs are subprocesses that wait on nothing here. A test module that
+# defines `background(tmp: Path) -> dict` (which may only start subprocesses: no torch, no global RNG in
+# this process) has it started once collection ends, if any of its tests were selected. The jobs run one
+# after another in one thread beside the rest of the suite; the module's tests read the job's dict
+# through the `background_run` fixture, which waits for it. The asset conversions they share with the
+# foreground are serialised by a file lock (`mars_lib.pipeline.assets.exclusive`).
+import threading
+
+
+class _Job:
+    def __init__(self, module):
+        self.module, self.done, self.result, self.error = module, threading.Event(), None, None
+
+
+_JOBS: dict[str, _Job] = {}
+
+
+def _run_jobs(jobs, factory):
+    for job in jobs:
+        try:
+            job.result = job.module.background(factory.mktemp(job.module.__name__.rsplit(".", 1)[-1]))
+        except BaseException as e:          # handed to the module's tests
+            job.error = e
+        finally:
+            job.done.set()
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    new = []
+    for item in session.items:
+        mod = getattr(item, "module", None)
+        if mod is not None and hasattr(mod, "background") and mod.__name__ not in _JOBS:
+            _JOBS[mod.__name__] = job = _Job(mod)
+            new.append(job)
+    if new:
+        factory = session.config._tmp_path_factory
+        threading.Thread(target=_run_jobs, args=(new, factory), daemon=True, name="mars-background").start()
+
+
+@pytest.fixture(scope="module")
+def background_run(request, tmp_path_factory):
+    job = _JOBS.get(request.module.__name__)
+    if job is None:                          # not seen at collection (should not happen): run it here
+        job = _JOBS[request.module.__name__] = _Job(request.module)
+        _run_jobs([job], tmp_path_factory)
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
+    return job.result

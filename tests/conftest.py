@@ -42,8 +42,8 @@ if _RSS_LOG:
 # Long end-to-end runs in the background. On 2 cores the suite used ~1.35 of them: most tests are one
 # Python thread, while the notebook runs are subprocesses that wait on nothing here. A test module that
 # defines `background(tmp: Path) -> dict` (which may only start subprocesses: no torch, no global RNG in
-# this process) has it started once collection ends, if any of its tests were selected. The jobs run one
-# after another in one thread beside the rest of the suite; the module's tests read the job's dict
+# this process) has it started once collection ends, if any of its tests were selected. Each job runs in
+# its own thread (one torch thread each), beside each other and the rest of the suite; the module's tests read the job's dict
 # through the `background_run` fixture, which waits for it. The asset conversions they share with the
 # foreground are serialised by a file lock (`mars_lib.pipeline.assets.exclusive`).
 import threading
@@ -76,9 +76,9 @@ def pytest_collection_finish(session):
         if mod is not None and hasattr(mod, "background") and mod.__name__ not in _JOBS:
             _JOBS[mod.__name__] = job = _Job(mod)
             new.append(job)
-    if new:
-        factory = session.config._tmp_path_factory
-        threading.Thread(target=_run_jobs, args=(new, factory), daemon=True, name="mars-background").start()
+    factory = session.config._tmp_path_factory
+    for job in new:                          # side by side: the foreground idles while it waits for them
+        threading.Thread(target=_run_jobs, args=([job], factory), daemon=True, name=f"mars-{job.module.__name__}").start()
 
 
 @pytest.fixture(scope="module")

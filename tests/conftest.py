@@ -7,7 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # torch's OpenMP threads spin while they wait for work; beside the suite's background runs (below) two
-# processes then fight for 2 cores and a fine-tuning test took 75 s instead of 14 (26 s with this).
+# processes then fight for 2 cores: the two packed-batch fine-tuning tests took 75 s beside a smoke run,
+# 26 s with this.
 # Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -171,7 +171,7 @@ def smollm2_dir() -> Path:
         return out
     with exclusive(out):
         if not done.exists():
-            dequantize_gguf_isolated(gguf.parent, gguf.name, out, "~20 s")
+            dequantize_gguf_isolated(gguf.parent, gguf.name, out, "~25 s")
             atomic_write_text(done, json.dumps({"source": str(gguf), "sha256": ASSETS["smollm2_gguf"].sha256}))
     return out
 

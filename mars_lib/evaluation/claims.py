@@ -153,7 +153,8 @@ def write_claims(cfg) -> pd.DataFrame:
     as `full:<model>`, `<results>/cpu_regimes/<model>/...` as `full-cpu:<model>`) and of notebook 05 (Best-of-N win rates), where present."""
     nb3 = "03_rm_training"
     per_pair, hist = [], []
-    for pp, h in (("per_pair_test.parquet", "history.csv"), ("per_pair_human_track.parquet", "history_human_track.csv")):
+    for pp, h in (("per_pair_test.parquet", "history.csv"), ("per_pair_human_track.parquet", "history_human_track.csv"),
+                  ("per_pair_backbones.parquet", "history_backbones.csv")):     # the last: rm "head:<encoder>"
         if cfg.path(nb3, pp).exists():
             per_pair.append(load_table(cfg.path(nb3, pp)))
             hh = load_table(cfg.path(nb3, h))

@@ -1,5 +1,5 @@
 """Figures of notebook 03: accuracy by strategy, rounds, reward-gap densities, operators, the human
-tracks, the τ sweep, the when-MARS-helps map, OOD and RewardBench. Drawn from saved tables alone."""
+tracks, the stronger backbone, the τ sweep, the when-MARS-helps map, OOD and RewardBench. Drawn from saved tables alone."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -99,6 +99,30 @@ def fig_03_human_track(results: Path, cfg=None) -> Figure:
     for a, (t, g) in zip(ax[0], h_int.groupby("track", sort=False)):
         plotting.bars_with_ci(g, "accuracy", ax=a, ylabel=f"test accuracy ({t}, human labels)")
         a.set_title(f"{t}: {g.n_pairs.iloc[0]} test pairs, {g.n_clusters.iloc[0]} prompts, {g.n_seeds.iloc[0]} seeds")
+    return fig
+
+
+@figure("03_backbones", "03_rm_training/backbones.csv")
+def fig_03_backbones(results: Path, cfg=None) -> Figure:
+    """Each arm's test accuracy per frozen backbone (95 % interval over prompts × seeds), beside the "longer
+    response wins" baseline on the same pairs; the legend gives each backbone's reward-gap spread."""
+    table = _t(results, "03_rm_training/backbones.csv")
+    tracks = list(dict.fromkeys(table.track))
+    plotting.style()
+    fig, ax = plt.subplots(1, len(tracks), figsize=(7 * len(tracks), 4.2), squeeze=False)
+    for a, t in zip(ax[0], tracks):
+        g = table[table.track == t]
+        arms, rms = plotting.order(set(g.strategy)), list(dict.fromkeys(g.rm))
+        for k, (rm, r) in enumerate(g.groupby("rm", sort=False)):
+            r = r.set_index("strategy").reindex(arms)
+            x = [i + (k - (len(rms) - 1) / 2) * 0.25 for i in range(len(arms))]
+            a.errorbar(x, r.accuracy, yerr=[r.accuracy - r.lo, r.hi - r.accuracy], fmt="o", capsize=3,
+                       label=f"{rm} (gap sd {r.gap_sd.mean():.2f})")
+        a.axhline(g.length_baseline.iloc[0], ls="--", color="#555555", label="longer response wins")
+        a.set_xticks(range(len(arms)), [plotting.label(s) for s in arms], rotation=20, ha="right")
+        a.set_ylabel(f"test accuracy ({t}, human labels)")
+        a.set_title(f"{t}: {g.n_clusters.iloc[0]} test prompts, {g.n_seeds.iloc[0]} seeds")
+        a.legend(fontsize=8)
     return fig
 
 

@@ -10,6 +10,7 @@
   downstream_stages notebook 05's stages: Best-of-N and DPO with each reward model, judged by the gold judge
   compare           `mars compare`: the user's arms × seeds × rounds, resumable, with paired verdicts
   helps_map         the when-MARS-helps map over label noise × τ × version × operator
+  backbones         the head on a stronger frozen encoder (all-mpnet-base-v2) beside MiniLM, with the length baseline
   runner            runs the numbered notebooks with papermill (`./run_all.sh`)
   run_log           each notebook run's wall time and largest process, appended to <results_dir>/run_log.csv
   tables, io        result tables with provenance (config, commit, versions); atomic writes

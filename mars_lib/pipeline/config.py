@@ -56,8 +56,10 @@ class TaskConfig:
 @dataclass(frozen=True)
 class RewardModelConfig:
     """The reward model: frozen encoder + head, or a fine-tuned classifier (mars_lib.reward_models.head, mars_lib.reward_models.finetune)."""
-    encoder: str = "minilm"                     # sentence encoder (head RM features, semantic distance): "minilm"
-                                                # (offline asset) or a local folder / hub id
+    encoder: str = "minilm"                     # sentence encoder (head RM features, semantic distance): "minilm" or
+                                                # "mpnet" (offline assets) or a local folder / hub id
+    head_backbones: tuple[str, ...] = ()        # nb 03: encoders whose heads also train on the human tracks, beside
+                                                # `encoder` (mars_lib.pipeline.backbones); () skips
     max_length: int = 256                       # tokens of "Human: x / Assistant: y" (left-truncated)
     head_hidden: int = 0                        # 0 = linear head (the theory's model)
     lr: float = 1e-2                            # AdamW on the head (features are L2-normalised)
@@ -257,8 +259,8 @@ class RunConfig:
             bad("pool_mode", f"the {self.operator} operator builds only a pre-generated pool; use pool_mode='pool'")
         if self.pool_mode not in POOL_MODES:
             bad("pool_mode", f"choose one of {POOL_MODES}")
-        if self.rm not in RM_KINDS:
-            bad("rm", f"choose one of {RM_KINDS}")
+        if self.rm not in RM_KINDS or (self.head_backbones and self.rm != "head"):
+            bad("rm", f"choose one of {RM_KINDS}" + ("; head_backbones needs rm='head'" if self.rm in RM_KINDS else ""))
         for name in ("precision", "dpo_precision"):
             value = getattr(self, name)
             if value is None and name == "dpo_precision":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mars_lib.pipeline.assets import cache_dir, minilm_dir, smollm2_dir
+from mars_lib.pipeline.split_assets import SPLIT_ASSETS, mpnet_dir
 from mars_lib.reward_models.features import Encoder, FeatureCache, Pairs, featurize
 from mars_lib.reward_models.head import HeadConfig, HeadRewardModel
 from mars_lib.data.gold_task import Task, load_task
@@ -42,11 +43,15 @@ def setup(cfg: RunConfig) -> Context:
 
 
 def encoder_for(cfg: RunConfig) -> Encoder:
-    """cfg.encoder: "minilm" (the offline asset) or a local folder / hub id of a sentence encoder
-    (mean pooling, L2-normalised — all-mpnet-base-v2 in the paper profile). Cached by content."""
+    """cfg.encoder: "minilm" or "mpnet" (the offline all-MiniLM-L6-v2 / all-mpnet-base-v2 assets) or a local
+    folder / hub id of a sentence encoder (mean pooling, L2-normalised — all-mpnet-base-v2 from the hub in
+    the paper profile). Cached by content."""
     cache = FeatureCache(cache_dir() / "features.sqlite")
     if cfg.encoder == "minilm":
         return Encoder.minilm(cache, max_length=cfg.max_length, device=cfg.device)
+    if cfg.encoder == "mpnet":
+        return Encoder(mpnet_dir(), f"all-mpnet-base-v2@{SPLIT_ASSETS['mpnet'].sha256[:12]}", cache,
+                       max_length=cfg.max_length, device=cfg.device)
     return Encoder.from_pretrained(cfg.encoder, cache, max_length=cfg.max_length, device=cfg.device)
 
 

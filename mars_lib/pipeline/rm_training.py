@@ -6,6 +6,7 @@
     rm_training.gold_results(s, gold)     summary, per-strategy intervals, paired differences
     rm_training.other_operators(s, gold)      the same arms with refined paraphrases and resampled pairs
     hum = rm_training.human_tracks(s)     chitchat and hh-rlhf: the same arms on human labels
+    rm_training.backbones(s, hum)         the same again with the head on a stronger frozen encoder
     rm_training.tau_sweep(s, gold, hum)   MARS at every τ against uniform, and the allocation's concentration
     rm_training.when_mars_helps(s)        the map: MARS − uniform_stratified over β × τ × version × operator
     rm_training.ood(s, gold, hum)         every RM on LLMBar and MT-Bench human judgments
@@ -24,7 +25,7 @@ from mars_lib.evaluation import claims, metrics
 from mars_lib.evaluation import ood as ood_eval
 from mars_lib.evaluation.rewardbench import rewardbench_eval
 from mars_lib.mars import RunResult
-from mars_lib.pipeline import arms, context, helps_map
+from mars_lib.pipeline import arms, backbones as backbone_regime, context, helps_map
 from mars_lib.pipeline.config import RunConfig
 from mars_lib.pipeline.context import Context
 from mars_lib.pipeline.tables import stage_saver
@@ -168,6 +169,26 @@ def human_tracks(s: Setup) -> HumanTracks:
               "paired": _save(cfg, claims.paired_table(per_pair, n_boot=cfg.n_boot), "paired_human_track.csv"),
               "authors_protocol": _save(cfg, pd.concat(proto, ignore_index=True), "authors_protocol_human_track.csv")}
     return HumanTracks(runs, track_pools, tables, per_pair)
+
+
+def backbones(s: Setup, hum: HumanTracks) -> pd.DataFrame:
+    """Every arm × seed on each human track again, with the head on each encoder of `cfg.head_backbones`
+    (`pipeline.backbones`: the same pool texts, budget, schedule and seeds). Saves per_pair_backbones.parquet
+    and history_backbones.csv (rm "head:<name>", read by the claims) and backbones.csv: every backbone's
+    accuracy (the run's own encoder too), the length baseline, RM − length, the gaps' spread and ESS/N.
+    Empty when head_backbones is () or there is no human track."""
+    cfg = s.cfg
+    if not cfg.head_backbones or not s.tracks:
+        return pd.DataFrame()
+    pp, hist = backbone_regime.train_backbones(s, hum)
+    _save(cfg, pp, "per_pair_backbones.parquet")
+    _save(cfg, hist, "history_backbones.csv")
+    own = pd.concat([r.history.assign(track=t) for t, runs in hum.runs.items() for r in runs.values()],
+                    ignore_index=True).assign(rm=cfg.rm)
+    table = backbone_regime.backbone_table(pd.concat([hum.per_pair, pp], ignore_index=True),
+                                           {t: ev["test"].df for t, (_, ev) in s.tracks.items()},
+                                           pd.concat([own, hist], ignore_index=True), n_boot=cfg.n_boot)
+    return _save(cfg, table, "backbones.csv")
 
 
 def tau_sweep(s: Setup, gold: Trained, hum: HumanTracks) -> dict[str, pd.DataFrame]:

@@ -22,12 +22,12 @@ PROFILES: dict[str, dict] = {
                 "strategies": ("none_matched", "uniform_stratified", "mars_v1"), "human_track": (), "extra_operators": (),
                 "tau_grid": (0.1,)},
     # notebook 03 with the stronger-backbone head regime (mars_lib.pipeline.backbones, docs/method.md §13): the
-    # linear head on all-mpnet-base-v2 beside MiniLM on HH-RLHF (200 base pairs, 500 test pairs, the cpu run's
+    # linear head on all-mpnet-base-v2 beside MiniLM on HH-RLHF (120 base pairs, 300 test pairs, the cpu run's
     # pool settings), the compute-matched arms, 10 seeds; the gold task's MiniLM features come from the cpu run's
-    # cache. mpnet encodes ~1.5 HH texts/s on 2 cores, so its ~3.4k texts are most of the cost
+    # cache. mpnet encodes ~1-1.5 HH texts/s on 2 cores, so its ~2k texts are most of the cost
     # (./run_all.sh --profile cpu_backbones --only 03; results/cpu_backbones/)
     "cpu_backbones": {"results_dir": "results/cpu_backbones", "head_backbones": ("mpnet",), "human_track": ("hh-rlhf",),
-                      "human_max_pairs": 200, "human_eval_max_pairs": 500, "extra_operators": (), "tau_grid": (0.1,),
+                      "human_max_pairs": 120, "human_eval_max_pairs": 300, "extra_operators": (), "tau_grid": (0.1,),
                       "strategies": ("none_matched", "uniform_stratified", "mars_v1", "mars_v1@ess0.5", "mars_v2@ess0.5")},
     # notebook 05's DPO at a size the cpu profile's 45-min cold budget cannot hold (~1 h on 2 cores after a
     # cpu run): 160 held-out prompts, 2 DPO seeds, MARS v1 and the baselines it must beat — none_matched

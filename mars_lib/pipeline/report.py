@@ -18,6 +18,7 @@ import pandas as pd
 from mars_lib import strategies
 from mars_lib.figures import plotting
 from mars_lib.evaluation.claims import REGIME_FOLDERS, claim_specs
+from mars_lib.evaluation.findings import backbones as backbone_lines
 from mars_lib.pipeline.io import REPO_ROOT
 from mars_lib.pipeline.run_log import cold_cost_line
 from mars_lib.pipeline.tables import load_table
@@ -269,6 +270,7 @@ def glance_section(results: Path) -> str:
                              f"vs {r.b} ({JUDGE_LABELS.get(r.judge, r.judge)}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
                              for r in t.itertuples()) + ".")
     lines += dpo_glance(results)
+    lines += [f"- {x}" for x in backbone_lines(results)]     # the cpu_backbones profile's stronger backbone, where run
     agree = results / "01_margins" / "judge_human_agreement.csv"
     if agree.exists():
         a = load_table(agree)

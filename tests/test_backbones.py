@@ -116,6 +116,7 @@ def test_the_backbone_figure_draws_every_backbone_and_the_length_line(stage):
     assert cfg.path("figures", "03_backbones.png").exists()
 
 
+@pytest.mark.slow                  # loads (from an empty cache: extracts) the 110M-parameter mpnet
 def test_mpnet_is_an_offline_encoder_with_its_own_cache_id():
     cfg = RunConfig.resolve("smoke")
     enc = context.encoder_for(cfg.replace(encoder="mpnet"))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from mars_lib.evaluation.claims import claim_specs
 from mars_lib.pipeline.helps_map import helps_sentence
+from mars_lib.pipeline.report import backbone_lines as backbones
 from mars_lib.pipeline.tables import load_table
 
 
@@ -103,30 +104,6 @@ def rm_training(results: Path) -> list[str]:
                        f"gold accuracy): {helps_sentence(table)}")
             break
     return out + backbones(results)
-
-
-def backbones(results: Path) -> list[str]:
-    """The stronger-backbone regime (backbones.csv and its claims rows), from this run or the cpu_backbones profile."""
-    for where in ("", "cpu_backbones/"):
-        table, claims = _t(results, f"{where}03_rm_training/backbones.csv"), _t(results, f"{where}claims.csv")
-        if table is None:
-            continue
-        out = []
-        for track, g in table.groupby("track", sort=False):
-            base = g[g.strategy == g.strategy.iloc[0]]
-            out.append(f"Stronger frozen backbone on {track} (`{where}03_rm_training/backbones.csv`, {base.strategy.iloc[0]}): "
-                       + "; ".join(f"{r.rm} accuracy {r.accuracy:.3f} [{r.lo:.3f}, {r.hi:.3f}], RM − length "
-                                   f"{_ci(r.minus_length, r.minus_length_lo, r.minus_length_hi)}, gap sd {r.gap_sd:.3f}"
-                                   for r in base.itertuples()) + f"; length baseline {base.length_baseline.iloc[0]:.3f}.")
-            if claims is not None:
-                c = claims[(claims.track == track) & claims.rm.isin(set(g.rm)) & (claims.metric == "accuracy")
-                           & claims.claim_id.str.endswith(">uniform_stratified")]
-                if len(c):
-                    out.append(f"MARS − uniform_stratified on {track} by backbone: " + "; ".join(
-                        f"{r.rm} {r.claim_id.split('>')[0]} {_ci(r.effect, r.lo, r.hi)} **{r.verdict}**"
-                        for r in c.itertuples()) + ".")
-        return out
-    return []
 
 
 def downstream(results: Path) -> list[str]:

@@ -18,7 +18,6 @@ import pandas as pd
 from mars_lib import strategies
 from mars_lib.figures import plotting
 from mars_lib.evaluation.claims import REGIME_FOLDERS, claim_specs
-from mars_lib.evaluation.findings import backbones as backbone_lines
 from mars_lib.pipeline.io import REPO_ROOT
 from mars_lib.pipeline.run_log import cold_cost_line
 from mars_lib.pipeline.tables import load_table
@@ -295,6 +294,35 @@ def what_held(claims: pd.DataFrame) -> str:
     return (f"- **What held** ({len(held)} of {len(claims)} rows): "
             + "; ".join(f"{r.claim} ({r.track}, {r.rm}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
                         for r in held.itertuples()) + ".")
+
+
+def _table(results: Path, name: str) -> pd.DataFrame | None:
+    p = Path(results) / name
+    return load_table(p) if p.exists() else None
+
+
+def backbone_lines(results: Path) -> list[str]:
+    """The stronger-backbone regime (backbones.csv and its claims rows), from this run or the cpu_backbones profile."""
+    for where in ("", "cpu_backbones/"):
+        table, claims = _table(results, f"{where}03_rm_training/backbones.csv"), _table(results, f"{where}claims.csv")
+        if table is None:
+            continue
+        out = []
+        for track, g in table.groupby("track", sort=False):
+            base = g[g.strategy == g.strategy.iloc[0]]
+            out.append(f"Stronger frozen backbone on {track} (`{where}03_rm_training/backbones.csv`, {base.strategy.iloc[0]}): "
+                       + "; ".join(f"{r.rm} accuracy {r.accuracy:.3f} [{r.lo:.3f}, {r.hi:.3f}], RM − length "
+                                   f"{_ci(r.minus_length, r.minus_length_lo, r.minus_length_hi, signed=True)}, gap sd {r.gap_sd:.3f}"
+                                   for r in base.itertuples()) + f"; length baseline {base.length_baseline.iloc[0]:.3f}.")
+            if claims is not None:
+                c = claims[(claims.track == track) & claims.rm.isin(set(g.rm)) & (claims.metric == "accuracy")
+                           & claims.claim_id.str.endswith(">uniform_stratified")]
+                if len(c):
+                    out.append(f"MARS − uniform_stratified on {track} by backbone: " + "; ".join(
+                        f"{r.rm} {r.claim_id.split('>')[0]} {_ci(r.effect, r.lo, r.hi, signed=True)} **{r.verdict}**"
+                        for r in c.itertuples()) + ".")
+        return out
+    return []
 
 
 def dpo_glance(results: Path) -> list[str]:

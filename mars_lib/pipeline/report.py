@@ -301,6 +301,11 @@ def _table(results: Path, name: str) -> pd.DataFrame | None:
     return load_table(p) if p.exists() else None
 
 
+def _backbone(rm: str) -> str:
+    """`head` is the linear head on the run's encoder (MiniLM), `head:<name>` on another (config head_backbones)."""
+    return f"{rm} (MiniLM)" if rm == "head" else rm
+
+
 def backbone_lines(results: Path) -> list[str]:
     """The stronger-backbone regime (backbones.csv and its claims rows), from this run or the cpu_backbones profile."""
     for where in ("", "cpu_backbones/"):
@@ -310,16 +315,21 @@ def backbone_lines(results: Path) -> list[str]:
         out = []
         for track, g in table.groupby("track", sort=False):
             base = g[g.strategy == g.strategy.iloc[0]]
-            out.append(f"Stronger frozen backbone on {track} (`{where}03_rm_training/backbones.csv`, {base.strategy.iloc[0]}): "
-                       + "; ".join(f"{r.rm} accuracy {r.accuracy:.3f} [{r.lo:.3f}, {r.hi:.3f}], RM − length "
+            longer = base.length_baseline.iloc[0]
+            out.append(f"Stronger frozen backbone on {track} (`{where}03_rm_training/backbones.csv`: {base.strategy.iloc[0]}, "
+                       f"{base.n_seeds.iloc[0]} seeds × {base.n_clusters.iloc[0]} test prompts): "
+                       + "; ".join(f"{_backbone(r.rm)} accuracy {_ci(r.accuracy, r.lo, r.hi)}, RM − length "
                                    f"{_ci(r.minus_length, r.minus_length_lo, r.minus_length_hi, signed=True)}, gap sd {r.gap_sd:.3f}"
-                                   for r in base.itertuples()) + f"; length baseline {base.length_baseline.iloc[0]:.3f}.")
+                                   for r in base.itertuples())
+                       + f"; \"the longer response wins\" {longer:.3f} (the shorter: {1 - longer:.3f}).")
             if claims is not None:
                 c = claims[(claims.track == track) & claims.rm.isin(set(g.rm)) & (claims.metric == "accuracy")
                            & claims.claim_id.str.endswith(">uniform_stratified")]
                 if len(c):
                     out.append(f"MARS − uniform_stratified on {track} by backbone: " + "; ".join(
-                        f"{r.rm} {r.claim_id.split('>')[0]} {_ci(r.effect, r.lo, r.hi, signed=True)} **{r.verdict}**"
+                        f"{_backbone(r.rm)} {r.claim_id.split('>')[0]} "
+                        + ("identical (the same training data)" if r.verdict == "identical"
+                           else f"{_ci(r.effect, r.lo, r.hi, signed=True)} **{r.verdict}**")
                         for r in c.itertuples()) + ".")
         return out
     return []

@@ -50,8 +50,10 @@ def encoder_for(cfg: RunConfig) -> Encoder:
     if cfg.encoder == "minilm":
         return Encoder.minilm(cache, max_length=cfg.max_length, device=cfg.device)
     if cfg.encoder == "mpnet":
+        # batches of 16, not 64: on 2 cores as fast, the same vectors, ~0.5 GiB less at its peak
+        # (python bench/encoder_memory.py: results/bench/encoder_memory_mpnet.csv)
         return Encoder(mpnet_dir(), f"all-mpnet-base-v2@{SPLIT_ASSETS['mpnet'].sha256[:12]}", cache,
-                       max_length=cfg.max_length, device=cfg.device)
+                       max_length=cfg.max_length, device=cfg.device, batch_size=16)
     return Encoder.from_pretrained(cfg.encoder, cache, max_length=cfg.max_length, device=cfg.device)
 
 

@@ -43,7 +43,7 @@ if _RSS_LOG:
 # Long end-to-end runs in the background. On 2 cores the suite used ~1.35 of them: most tests are one
 # Python thread, while the notebook runs are subprocesses that wait on nothing here. A test module that
 # defines `background(tmp: Path) -> dict` (which may only start subprocesses: no torch, no global RNG in
-# this process) has it started once collection ends, if any of its tests were selected. Each job runs in
+# this process) has it started once collection ends, if any selected test of it reads the job (`background_run`). Each job runs in
 # its own thread (one torch thread each), beside each other and the rest of the suite; the module's tests read the job's dict
 # through the `background_run` fixture, which waits for it. The asset conversions they share with the
 # foreground are serialised by a file lock (`mars_lib.pipeline.assets.exclusive`).
@@ -74,7 +74,8 @@ def pytest_collection_finish(session):
     new = []
     for item in session.items:
         mod = getattr(item, "module", None)
-        if mod is not None and hasattr(mod, "background") and mod.__name__ not in _JOBS:
+        if (mod is not None and hasattr(mod, "background") and mod.__name__ not in _JOBS
+                and "background_run" in getattr(item, "fixturenames", ())):     # a selected test reads it
             _JOBS[mod.__name__] = job = _Job(mod)
             new.append(job)
     factory = session.config._tmp_path_factory

@@ -17,24 +17,34 @@ pytestmark = pytest.mark.slow
 
 def _runner(out, *extra):
     return [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--only", "03", "-p", "results_dir", str(out),
-            "-p", "extra_operators", "[]", "-p", "human_track", "off", "-p", "human_eval_max_pairs", "20", *extra]
+            "-p", "extra_operators", "[]", "-p", "human_track", "off", "-p", "human_eval_max_pairs", "20", "-p", "threads", "1", *extra]
 
 
-def test_notebook_killed_mid_training_resumes_to_the_uninterrupted_tables(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    r = subprocess.run(_runner(a, "--force"), cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+def background(tmp):
+    """An uninterrupted run (a); a run (b) killed with SIGKILL once training starts; b resumed without
+    --force. Beside the rest of the suite (tests/conftest.py): only subprocesses."""
+    a, b = tmp / "a", tmp / "b"
+    first = subprocess.run(_runner(a, "--force"), cwd=REPO, capture_output=True, text=True, timeout=900)
     p = subprocess.Popen(_runner(b, "--force"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and not (b / "03_rm_training" / "synthetic_accounting.csv").exists():
         time.sleep(0.05)                                 # the pool is built: training starts next
     time.sleep(0.5)                                      # (the smoke training itself takes only seconds)
-    assert p.poll() is None, "the run finished before it could be killed"
+    alive = p.poll() is None
     os.killpg(p.pid, signal.SIGKILL)                     # the runner and its kernel
     p.wait()
-    assert not (b / "03_rm_training" / "summary.csv").exists()
-    r = subprocess.run(_runner(b), cwd=REPO, capture_output=True, text=True, timeout=900)   # no --force
+    killed_early = not (b / "03_rm_training" / "summary.csv").exists()
+    resumed = subprocess.run(_runner(b), cwd=REPO, capture_output=True, text=True, timeout=900)   # no --force
+    return {"a": a, "b": b, "first": first, "alive": alive, "killed_early": killed_early, "resumed": resumed}
+
+
+def test_notebook_killed_mid_training_resumes_to_the_uninterrupted_tables(background_run):
+    r, a, b = background_run["first"], background_run["a"], background_run["b"]
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert background_run["alive"], "the run finished before it could be killed"
+    assert background_run["killed_early"]
+    r = background_run["resumed"]
     assert r.returncode == 0 and "up to date, skipped" not in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
     for t in ("history.csv", "summary.csv", "allocations_seed0.csv", "intervals.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(a / "03_rm_training" / t), pd.read_csv(b / "03_rm_training" / t))

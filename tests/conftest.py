@@ -58,14 +58,17 @@ class _Job:
 _JOBS: dict[str, _Job] = {}
 
 
-def _run_jobs(jobs, factory):
-    for job in jobs:
-        try:
-            job.result = job.module.background(factory.mktemp(job.module.__name__.rsplit(".", 1)[-1]))
-        except BaseException as e:          # handed to the module's tests
-            job.error = e
-        finally:
-            job.done.set()
+def _run_job(job, tmp: Path):
+    try:
+        job.result = job.module.background(tmp)
+    except BaseException as e:              # handed to the module's tests
+        job.error = e
+    finally:
+        job.done.set()
+
+
+def _job_tmp(job, factory) -> Path:
+    return factory.mktemp(job.module.__name__.rsplit(".", 1)[-1])
 
 
 def pytest_collection_finish(session):
@@ -79,8 +82,11 @@ def pytest_collection_finish(session):
             _JOBS[mod.__name__] = job = _Job(mod)
             new.append(job)
     factory = session.config._tmp_path_factory
-    for job in new:                          # side by side: the foreground idles while it waits for them
-        threading.Thread(target=_run_jobs, args=([job], factory), daemon=True, name=f"mars-{job.module.__name__}").start()
+    # every job's folder made here, before any thread starts: pytest's temporary-folder factory is not
+    # thread-safe (started together, the jobs raced to create its base folder and one job lost)
+    tmps = [_job_tmp(job, factory) for job in new]
+    for job, tmp in zip(new, tmps):          # side by side: the foreground idles while it waits for them
+        threading.Thread(target=_run_job, args=(job, tmp), daemon=True, name=f"mars-{job.module.__name__}").start()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +94,7 @@ def background_run(request, tmp_path_factory):
     job = _JOBS.get(request.module.__name__)
     if job is None:                          # not seen at collection (should not happen): run it here
         job = _JOBS[request.module.__name__] = _Job(request.module)
-        _run_jobs([job], tmp_path_factory)
+        _run_job(job, _job_tmp(job, tmp_path_factory))
     job.done.wait()
     if job.error is not None:
         raise job.error

@@ -43,28 +43,54 @@ if _RSS_LOG:
 # Long end-to-end runs in the background. On 2 cores the suite used ~1.35 of them: most tests are one
 # Python thread, while the notebook runs are subprocesses that wait on nothing here. A test module that
 # defines `background(tmp: Path) -> dict` (which may only start subprocesses: no torch, no global RNG in
-# this process) has it started once collection ends, if any selected test of it reads the job (`background_run`). Each job runs in
-# its own thread (one torch thread each), beside each other and the rest of the suite; the module's tests read the job's dict
-# through the `background_run` fixture, which waits for it. The asset conversions they share with the
-# foreground are serialised by a file lock (`mars_lib.pipeline.assets.exclusive`).
+# this process) has it started once collection ends, if a selected test of it reads the job (through the
+# `background_run` fixture, which waits for it). The jobs run in threads (one torch thread per
+# subprocess), at most MARS_TEST_JOBS (default 2) at a time, the longest first (a module's
+# `BACKGROUND_MINUTES`, as measured); the tests that read a job run last, so the foreground does all the
+# rest of the suite meanwhile. With all five started at once a notebook kernel did not answer within
+# papermill's 60 s. The asset conversions they share with the foreground are serialised by a file lock
+# (`mars_lib.pipeline.assets.exclusive`).
 import threading
+import time
+from collections import deque
 
 
 class _Job:
     def __init__(self, module):
-        self.module, self.done, self.result, self.error = module, threading.Event(), None, None
+        self.module, self.done, self.result, self.error, self.seconds = module, threading.Event(), None, None, None
 
 
 _JOBS: dict[str, _Job] = {}
 
 
 def _run_job(job, tmp: Path):
+    t0 = time.perf_counter()
     try:
         job.result = job.module.background(tmp)
     except BaseException as e:              # handed to the module's tests
         job.error = e
     finally:
+        job.seconds = time.perf_counter() - t0
         job.done.set()
+
+
+def _worker(queue: deque):
+    while True:
+        try:
+            job, tmp = queue.popleft()          # atomic: each job is taken by one worker
+        except IndexError:
+            return
+        _run_job(job, tmp)
+
+
+def _uses_job(item) -> bool:
+    mod = getattr(item, "module", None)
+    return mod is not None and hasattr(mod, "background") and "background_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that wait for a background job last (stable: otherwise in collection order)."""
+    items.sort(key=_uses_job)
 
 
 def _job_tmp(job, factory) -> Path:
@@ -76,17 +102,16 @@ def pytest_collection_finish(session):
         return
     new = []
     for item in session.items:
-        mod = getattr(item, "module", None)
-        if (mod is not None and hasattr(mod, "background") and mod.__name__ not in _JOBS
-                and "background_run" in getattr(item, "fixturenames", ())):     # a selected test reads it
-            _JOBS[mod.__name__] = job = _Job(mod)
+        if _uses_job(item) and item.module.__name__ not in _JOBS:      # a selected test reads it
+            _JOBS[item.module.__name__] = job = _Job(item.module)
             new.append(job)
+    new.sort(key=lambda job: -getattr(job.module, "BACKGROUND_MINUTES", 1))
     factory = session.config._tmp_path_factory
     # every job's folder made here, before any thread starts: pytest's temporary-folder factory is not
     # thread-safe (started together, the jobs raced to create its base folder and one job lost)
-    tmps = [_job_tmp(job, factory) for job in new]
-    for job, tmp in zip(new, tmps):          # side by side: the foreground idles while it waits for them
-        threading.Thread(target=_run_job, args=(job, tmp), daemon=True, name=f"mars-{job.module.__name__}").start()
+    queue = deque((job, _job_tmp(job, factory)) for job in new)
+    for i in range(min(len(new), int(os.environ.get("MARS_TEST_JOBS", "2")))):
+        threading.Thread(target=_worker, args=(queue,), daemon=True, name=f"mars-background-{i}").start()
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +124,11 @@ def background_run(request, tmp_path_factory):
     if job.error is not None:
         raise job.error
     return job.result
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How long each background job took (what BACKGROUND_MINUTES should say)."""
+    done = [j for j in _JOBS.values() if j.seconds is not None]
+    if done:
+        terminalreporter.write_line("background jobs: " + ", ".join(
+            f"{j.module.__name__} {j.seconds:.0f} s{' (failed)' if j.error else ''}" for j in done))

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
+BACKGROUND_MINUTES = 8          # its background job on 2 cores, cold (tests/conftest.py starts the longest first)
 
 
 # Every non-loopback socket refused, in the runner and in each kernel (a sitecustomize on PYTHONPATH);

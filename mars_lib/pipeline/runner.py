@@ -161,7 +161,8 @@ def _execute(pm, nb: Path, out: Path, params: dict, cfg: RunConfig, profile: str
     t0, cache_before = time.perf_counter(), folder_mib(cache)
     with PeakRSS() as peak:
         pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="mars", cwd=str(NOTEBOOKS),
-                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager())
+                            progress_bar=False, log_output=False, kernel_manager_class=_ipc_kernel_manager(),
+                            start_timeout=600)          # a kernel on a busy 2-core machine can take > 60 s to start
     secs = time.perf_counter() - t0
     append_run(out.parent.parent, profile=profile, notebook=nb.stem, seconds=round(secs, 1), peak_rss_mib=peak.mib,
                cache_state=cache_state, cache_mib_before=cache_before, cache_dir=str(cache))

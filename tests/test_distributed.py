@@ -15,7 +15,7 @@ from mars_lib.reward_models import distributed as ddp
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent
 TOL = 1e-4
-BACKGROUND_MINUTES = 2          # its background job on 2 cores, cold (tests/conftest.py starts the longest first)
+BACKGROUND_MINUTES = 2          # its background job, cold, in the full suite on 2 cores (tests/conftest.py starts the longest first)
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:

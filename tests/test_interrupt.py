@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
-BACKGROUND_MINUTES = 4          # its background job on 2 cores, cold (tests/conftest.py starts the longest first)
+BACKGROUND_MINUTES = 4          # its background job, cold, in the full suite on 2 cores (tests/conftest.py starts the longest first)
 
 
 def _runner(out, *extra):

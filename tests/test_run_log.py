@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from mars_lib.pipeline.run_log import FIELDS, PeakRSS, append_run, cold_cost_line, descendants
+from mars_lib.pipeline.run_log import FIELDS, append_run, cold_cost_line
 
 LINUX = sys.platform.startswith("linux")
 

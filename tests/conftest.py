@@ -132,3 +132,8 @@ def pytest_terminal_summary(terminalreporter):
     if done:
         terminalreporter.write_line("background jobs: " + ", ".join(
             f"{j.module.__name__} {j.seconds:.0f} s{' (failed)' if j.error else ''}" for j in done))
+        stale = {j.module.__name__: j.result["seed_new_rows"] for j in done
+                 if isinstance(j.result, dict) and j.result.get("seed_new_rows")}
+        if stale:                            # tests/cache_seed.py: the seed no longer covers the run
+            terminalreporter.write_line("cache seeds out of date (rows computed beyond them: " + ", ".join(
+                f"{m} {n}" for m, n in stale.items()) + "); refresh: MARS_WRITE_CACHE_SEED=1, see tests/cache_seed.py")

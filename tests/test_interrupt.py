@@ -10,6 +10,7 @@ import time
 import pandas as pd
 import pytest
 
+import cache_seed
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -25,9 +26,10 @@ def background(tmp):
     """An uninterrupted run (a); a run (b) killed with SIGKILL once training starts; b resumed without
     --force. Beside the rest of the suite (tests/conftest.py): only subprocesses."""
     a, b = tmp / "a", tmp / "b"
-    first = subprocess.run(_runner(a, "--force"), cwd=REPO, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "MARS_CACHE_DIR": str(cache_seed.seeded_cache(tmp / "cache", "smoke"))}   # smoke's seed
+    first = subprocess.run(_runner(a, "--force"), cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     p = subprocess.Popen(_runner(b, "--force"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+                         start_new_session=True, env=env)
     deadline = time.time() + 600
     while time.time() < deadline and not (b / "03_rm_training" / "synthetic_accounting.csv").exists():
         time.sleep(0.05)                                 # the pool is built: training starts next
@@ -36,7 +38,7 @@ def background(tmp):
     os.killpg(p.pid, signal.SIGKILL)                     # the runner and its kernel
     p.wait()
     killed_early = not (b / "03_rm_training" / "summary.csv").exists()
-    resumed = subprocess.run(_runner(b), cwd=REPO, capture_output=True, text=True, timeout=900)   # no --force
+    resumed = subprocess.run(_runner(b), cwd=REPO, capture_output=True, text=True, timeout=900, env=env)   # no --force
     return {"a": a, "b": b, "first": first, "alive": alive, "killed_early": killed_early, "resumed": resumed}
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import cache_seed
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
-BACKGROUND_MINUTES = 24         # its background job, cold, in the full suite on 2 cores (tests/conftest.py starts the longest first)
+BACKGROUND_MINUTES = 8          # its background job in the full suite on 2 cores, cache seeded (tests/conftest.py starts the longest first)
 
 
 # Every non-loopback socket refused, in the runner and in each kernel (a sitecustomize on PYTHONPATH);
@@ -66,13 +67,16 @@ def _guarded_env(tmp) -> tuple[dict, object]:
 
 def background(tmp):
     """`./run_all.sh --profile smoke --force` into a fresh results folder, under the socket guard; started
-    when collection ends and run beside the rest of the suite (tests/conftest.py), on one torch thread."""
+    when collection ends and run beside the rest of the suite (tests/conftest.py), on one torch thread.
+    Its cache starts from the committed seed of model outputs (tests/cache_seed.py)."""
     env, log = _guarded_env(tmp)
+    cache = cache_seed.seeded_cache(tmp / "cache", "smoke")
+    env["MARS_CACHE_DIR"] = str(cache)
     out = tmp / "results"
     cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "smoke", "--force", "-p", "results_dir", str(out),
            "-p", "threads", "1"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800, env=env)
-    return {"out": out, "cmd": cmd, "proc": proc, "env": env, "net_log": log}
+    return {"out": out, "cmd": cmd, "proc": proc, "env": env, "net_log": log, "seed_new_rows": cache_seed.finish(cache, "smoke")}
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,18 @@ the paper profile's (DeBERTa-architecture RM fully fine-tuned, MPNet encoder, T5
 prompt paraphrased, Llama policy and rewriter, HH-RLHF track, RewardBench, DPO, fine-tuned HVPs).
 The hub stays disabled (`-p offline True`, HF_*_OFFLINE=1): a step that reached for it would fail here."""
 import json
+import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
+import cache_seed
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
-BACKGROUND_MINUTES = 12         # its background job, cold, in the full suite on 2 cores (tests/conftest.py starts the longest first)
+BACKGROUND_MINUTES = 7          # its background job in the full suite on 2 cores, cache seeded (tests/conftest.py starts the longest first)
 
 EXPECTED = {
     "01_margins": ["task_summary.csv", "reward_gaps.csv", "human_track_summary.csv"],
@@ -53,9 +55,11 @@ def background(tmp):
     cmd = [sys.executable, "-m", "mars_lib.pipeline.runner", "--profile", "paper", "--force"]
     for k, v in params.items():
         cmd += ["-p", k, repr(v) if isinstance(v, (list, int, float)) else str(v)]
-    dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
-    return {"params": params, "dry": dry, "proc": proc, "out": tmp / "results"}
+    cache = cache_seed.seeded_cache(tmp / "cache", "paper")     # the committed seed of model outputs
+    env = {**os.environ, "MARS_CACHE_DIR": str(cache)}
+    dry = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400, env=env)
+    return {"params": params, "dry": dry, "proc": proc, "out": tmp / "results", "seed_new_rows": cache_seed.finish(cache, "paper", ("judge3.sqlite",))}
 
 
 def test_paper_profile_runs_every_notebook_on_standins(background_run):

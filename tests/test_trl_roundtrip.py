@@ -24,7 +24,8 @@ def _train(model_dir, data_file, out, tmp_path):
     args = trl.RewardConfig(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, num_train_epochs=1,
                             max_length=96, learning_rate=5e-5, logging_steps=1, save_strategy="no", report_to=[],
                             use_cpu=True, seed=0, eos_token=tok.eos_token or tok.sep_token,   # BERT-style: [SEP]
-                            gradient_checkpointing=False)   # TRL turns it on: it only trades time for memory
+                            gradient_checkpointing=False,   # TRL turns it on: it only trades time for memory
+                            bf16=False)                     # TRL's default; on a CPU bf16 autocast is slow
     ds = load_dataset("json", data_files=str(data_file), split="train")
     trainer = trl.RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     trainer.train()

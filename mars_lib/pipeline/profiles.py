@@ -7,7 +7,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"results_dir": "results/smoke", "seeds": (0, 1), "n_prompts": 100, "human_max_pairs": 120,
               "human_eval_max_pairs": 60, "rounds": 2, "n_paraphrases": 3, "n_boot": 200,
               "curvature_taus": (0.0, 0.5, 2.0), "fidelity_sources": 10, "refine_max_pairs": 6,
-              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 8, "bon_iid_prompts": 24, "dpo_eval_prompts": 4, "tau_grid": (0.1, 5.0),
+              "dpo_strategies": ("none", "mars_v1"), "dpo_train_prompts": 4, "bon_iid_prompts": 24, "dpo_eval_prompts": 4, "tau_grid": (0.1, 5.0),
               "hvp_pairs": 8, "lanczos_iters": 8, "hutchinson_samples": 8,
               # the when-MARS-helps map (mars_lib.pipeline.helps_map) as one cell: v1 at one τ on the paraphrase pool
               "helps_betas": (1.0,), "helps_taus_v1": (20.0,), "helps_taus_v2": (), "helps_operators": ("paraphrase",)},

@@ -13,12 +13,8 @@ import pandas as pd
 from mars_lib.evaluation.claims import claim_specs
 from mars_lib.pipeline.helps_map import helps_sentence
 from mars_lib.pipeline.report import backbone_lines as backbones
-from mars_lib.pipeline.tables import load_table
+from mars_lib.pipeline.tables import table_if_present as _t
 
-
-def _t(results: Path, name: str) -> pd.DataFrame | None:
-    p = Path(results) / name
-    return load_table(p) if p.exists() else None
 
 
 def _ci(m, lo, hi) -> str:

@@ -20,7 +20,7 @@ from mars_lib.figures import plotting
 from mars_lib.evaluation.claims import REGIME_FOLDERS, claim_specs
 from mars_lib.pipeline.io import REPO_ROOT
 from mars_lib.pipeline.run_log import cold_cost_line
-from mars_lib.pipeline.tables import load_table
+from mars_lib.pipeline.tables import load_table, table_if_present as _table
 from mars_lib.evaluation.stats import VERDICTS
 from mars_lib.judges.task_judge import LABELS as JUDGE_LABELS
 
@@ -295,10 +295,6 @@ def what_held(claims: pd.DataFrame) -> str:
             + "; ".join(f"{r.claim} ({r.track}, {r.rm}) {r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
                         for r in held.itertuples()) + ".")
 
-
-def _table(results: Path, name: str) -> pd.DataFrame | None:
-    p = Path(results) / name
-    return load_table(p) if p.exists() else None
 
 
 def _backbone(rm: str) -> str:

@@ -108,6 +108,13 @@ def load_table(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
+def table_if_present(results: str | Path, name: str) -> pd.DataFrame | None:
+    """`load_table` of ``<results>/<name>``, or None where that run has not written it (the report and
+    the findings read whatever tables a run has)."""
+    p = Path(results) / name
+    return load_table(p) if p.exists() else None
+
+
 def load_json(path: str | Path):
     return json.loads(Path(path).read_text())
 

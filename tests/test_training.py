@@ -203,3 +203,18 @@ def test_evaluating_only_after_the_last_round_trains_the_same_model(setup):
                                   te(last).reset_index(drop=True))
     pd.testing.assert_frame_equal(every.allocations, last.allocations)
     np.testing.assert_array_equal(every.model.linear_theta(), last.model.linear_theta())
+
+
+@pytest.mark.parametrize("budget", [60, 65])
+def test_uniform_stratified_budgets_are_exactly_uniform(setup, budget):
+    """MARS's draw with q uniform: every source gets floor(B/N) or one more, B in all; the synthetic
+    pairs of each source are drawn from that source's own pool rows (4 per source here)."""
+    base, pool, _, cfg = setup
+    model = HeadRewardModel(8)
+    model.fit(base.phi_c, base.phi_r, epochs=1)
+    syn, _, b = select_synthetic("uniform_stratified", model, base, pool, budget, cfg, round_seed=3)
+    b = np.asarray(b)
+    assert b.sum() == budget and b.max() - b.min() <= (0 if budget % len(b) == 0 else 1)
+    assert set(np.unique(b)) <= {budget // len(b), budget // len(b) + 1}
+    counts = syn.df.source_id.value_counts().reindex(base.df.pair_id, fill_value=0).to_numpy()
+    assert (counts == b).all()

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from mars_lib.evaluation.claims import claim_specs
 from mars_lib.pipeline.helps_map import helps_sentence
 from mars_lib.pipeline.report import backbone_lines as backbones
 from mars_lib.pipeline.tables import table_if_present as _t
-
 
 
 def _ci(m, lo, hi) -> str:

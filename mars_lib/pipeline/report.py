@@ -296,7 +296,6 @@ def what_held(claims: pd.DataFrame) -> str:
                         for r in held.itertuples()) + ".")
 
 
-
 def _backbone(rm: str) -> str:
     """`head` is the linear head on the run's encoder (MiniLM), `head:<name>` on another (config head_backbones)."""
     return f"{rm} (MiniLM)" if rm == "head" else rm

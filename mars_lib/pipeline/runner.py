@@ -26,7 +26,9 @@ import ast
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +80,19 @@ def _ipc_kernel_manager():
 
     class IPCKernelManager(AsyncKernelManager):
         transport = "ipc"
+
+        def _ip_default(self) -> str:
+            # jupyter_client's default socket prefix is "kernel-ipc" in the working directory, and it picks
+            # the first free numbers there: two runs started at once (./run_all.sh beside the tests, or two
+            # papermill reruns) took the same sockets and read each other's messages ("Invalid Signature").
+            # A private directory per kernel makes the sockets unique; it is removed with the kernel.
+            self._socket_dir = tempfile.mkdtemp(prefix="mars-kernel-")
+            return os.path.join(self._socket_dir, "kernel-ipc")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_socket_dir", None):
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
 
         async def _async_interrupt_kernel(self) -> None:
             # jupyter_client interrupts (SIGINT) a kernel before every shutdown request; after a finished

@@ -324,7 +324,7 @@ def backbone_lines(results: Path) -> list[str]:
                     out.append(f"MARS − uniform_stratified on {track} by backbone: " + "; ".join(
                         f"{_backbone(r.rm)} {r.claim_id.split('>')[0]} "
                         + ("identical (the same training data)" if r.verdict == "identical"
-                           else f"{_ci(r.effect, r.lo, r.hi, signed=True)} **{r.verdict}**")
+                           else f"{_ci(r.effect, r.lo, r.hi, signed=True)} **{r.verdict}** (p_adj {r.p_adj:.3f})")
                         for r in c.itertuples()) + ".")
         return out
     return []

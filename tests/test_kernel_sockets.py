@@ -30,8 +30,7 @@ def test_two_kernels_set_up_at_once_get_disjoint_sockets(tmp_path, monkeypatch):
         assert not list(tmp_path.iterdir())          # nothing written into the working directory
     finally:
         for km in (a, b):
-            km.cleanup_connection_file()
-            asyncio.run(km._async_cleanup_resources())
+            asyncio.run(km._async_cleanup_resources())     # removes the connection file and socket folder
 
 
 def test_kernel_runs_and_its_socket_directory_is_removed(tmp_path):
